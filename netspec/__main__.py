@@ -1,0 +1,3 @@
+from netspec.cli import run
+
+run()

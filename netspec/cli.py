@@ -1,0 +1,255 @@
+"""The command line: arguments and printing only. Every NetspecError becomes a message and
+an exit code; a traceback is shown only with --debug."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netspec import __version__
+from netspec.errors import (
+    EXIT_RUNTIME,
+    EXIT_SPEC,
+    EXIT_USAGE,
+    Diagnostic,
+    NetspecError,
+    Severity,
+    render,
+)
+
+if TYPE_CHECKING:
+    from netspec.ir import Analysis
+
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def register(fn: Command) -> Command:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _report(diags: Sequence[Diagnostic]) -> None:
+    for d in diags:
+        _err(render(d))
+    errors = sum(d.severity is Severity.ERROR for d in diags)
+    warnings = len(diags) - errors
+    if errors or warnings:
+        _err(f"{errors} error(s), {warnings} warning(s)")
+
+
+def _human(n: float, unit: str = "") -> str:
+    for suffix in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.3g}{suffix}{unit}" if suffix else f"{n:g}{unit}"
+        n /= 1000
+    return f"{n:.3g}P{unit}"
+
+
+def _bytes(n: float) -> str:
+    for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.1f} {suffix}" if suffix != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+# ---- check / compile / schema ------------------------------------------------------------------
+
+
+@command("check")
+def cmd_check(args: argparse.Namespace) -> int:
+    from netspec import api
+
+    net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
+    analysis, diags = api.analyse_network(net)
+    errors = [d for d in diags if d.severity is Severity.ERROR]
+    if args.json:
+        print(json.dumps(_check_json(analysis, diags, args.batch), indent=1))
+    else:
+        _print_table(analysis, args.batch, failed=bool(errors))
+    _report(diags)
+    if errors or (args.strict and diags):
+        return EXIT_SPEC
+    return 0
+
+
+def _check_json(analysis: Analysis, diags: list[Diagnostic], batch: int) -> dict[str, Any]:
+    return {
+        "network": analysis.network.name,
+        "valid": not any(d.severity is Severity.ERROR for d in diags),
+        "total_params": analysis.total_params,
+        "trainable_params": analysis.trainable_params,
+        "non_trainable_params": analysis.state_params,
+        "param_bytes": analysis.total_params * 4,
+        "macs": analysis.macs,
+        "flops": 2 * analysis.macs,
+        "batch": batch,
+        "activation_bytes": analysis.activation_bytes * batch,
+        "layers": [
+            {
+                "name": info.name,
+                "op": info.op,
+                "input_shapes": [list(s) for s in info.input_shapes],
+                "output_shape": None if info.output_shape is None else list(info.output_shape),
+                "params": info.params,
+                "non_trainable_params": info.state,
+                "macs": info.macs,
+                "failed": info.failed,
+            }
+            for name in analysis.order
+            if (info := analysis.layers.get(name)) is not None
+        ],
+        "diagnostics": [d.to_json() for d in diags],
+    }
+
+
+def _print_table(analysis: Analysis, batch: int, failed: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    net = analysis.network
+    table = Table(title=f"network {net.name}", title_justify="left", show_edge=False)
+    for col, just in (
+        ("layer", "left"),
+        ("op", "left"),
+        ("output shape", "left"),
+        ("params", "right"),
+        ("MACs", "right"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for name in analysis.order:
+        info = analysis.layers.get(name)
+        if info is None:
+            continue
+        shape = "✗ failed" if info.output_shape is None else str(list(info.output_shape))
+        params = f"{info.params:,}" + (f" (+{info.state:,})" if info.state else "")
+        style = "bold red" if info.failed else None
+        table.add_row(name, info.op, shape, params, f"{info.macs:,}", style=style)
+    console = Console(soft_wrap=True)
+    console.print(table)
+    if failed:
+        console.print("[red]the layers after the first failure were not checked[/red]")
+        return
+    console.print(
+        f"parameters: {analysis.trainable_params:,} trainable"
+        f" ({_bytes(analysis.trainable_params * 4)} as float32)"
+        + (f", {analysis.state_params:,} non-trainable" if analysis.state_params else "")
+    )
+    console.print(
+        f"compute:    {_human(analysis.macs)} MACs per sample "
+        f"({_human(2 * analysis.macs)} FLOPs; 1 MAC = one multiply-accumulate)"
+    )
+    console.print(
+        f"memory:     {_bytes(analysis.activation_bytes * batch)} of activations for batch "
+        f"{batch} (forward, float32)"
+    )
+
+
+@command("compile")
+def cmd_compile(args: argparse.Namespace) -> int:
+    from netspec import api
+
+    net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
+    analysis = api.check(net)
+    text = api.compile_json(analysis)
+    if args.output in (None, "-"):
+        print(text)
+    else:
+        from netspec.engine.files import atomic_write_text
+
+        atomic_write_text(Path(args.output), text)
+        _err(f"wrote {args.output}")
+    return 0
+
+
+@command("schema")
+def cmd_schema(args: argparse.Namespace) -> int:
+    from netspec import api
+
+    print(json.dumps(api.schema(), indent=1))
+    return 0
+
+
+# ---- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="netspec", description="A declarative neural-network compiler."
+    )
+    p.add_argument("--version", action="version", version=f"netspec {__version__}")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def spec_command(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("file", help="a .net spec or an IR .json")
+        sp.add_argument("--network", help="which network of the file (default: the trained one)")
+        sp.add_argument(
+            "--allow-outside-imports",
+            action="store_true",
+            help="allow `import` of files outside the spec's folder",
+        )
+        return sp
+
+    c = spec_command("check", "validate a spec and print its layer table")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--strict", action="store_true", help="fail on warnings too")
+    c.add_argument("--batch", type=int, default=1, help="batch size for the memory estimate")
+    c = spec_command("compile", "write the IR with inferred shapes as JSON")
+    c.add_argument("-o", "--output", help="output file (default: stdout)")
+    sub.add_parser("schema", help="print the IR's JSON Schema")
+    for extend in _EXTENSIONS:
+        extend(sub, spec_command)
+    return p
+
+
+# Other modules (train, export, ...) add their subcommands here.
+_EXTENSIONS: list[Callable[..., None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except NetspecError as e:
+        if args.debug:
+            raise
+        _report(e.diagnostics)
+        return e.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except RecursionError:
+        if args.debug:
+            raise
+        _err("error: the input nests too deeply to process")
+        return EXIT_SPEC
+    except MemoryError:
+        if args.debug:
+            raise
+        _err("error: out of memory")
+        return EXIT_RUNTIME
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+__all__ = ["EXIT_USAGE", "main", "run"]

@@ -1,0 +1,1 @@
+"""The NumPy back end: executor, initialisers, losses, optimizers, training loop."""

@@ -1,0 +1,155 @@
+"""Spans, diagnostics and the one error type every stage raises.
+
+This module imports nothing from netspec so that every stage, and the CLI, can use it.
+A diagnostic is rendered the way compilers do::
+
+    lenet.net:7:3: error: conv2d 'conv2d_2': kernel 5 is larger than its padded input 4 ...
+        conv2d(16, kernel=5) tanh
+        ^~~~~~~~~~~~~~~~~~~~
+      hint: ...
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Span(BaseModel):
+    """A region of a source file: 1-based line and column, end exclusive."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    line: int
+    column: int
+    end_line: int | None = None
+    end_column: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding: where, how bad, what, and what to do about it."""
+
+    severity: Severity
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+    layer: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "severity": str(self.severity),
+            "message": self.message,
+            "hint": self.hint,
+            "layer": self.layer,
+            "location": None if self.span is None else self.span.model_dump(),
+        }
+
+
+@dataclass
+class NetspecError(Exception):
+    """The project's error: one or more diagnostics. Everything a user can get wrong raises it."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    exit_code: int = 1
+
+    def __post_init__(self) -> None:
+        super().__init__(self.diagnostics[0].message if self.diagnostics else "netspec error")
+
+    @classmethod
+    def at(
+        cls,
+        message: str,
+        span: Span | None = None,
+        hint: str | None = None,
+        *,
+        layer: str | None = None,
+        exit_code: int = 1,
+    ) -> NetspecError:
+        return cls([Diagnostic(Severity.ERROR, message, span, hint, layer)], exit_code)
+
+    def __str__(self) -> str:
+        return "\n".join(d.message for d in self.diagnostics)
+
+
+class ShapeError(ValueError):
+    """Raised by an op's shape rule; span-less: the graph stage adds the layer's name and span."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+# Exit codes, documented in the README.
+EXIT_OK = 0
+EXIT_SPEC = 1
+EXIT_USAGE = 2
+EXIT_RUNTIME = 3
+
+
+def suggest(name: str, known: Iterable[str]) -> str | None:
+    """'did you mean ...' for a misspelt name, or None when nothing is close."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+class SourceCache:
+    """Reads source lines for rendering; sources registered in memory win over the disk."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, list[str]] = {}
+
+    def add(self, file: str, text: str) -> None:
+        self._texts[file] = text.splitlines()
+
+    def line(self, file: str, line: int) -> str | None:
+        if file not in self._texts:
+            try:
+                self._texts[file] = (
+                    Path(file).read_text(encoding="utf-8", errors="replace").splitlines()
+                )
+            except OSError:
+                self._texts[file] = []
+        lines = self._texts[file]
+        return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+SOURCES = SourceCache()
+
+
+def render(diagnostic: Diagnostic, sources: SourceCache = SOURCES) -> str:
+    """``file:line:col: severity: message``, the source line, a caret under the culprit, a hint."""
+    span = diagnostic.span
+    head = f"{span}: " if span is not None else ""
+    out = [f"{head}{diagnostic.severity}: {diagnostic.message}"]
+    if span is not None:
+        text = sources.line(span.file, span.line)
+        if text is not None:
+            text = text.expandtabs(4)
+            width = 1
+            if span.end_line == span.line and span.end_column is not None:
+                width = max(1, span.end_column - span.column)
+            width = min(width, max(1, len(text) - span.column + 1))
+            out.append(f"    {text}")
+            out.append("    " + " " * (span.column - 1) + "^" + "~" * (width - 1))
+    if diagnostic.hint:
+        out.append(f"  hint: {diagnostic.hint}")
+    return "\n".join(out)
+
+
+def render_all(diagnostics: Sequence[Diagnostic], sources: SourceCache = SOURCES) -> str:
+    return "\n".join(render(d, sources) for d in diagnostics)

@@ -1,0 +1,630 @@
+"""AST -> IR: imports resolved, names bound, blocks and repetition expanded into primitive nodes.
+
+Naming follows torchvision so weights read like a state dict: an unnamed call gets `<op>_<k>`
+(k counts that op in its scope); `name = call` names the node `name`; a named statement with
+several calls or a repetition names them `name.0`, `name.1`, ...; a block's nodes live under its
+instance name: `layer3.2.conv1`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from netspec import syntax as ast
+from netspec.errors import Diagnostic, NetspecError, Severity, Span, suggest
+from netspec.ir import Network, Node
+from netspec.ops import OPS
+from netspec.ops.io import Input
+from netspec.recipe import TrainSpec
+
+MAX_NODES = 200_000  # a spec that expands past this is refused, not ground through
+MAX_DEPTH = 50  # block nesting
+PARAM_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "str": (str,),
+    "list": (list,),
+}
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A bare name with no binding: `padding=same`, `loss = cross_entropy`."""
+
+    name: str
+    span: Span
+
+
+@dataclass
+class Program:
+    """Every definition reachable from the main file, by name."""
+
+    main: str
+    blocks: dict[str, ast.BlockDef] = field(default_factory=dict)
+    networks: dict[str, ast.NetworkDef] = field(default_factory=dict)
+    trains: dict[str, ast.TrainDef] = field(default_factory=dict)
+    consts: dict[str, ast.ConstDef] = field(default_factory=dict)
+    main_networks: list[str] = field(default_factory=list)
+
+
+def _err(message: str, span: Span | None, hint: str | None = None) -> NetspecError:
+    return NetspecError.at(message, span, hint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading files and imports
+
+
+def load_program(path: Path, text: str | None = None, allow_outside: bool = False) -> Program:
+    """Parse `path` and, transitively, its imports. Import cycles and escapes are refused."""
+    root = path.resolve().parent
+    program = Program(main=str(path))
+    _load(path, text, program, root, allow_outside, stack=[], is_main=True, seen=set())
+    return program
+
+
+def _load(
+    path: Path,
+    text: str | None,
+    program: Program,
+    root: Path,
+    allow_outside: bool,
+    stack: list[Path],
+    is_main: bool,
+    seen: set[Path],
+) -> None:
+    resolved = path.resolve()
+    if text is None:
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise _err(f"cannot read {path}: {e.strerror or e}", None) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+            raise _err(
+                f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x})",
+                Span(file=str(path), line=line, column=col),
+            ) from None
+    module = ast.parse(text, str(path))
+    stack = [*stack, resolved]
+    seen.add(resolved)
+    for item in module.items:
+        if isinstance(item, ast.Import):
+            target = (resolved.parent / item.path).resolve()
+            if not allow_outside and not target.is_relative_to(root):
+                raise _err(
+                    f"import of {item.path!r} leaves the project folder {root}",
+                    item.span,
+                    "keep imported files beside the spec, or pass --allow-outside-imports",
+                )
+            if target in stack:
+                cycle = " -> ".join(p.name for p in [*stack[stack.index(target) :], target])
+                raise _err(f"import cycle: {cycle}", item.span)
+            if target in seen:
+                continue
+            if not target.is_file():
+                raise _err(f"imported file {item.path!r} does not exist", item.span)
+            _load(target, None, program, root, allow_outside, stack, False, seen)
+            continue
+        table: dict[str, Any]
+        name: str
+        if isinstance(item, ast.BlockDef):
+            table, name = program.blocks, item.name  # type: ignore[assignment]
+        elif isinstance(item, ast.NetworkDef):
+            table, name = program.networks, item.name  # type: ignore[assignment]
+            if is_main:
+                program.main_networks.append(item.name)
+        elif isinstance(item, ast.TrainDef):
+            table, name = program.trains, item.network  # type: ignore[assignment]
+        else:
+            table, name = program.consts, item.name  # type: ignore[assignment]
+        if name in table:
+            raise _err(
+                f"'{name}' is defined twice (first at {table[name].span})",
+                item.span,
+            )
+        if isinstance(item, ast.BlockDef) and item.name in OPS:
+            raise _err(f"block '{item.name}' hides the built-in op of that name", item.name_span)
+        table[name] = item  # type: ignore[index,assignment]
+
+
+# ---------------------------------------------------------------------------------------------
+# Expressions
+
+
+def _span_of(e: ast.Expr) -> Span:
+    return e.span
+
+
+def evaluate(e: ast.Expr, env: dict[str, Any]) -> Any:
+    """Evaluate a constant expression. Unbound bare names become Symbols (`same`, `relu`)."""
+    match e:
+        case ast.Num(value=v) | ast.Str(value=v) | ast.Bool(value=v):
+            return v
+        case ast.Name(id=name, span=span):
+            return env[name] if name in env else Symbol(name, span)
+        case ast.ListExpr(items=items):
+            return [evaluate(i, env) for i in items]
+        case ast.Neg(operand=operand, span=span):
+            v = evaluate(operand, env)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise _err(f"cannot negate {_show(v)}", span)
+            return -v
+        case ast.BinOp(op=op, left=left, right=right, span=span):
+            a, b = evaluate(left, env), evaluate(right, env)
+            for v, side in ((a, left), (b, right)):
+                if isinstance(v, bool) or not isinstance(v, int | float):
+                    hint = suggest(v.name, env) if isinstance(v, Symbol) else None
+                    raise _err(f"arithmetic needs numbers, got {_show(v)}", side.span, hint)
+            if op in ("/", "//", "%") and b == 0:
+                raise _err("division by zero", span)
+            ops = {
+                "+": lambda: a + b,
+                "-": lambda: a - b,
+                "*": lambda: a * b,
+                "/": lambda: a / b,
+                "//": lambda: a // b,
+                "%": lambda: a % b,
+            }
+            result = ops[op]()
+            if isinstance(result, int) and abs(result) > 10**12:
+                raise _err(f"{result} is too large", span)
+            return result
+        case ast.FunCall(name=name, args=args):
+            out: dict[str, Any] = {"name": name, "args": []}
+            for a in args:
+                value = _plain(evaluate(a.value, env))
+                if a.key is None:
+                    out["args"].append(value)
+                else:
+                    out[a.key] = value
+            return out
+    raise AssertionError(f"unhandled expression {e!r}")
+
+
+def _plain(v: Any) -> Any:
+    """Symbols become strings and lists tuples, for Pydantic."""
+    if isinstance(v, Symbol):
+        return v.name
+    if isinstance(v, list):
+        return [_plain(i) for i in v]
+    return v
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, Symbol):
+        return f"the unknown name '{v.name}'"
+    return repr(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation errors -> spans
+
+
+def _validation_error(
+    err: ValidationError,
+    what: str,
+    spans: dict[str, Span],
+    fallback: Span,
+    known: list[str],
+    layer: str | None = None,
+) -> NetspecError:
+    diags = []
+    for e in err.errors():
+        loc = [str(x) for x in e["loc"]]
+        # Discriminated unions put the tag first (('dense', 'units')): skip it.
+        key = next((x for x in loc if x in spans), loc[0] if loc else "")
+        span = spans.get(key, fallback)
+        hint = None
+        if e["type"] == "extra_forbidden":
+            msg = f"{what} has no attribute '{key}'"
+            hint = suggest(key, known) or f"known attributes: {', '.join(known) or 'none'}"
+        elif e["type"] == "missing":
+            msg = f"{what} needs '{key}'"
+        else:
+            text = str(e["msg"]).removeprefix("Value error, ")
+            got = e.get("input")
+            msg = f"{what}: {key}: {text}" + (
+                f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+            )
+            if isinstance(got, str) and key in spans:
+                hint = None
+        diags.append(Diagnostic(Severity.ERROR, msg, span, hint, layer))
+    return NetspecError(diags)
+
+
+def build_model(
+    cls: type[BaseModel],
+    values: dict[str, Any],
+    spans: dict[str, Span],
+    fallback: Span,
+    what: str,
+    layer: str | None = None,
+) -> Any:
+    try:
+        return cls(**values)
+    except ValidationError as err:
+        known = [k for k in cls.model_fields if k not in ("op", "name", "network")]
+        raise _validation_error(err, what, spans, fallback, known, layer) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+
+
+@dataclass
+class _Scope:
+    prefix: str  # '' at top level, 'layer3.2.' inside a block instance
+    env: dict[str, Any]  # constants and block parameters
+    tensors: dict[str, str]  # local tensor name -> node name
+    path: tuple[str, ...]  # enclosing block instances
+    current: str | None = None
+    output: list[str] | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def auto_name(self, kind: str) -> str:
+        k = self.counters.get(kind, 0) + 1
+        self.counters[kind] = k
+        return f"{kind}_{k}"
+
+
+class _Expander:
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.nodes: list[Node] = []
+        self.names: set[str] = set()
+        self.block_stack: list[str] = []
+        self.consts = self._consts()
+
+    def _consts(self) -> dict[str, Any]:
+        env: dict[str, Any] = {}
+        for c in self.program.consts.values():
+            env[c.name] = evaluate(c.value, env)
+        return env
+
+    # nodes ------------------------------------------------------------------------------------
+    def add(self, node: Node) -> str:
+        if node.name in self.names:
+            raise _err(f"layer name '{node.name}' is used twice", node.span)
+        if len(self.nodes) >= MAX_NODES:
+            raise _err(
+                f"the network expands to more than {MAX_NODES:,} layers; refusing to build it",
+                node.span,
+                "lower a repetition count",
+            )
+        self.names.add(node.name)
+        self.nodes.append(node)
+        return node.name
+
+    # statements -------------------------------------------------------------------------------
+    def body(self, stmts: tuple[ast.Stmt, ...], scope: _Scope, in_block: bool) -> None:
+        for stmt in stmts:
+            match stmt:
+                case ast.InputStmt():
+                    if in_block:
+                        raise _err(
+                            "`input` belongs in a network; a block's input is `in`", stmt.span
+                        )
+                    self.input(stmt, scope)
+                case ast.OutputStmt(names=names):
+                    outs = [self.tensor(n, scope) for n in names]
+                    scope.output = [*(scope.output or []), *outs]
+                case ast.Assign(target=target, chain=chain, target_span=tspan):
+                    if target in scope.tensors:
+                        raise _err(
+                            f"tensor '{target}' is already defined",
+                            tspan,
+                            "choose a new name: tensors are assigned once",
+                        )
+                    out = self.chain(chain, scope, target)
+                    scope.tensors[target] = out
+                    scope.current = out
+                case ast.Chain():
+                    scope.current = self.chain(stmt, scope, None)
+
+    def input(self, stmt: ast.InputStmt, scope: _Scope) -> None:
+        shape = evaluate(stmt.shape, scope.env)
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise _err(
+                f"input shape must be a list of integers, got {_plain(shape)}", stmt.shape.span
+            )
+        values: dict[str, Any] = {"shape": tuple(shape)}
+        spans = {"shape": stmt.shape.span}
+        if stmt.dtype is not None:
+            values["dtype"] = stmt.dtype.id
+            spans["dtype"] = stmt.dtype.span
+        op = build_model(Input, values, spans, stmt.span, f"input '{stmt.name}'", stmt.name)
+        if stmt.name in scope.tensors:
+            raise _err(f"tensor '{stmt.name}' is already defined", stmt.span)
+        scope.tensors[stmt.name] = self.add(Node(name=stmt.name, op=op, span=stmt.span))
+        scope.current = stmt.name
+
+    def tensor(self, name: ast.Name, scope: _Scope) -> str:
+        if name.id in scope.tensors:
+            return scope.tensors[name.id]
+        hint = suggest(name.id, scope.tensors)
+        if hint is None and name.id in self.program.blocks | OPS:
+            hint = f"'{name.id}' is an op; here a tensor name is expected"
+        raise _err(f"unknown tensor '{name.id}'", name.span, hint)
+
+    def chain(self, chain: ast.Chain, scope: _Scope, target: str | None) -> str:
+        if chain.source is not None:
+            current = self.tensor(chain.source, scope)
+        elif scope.current is not None:
+            current = scope.current
+        else:
+            current = ""  # only a merge with explicit inputs can start here
+        instances = []
+        for call in chain.calls:
+            count = 1
+            if call.repeat is not None:
+                count = evaluate(call.repeat, scope.env)
+                if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                    raise _err(
+                        f"a repetition count must be an integer >= 1, got {_show(count)}",
+                        call.repeat.span,
+                    )
+            instances.extend([call] * count)
+        single = len(instances) == 1
+        for i, call in enumerate(instances):
+            local = None if target is None else target if single else f"{target}.{i}"
+            current = self.call(call, scope, current, local)
+        return current
+
+    # calls ------------------------------------------------------------------------------------
+    def call(self, call: ast.Call, scope: _Scope, current: str, local: str | None) -> str:
+        if call.name in self.program.blocks:
+            return self.block(call, scope, current, local)
+        if call.name not in OPS or call.name == "input":
+            known = [k for k in OPS if k != "input"] + list(self.program.blocks)
+            hint = suggest(call.name, known)
+            if call.name == "input":
+                hint = "declare inputs with `input NAME: [shape]`"
+            if call.name in self.program.networks:
+                hint = f"'{call.name}' is a network; only blocks can be used as layers"
+            raise _err(f"unknown op or block '{call.name}'", call.name_span, hint)
+        cls = OPS[call.name]
+        name = scope.prefix + (local if local is not None else scope.auto_name(call.name))
+        values: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        inputs: list[str] = []
+        positional = list(cls.positional)
+        for arg in call.args:
+            if arg.key is None and cls.arity is None:  # merges take tensors positionally
+                if not isinstance(arg.value, ast.Name):
+                    raise _err(f"{call.name} takes tensor names, e.g. {call.name}(a, b)", arg.span)
+                inputs.append(self.tensor(arg.value, scope))
+                continue
+            if arg.key is None:
+                if not positional:
+                    taken = ", ".join(cls.positional) or "no positional values"
+                    raise _err(
+                        f"too many positional values for {call.name} (it takes {taken})",
+                        arg.span,
+                        "name the attribute: key=value",
+                    )
+                key = positional.pop(0)
+            else:
+                key = arg.key
+            if key in values or key == "op":
+                raise _err(f"{call.name}: '{key}' is given twice", arg.span)
+            values[key] = _plain(evaluate(arg.value, scope.env))
+            spans[key] = arg.span
+        if cls.arity is None:
+            if len(inputs) < 2:
+                if not current:
+                    raise _err(f"{call.name} needs two or more tensors", call.span)
+                inputs.insert(0, current)
+            if len(inputs) < 2:
+                raise _err(
+                    f"{call.name} needs two or more tensors, e.g. {call.name}(a, b)", call.span
+                )
+        else:
+            if not current:
+                raise _err(
+                    f"'{call.name}' has no input: nothing comes before it",
+                    call.span,
+                    "declare `input x: [...]` first, or write `x -> ...`",
+                )
+            inputs = [current]
+        op = build_model(cls, values, spans, call.span, f"{call.name} '{name}'", name)
+        return self.add(
+            Node(name=name, op=op, inputs=tuple(inputs), span=call.span, scope=scope.path)
+        )
+
+    def block(self, call: ast.Call, scope: _Scope, current: str, local: str | None) -> str:
+        block = self.program.blocks[call.name]
+        if call.name in self.block_stack or len(self.block_stack) >= MAX_DEPTH:
+            raise _err(
+                f"block '{call.name}' instantiates itself (via {' -> '.join(self.block_stack)})",
+                call.span,
+            )
+        env = dict(self.consts)
+        params = {p.name: p for p in block.params}
+        order = list(params)
+        given: dict[str, tuple[Any, Span]] = {}
+        for arg in call.args:
+            if arg.key is None:
+                if not order:
+                    raise _err(f"too many values for block {call.name}", arg.span)
+                key = order.pop(0)
+            else:
+                key = arg.key
+                if key not in params:
+                    raise _err(
+                        f"block {call.name} has no parameter '{key}'",
+                        arg.span,
+                        suggest(key, params),
+                    )
+                if key in order:
+                    order.remove(key)
+            if key in given:
+                raise _err(f"block {call.name}: '{key}' is given twice", arg.span)
+            given[key] = (evaluate(arg.value, scope.env), arg.span)
+        for p in block.params:
+            if p.name in given:
+                value, span = given[p.name]
+            elif p.default is not None:
+                value, span = evaluate(p.default, env), p.span
+            else:
+                raise _err(f"block {call.name} needs a value for '{p.name}'", call.span)
+            if p.type is not None:
+                allowed = PARAM_TYPES.get(p.type.id)
+                if allowed is None:
+                    raise _err(
+                        f"unknown parameter type '{p.type.id}'",
+                        p.type.span,
+                        suggest(p.type.id, PARAM_TYPES),
+                    )
+                if (isinstance(value, bool) and p.type.id != "bool") or not isinstance(
+                    value, allowed
+                ):
+                    raise _err(
+                        f"block {call.name}: '{p.name}' must be {p.type.id}, got {_show(value)}",
+                        span,
+                    )
+                if p.type.id == "float":
+                    value = float(value)  # type: ignore[arg-type]
+            env[p.name] = value
+        name = scope.prefix + (local if local is not None else scope.auto_name(call.name.lower()))
+        inner = _Scope(
+            prefix=name + ".",
+            env=env,
+            tensors={"in": current} if current else {},
+            path=(*scope.path, name),
+            current=current or None,
+        )
+        self.block_stack.append(call.name)
+        try:
+            self.body(block.body, inner, in_block=True)
+        finally:
+            self.block_stack.pop()
+        if inner.output:
+            if len(inner.output) > 1:
+                raise _err(
+                    f"block {call.name} declares {len(inner.output)} outputs; a block "
+                    "used as a layer has one",
+                    block.span,
+                )
+            return inner.output[0]
+        if inner.current is None or (inner.current == current and not block.body):
+            raise _err(f"block {call.name} is empty", block.span)
+        return inner.current
+
+    # networks ---------------------------------------------------------------------------------
+    def network(self, net: ast.NetworkDef) -> tuple[str, ...]:
+        scope = _Scope(prefix="", env=dict(self.consts), tensors={}, path=())
+        self.body(net.body, scope, in_block=False)
+        if not any(n.op.op == "input" for n in self.nodes):
+            raise _err(
+                f"network {net.name} has no input",
+                net.name_span,
+                "declare one, e.g. `input x: [1, 28, 28]`",
+            )
+        if scope.output:
+            return tuple(scope.output)
+        assert scope.current is not None
+        return (scope.current,)
+
+
+def _train(program: Program, name: str, consts: dict[str, Any]) -> TrainSpec | None:
+    tdef = program.trains.get(name)
+    if tdef is None:
+        return None
+    values: dict[str, Any] = {"network": name}
+    spans: dict[str, Span] = {}
+    base = Path(tdef.span.file).resolve().parent
+    for s in tdef.settings:
+        if s.key in values:
+            raise _err(f"train: '{s.key}' is set twice", s.key_span)
+        if s.key not in TrainSpec.KEYS:
+            raise _err(
+                f"train has no setting '{s.key}'",
+                s.key_span,
+                suggest(s.key, TrainSpec.KEYS) or f"known: {', '.join(TrainSpec.KEYS)}",
+            )
+        value = _plain(evaluate(s.value, consts))
+        if s.key in ("data", "val_data"):
+            value = _resolve_data(value, base)
+        values[s.key] = value
+        spans[s.key] = s.value.span
+    spec: TrainSpec = build_model(TrainSpec, values, spans, tdef.span, "train")
+    return spec
+
+
+def _resolve_data(value: Any, base: Path) -> Any:
+    """Make data paths relative to the spec file, as a user expects."""
+
+    def fix(p: Any) -> Any:
+        return str(base / p) if isinstance(p, str) and p and not Path(p).is_absolute() else p
+
+    if isinstance(value, str):
+        return fix(value)
+    if isinstance(value, dict):
+        out = dict(value)
+        out["args"] = [fix(a) if i == 0 else a for i, a in enumerate(out.get("args", []))]
+        for key in ("path", "labels"):
+            if key in out:
+                out[key] = fix(out[key])
+        if out.get("name") in ("npy", "idx"):
+            out["args"] = [fix(a) for a in out["args"]]
+            if "x" in out:
+                out["x"] = fix(out["x"])
+        return out
+    return value
+
+
+def choose_network(program: Program, name: str | None) -> ast.NetworkDef:
+    """The network to build: by name; else the main file's trained one; else its last one."""
+    if name is not None:
+        if name not in program.networks:
+            raise _err(
+                f"no network named '{name}' in {program.main}",
+                None,
+                suggest(name, program.networks)
+                or f"networks: {', '.join(program.networks) or 'none'}",
+            )
+        return program.networks[name]
+    if not program.main_networks:
+        raise _err(
+            f"{program.main} defines no network",
+            None,
+            "write `network Name { input x: [...] ... }`",
+        )
+    trained = [n for n in program.main_networks if n in program.trains]
+    return program.networks[(trained or program.main_networks)[-1]]
+
+
+def expand(program: Program, network: str | None = None) -> Network:
+    """Build the IR of one network of the program."""
+    net = choose_network(program, network)
+    for t in program.trains.values():
+        if t.network not in program.networks:
+            raise _err(
+                f"train section for unknown network '{t.network}'",
+                t.name_span,
+                suggest(t.network, program.networks),
+            )
+    ex = _Expander(program)
+    outputs = ex.network(net)
+    train = _train(program, net.name, ex.consts)
+    return Network(
+        name=net.name, nodes=tuple(ex.nodes), outputs=outputs, train=train, source=program.main
+    )
+
+
+def iter_calls(stmts: tuple[ast.Stmt, ...]) -> Iterator[ast.Call]:
+    for s in stmts:
+        if isinstance(s, ast.Assign):
+            yield from s.chain.calls
+        elif isinstance(s, ast.Chain):
+            yield from s.calls

@@ -1,0 +1,230 @@
+"""IR -> NetworkX DAG -> analysed IR. The only module that imports networkx.
+
+Analyses run in topological order; an op raises a span-less ShapeError, and this stage adds
+the layer's name and span, keeps going past it (downstream layers are skipped, independent
+ones still checked) and returns every diagnostic with the partial analysis, so the summary
+table can be printed up to the failure.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import networkx as nx
+from pydantic import ValidationError
+
+from netspec.errors import Diagnostic, NetspecError, Severity, ShapeError, suggest
+from netspec.ir import Analysis, LayerInfo, Network, Node
+from netspec.ops.base import Shape, numel
+
+BYTES_PER_FLOAT = 4
+
+
+def build_graph(net: Network) -> tuple[nx.DiGraph, list[Diagnostic]]:
+    """The network as a DAG of node names; names, inputs and cycles are validated here."""
+    diags: list[Diagnostic] = []
+    g: nx.DiGraph = nx.DiGraph()
+    counts = Counter(n.name for n in net.nodes)
+    for node in net.nodes:
+        if counts[node.name] > 1:
+            diags.append(
+                _error(node, f"layer name '{node.name}' is used {counts[node.name]} times")
+            )
+        g.add_node(node.name, node=node)
+    for node in net.nodes:
+        want = node.op.arity
+        got = len(node.inputs)
+        if want is None and got < 2:
+            diags.append(_error(node, f"{node.op.op} needs two or more inputs, got {got}"))
+        elif want is not None and got != want:
+            diags.append(_error(node, f"{node.op.op} takes {want} input(s), got {got}"))
+        for src in node.inputs:
+            if src not in g:
+                diags.append(
+                    _error(
+                        node,
+                        f"'{node.name}' reads the undefined tensor '{src}'",
+                        suggest(src, g.nodes),
+                    )
+                )
+            else:
+                g.add_edge(src, node.name)
+    for out in net.outputs:
+        if out not in g:
+            diags.append(
+                Diagnostic(
+                    Severity.ERROR, f"output '{out}' is not defined", None, suggest(out, g.nodes)
+                )
+            )
+    if not nx.is_directed_acyclic_graph(g):
+        cycle = [u for u, _ in nx.find_cycle(g)]
+        first = g.nodes[cycle[0]]["node"]
+        diags.append(_error(first, "the graph has a cycle: " + " -> ".join([*cycle, cycle[0]])))
+    return g, diags
+
+
+def _error(node: Node, message: str, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(Severity.ERROR, message, node.span, hint, node.name)
+
+
+def _warning(node: Node, message: str, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(Severity.WARNING, message, node.span, hint, node.name)
+
+
+def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
+    """Shapes, parameter counts, MACs and memory per layer, with every diagnostic found."""
+    g, diags = build_graph(net)
+    if any(d.severity is Severity.ERROR for d in diags):
+        order: list[str] = [n.name for n in net.nodes]
+        return _summarise(net, order, {}), diags
+    order = list(nx.lexicographical_topological_sort(g, key=_position(net)))
+    layers: dict[str, LayerInfo] = {}
+    for name in order:
+        node: Node = g.nodes[name]["node"]
+        ins = [layers[s].output_shape if s in layers else None for s in node.inputs]
+        if any(s is None for s in ins):
+            continue  # an upstream layer failed; its error is already reported
+        in_shapes: list[Shape] = [s for s in ins if s is not None]
+        dtype_diag = _check_dtype(net, node)
+        if dtype_diag is not None:
+            diags.append(dtype_diag)
+            layers[name] = LayerInfo(
+                name=name,
+                op=node.op.op,
+                input_shapes=tuple(in_shapes),
+                output_shape=None,
+                failed=True,
+            )
+            continue
+        try:
+            out = node.op.infer_shape(in_shapes)
+            params = node.op.param_shapes(in_shapes)
+            state = node.op.state_shapes(in_shapes)
+            macs = node.op.macs(in_shapes, out)
+            warns = node.op.warnings(in_shapes)
+        except (ShapeError, ValidationError, ValueError) as e:
+            hint = e.hint if isinstance(e, ShapeError) else None
+            shapes = ", ".join(str(list(s)) for s in in_shapes)
+            diags.append(_error(node, f"{node.op.op} '{name}' (input {shapes}): {e}", hint))
+            layers[name] = LayerInfo(
+                name=name,
+                op=node.op.op,
+                input_shapes=tuple(in_shapes),
+                output_shape=None,
+                failed=True,
+            )
+            continue
+        if any(d < 1 for d in out):
+            diags.append(
+                _error(
+                    node,
+                    f"{node.op.op} '{name}' produces an empty tensor "
+                    f"{list(out)} from {[list(s) for s in in_shapes]}",
+                )
+            )
+            layers[name] = LayerInfo(
+                name=name,
+                op=node.op.op,
+                input_shapes=tuple(in_shapes),
+                output_shape=None,
+                failed=True,
+            )
+            continue
+        diags.extend(_warning(node, f"{node.op.op} '{name}': {w}") for w in warns)
+        layers[name] = LayerInfo(
+            name=name,
+            op=node.op.op,
+            input_shapes=tuple(in_shapes),
+            output_shape=out,
+            params=sum(numel(s) for s in params.values()),
+            state=sum(numel(s) for s in state.values()),
+            macs=macs,
+            activation_bytes=numel(out) * BYTES_PER_FLOAT,
+            param_shapes=params,
+            state_shapes=state,
+        )
+    diags.extend(_unused(net, g))
+    diags.extend(_recipe_checks(net))
+    return _summarise(net, order, layers), diags
+
+
+def _position(net: Network) -> object:
+    """Ties in the topological order are broken by source order, so tables read top-down."""
+    index = {n.name: i for i, n in enumerate(net.nodes)}
+    return lambda name: f"{index[name]:09d}"
+
+
+def _check_dtype(net: Network, node: Node) -> Diagnostic | None:
+    for src in node.inputs:
+        producer = net.node(src)
+        produced = producer.op.dtype if producer.op.op == "input" else "float32"  # type: ignore[attr-defined]
+        if produced != node.op.input_dtype:
+            return _error(
+                node,
+                f"{node.op.op} '{node.name}' needs {node.op.input_dtype} input "
+                f"but '{src}' is {produced}",
+                "declare token inputs as `input tokens: int64[T]`"
+                if node.op.input_dtype == "int64"
+                else "integer inputs feed an embedding layer first",
+            )
+    return None
+
+
+def _unused(net: Network, g: nx.DiGraph) -> list[Diagnostic]:
+    outputs = set(net.outputs)
+    return [
+        _warning(n, f"the output of '{n.name}' is never used")
+        for n in net.nodes
+        if g.out_degree(n.name) == 0 and n.name not in outputs
+    ]
+
+
+def _recipe_checks(net: Network) -> list[Diagnostic]:
+    """Network/recipe mismatches the trainer would otherwise discover too late."""
+    if net.train is None:
+        return []
+    diags = []
+    for out in net.outputs:
+        node = net.node(out)
+        if net.train.loss == "cross_entropy" and node.op.op == "softmax":
+            diags.append(
+                _error(
+                    node,
+                    f"cross_entropy is applied after an explicit softmax "
+                    f"('{out}'): it would apply softmax twice",
+                    "remove the final softmax: cross_entropy fuses it (numerically "
+                    "stable), and export adds it back unless --logits",
+                )
+            )
+        if net.train.loss == "binary_cross_entropy" and node.op.op == "sigmoid":
+            diags.append(
+                _error(
+                    node,
+                    f"binary_cross_entropy is applied after an explicit sigmoid ('{out}')",
+                    "remove the final sigmoid: the loss fuses it",
+                )
+            )
+    return diags
+
+
+def _summarise(net: Network, order: list[str], layers: dict[str, LayerInfo]) -> Analysis:
+    trainable = sum(info.params for info in layers.values())
+    state = sum(info.state for info in layers.values())
+    return Analysis(
+        network=net,
+        order=tuple(order),
+        layers=layers,
+        total_params=trainable + state,
+        trainable_params=trainable,
+        state_params=state,
+        macs=sum(info.macs for info in layers.values()),
+        activation_bytes=sum(info.activation_bytes for info in layers.values()),
+    )
+
+
+def require(analysis: Analysis, diags: list[Diagnostic]) -> Analysis:
+    """The analysis, or NetspecError with every error when there is one."""
+    errors = [d for d in diags if d.severity is Severity.ERROR]
+    if errors:
+        raise NetspecError(errors)
+    return analysis

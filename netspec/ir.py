@@ -1,0 +1,88 @@
+"""The intermediate representation: frozen, validated, JSON round-trippable.
+
+`Network` is what the front end produces and the only thing back ends see (with
+`Analysis`, the graph stage's plain-data results).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from netspec.errors import Span
+from netspec.ops import AnyOp
+from netspec.ops.base import Shape
+from netspec.recipe import TrainSpec
+
+IR_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Node(_Model):
+    """One primitive op applied to named tensors. Its output tensor has the node's name."""
+
+    name: str  # hierarchical: `layer3.2.conv1`
+    op: AnyOp
+    inputs: tuple[str, ...] = ()
+    span: Span | None = None
+    scope: tuple[
+        str, ...
+    ] = ()  # enclosing block instances, outermost first: ('layer3', 'layer3.2')
+
+
+class Network(_Model):
+    """A network with every block and repetition expanded into primitive nodes."""
+
+    ir_version: int = IR_VERSION
+    name: str
+    nodes: tuple[Node, ...]
+    outputs: tuple[str, ...]
+    train: TrainSpec | None = None
+    source: str | None = None  # the file it came from, for messages and metadata
+    labels: tuple[str, ...] | None = None  # class names, when the spec gives them
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.op.op == "input")
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+class LayerInfo(_Model):
+    """What the graph stage learned about one node."""
+
+    name: str
+    op: str
+    input_shapes: tuple[Shape, ...]
+    output_shape: Shape | None  # None when its shape rule failed
+    params: int = 0
+    state: int = 0  # non-trainable: batchnorm running statistics
+    macs: int = 0  # per sample
+    activation_bytes: int = 0  # per sample, float32
+    param_shapes: dict[str, Shape] = Field(default_factory=dict)
+    state_shapes: dict[str, Shape] = Field(default_factory=dict)
+    failed: bool = False
+
+
+class Analysis(_Model):
+    """The analysed network: a topological order with per-layer facts and totals."""
+
+    network: Network
+    order: tuple[str, ...]
+    layers: dict[str, LayerInfo]
+    total_params: int
+    trainable_params: int
+    state_params: int
+    macs: int
+    activation_bytes: int  # per sample
+
+    def shape(self, tensor: str) -> Shape:
+        shape = self.layers[tensor].output_shape
+        assert shape is not None, f"{tensor} has no inferred shape"
+        return shape

@@ -1,0 +1,213 @@
+"""The op contract: one frozen Pydantic class per operator holds everything about it.
+
+An op's fields *are* its DSL attributes (declared once, bounds in their types). Its methods:
+
+- ``infer_shape(inputs)``: per-sample shapes in (batch excluded), shape out; raises ShapeError
+  naming the rule and the shapes;
+- ``param_shapes`` / ``state_shapes``: trainable parameters and non-trainable state (running stats);
+- ``macs``: multiply-accumulates per sample (1 MAC = one multiply + one add);
+- ``warnings``: non-fatal findings (e.g. rows a window never covers);
+- ``forward(xs, p, ctx) -> (y, cache)`` and ``backward(dy, cache, p) -> (dxs, dparams)``, stateless:
+  batch-first arrays; ``p`` maps local parameter names to arrays owned by the executor;
+- ``to_onnx(io)``: plain node descriptions (only ``netspec.onnx`` imports onnx);
+- ``examples()``: valid instances with input shapes, walked by the contract test.
+
+Layouts follow PyTorch/ONNX (conv weight ``(out, in/groups, *kernel)``, dense weight
+``(out, in)``), so torch parity and ONNX export need no conversion.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+from netspec.errors import ShapeError
+from netspec.ops.init import Init
+
+Shape = tuple[int, ...]
+Array = npt.NDArray[Any]
+Params = dict[str, Array]
+Grads = dict[str, Array]
+
+
+@dataclass
+class Ctx:
+    """Per-call execution context: training or inference, and the run's random generator."""
+
+    train: bool = False
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+
+@dataclass(frozen=True)
+class OnnxNode:
+    """A backend-neutral ONNX node description; netspec.onnx turns it into a NodeProto."""
+
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+class OnnxIO(Protocol):
+    """What the exporter offers an op while lowering it."""
+
+    inputs: list[str]  # tensor names of the op's inputs
+    output: str  # the tensor name the op must produce
+    input_shapes: list[Shape]  # per-sample shapes, batch excluded
+    output_shape: Shape
+    opset: int
+
+    def param(self, local: str) -> str:
+        """Initializer name of one of this node's parameters or state arrays, as stored."""
+        ...
+
+    def derived(self, local: str, fn: Callable[[Params], Array]) -> str:
+        """An initializer computed from this node's arrays (e.g. reordered LSTM gates)."""
+        ...
+
+    def const(self, hint: str, value: Array) -> str:
+        """A constant initializer (shapes for Reshape, pads, slopes, ...)."""
+        ...
+
+    def tmp(self, hint: str) -> str:
+        """A fresh intermediate tensor name."""
+        ...
+
+
+@dataclass(frozen=True)
+class Example:
+    """A valid op instance with per-sample input shapes, for the contract test and docs."""
+
+    op: Op
+    inputs: tuple[Shape, ...]
+    # Float ranges a test should draw inputs from, e.g. away from a kink at 0.
+    low: float = -2.0
+    high: float = 2.0
+
+
+class Op(BaseModel):
+    """Base of every operator. Subclasses declare ``op: Literal["name"] = "name"`` and fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    op: str
+
+    # Which attributes positional DSL arguments fill, in order: `conv2d(64, 3)`.
+    positional: ClassVar[tuple[str, ...]] = ()
+    # Number of tensor inputs; None means two or more (merges like add and concat).
+    arity: ClassVar[int | None] = 1
+    # Grouping for the README's op reference.
+    category: ClassVar[str] = "layer"
+    # The one-line description in the README's op table.
+    summary: ClassVar[str] = ""
+    # The input dtype an op needs, when not float (embedding takes int64 indices).
+    input_dtype: ClassVar[str] = "float32"
+    # The PyTorch twin used by the contract test, if one exists (see tests/ops/twins.py).
+    has_torch_twin: ClassVar[bool] = False
+
+    # ---- analysis ----------------------------------------------------------------------------
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        raise NotImplementedError
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return {}
+
+    def state_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return {}
+
+    def macs(self, inputs: Sequence[Shape], output: Shape) -> int:
+        return 0
+
+    def warnings(self, inputs: Sequence[Shape]) -> list[str]:
+        return []
+
+    def initial_state(self, name: str, shape: Shape) -> Array:
+        """Starting value of a state array (running mean 0, running variance 1, ...)."""
+        return np.zeros(shape, dtype=np.float32)
+
+    def init_hint(self) -> Init | None:
+        """The initialiser the user chose for this op's weights (`init=he`), if any."""
+        return None
+
+    # ---- NumPy -------------------------------------------------------------------------------
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        raise NotImplementedError
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        raise NotImplementedError
+
+    # ---- ONNX --------------------------------------------------------------------------------
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        """Node descriptions producing ``io.output``; None means the output *is* input 0."""
+        raise NotImplementedError
+
+    # ---- tests and docs ----------------------------------------------------------------------
+    @classmethod
+    def examples(cls) -> list[Example]:
+        raise NotImplementedError
+
+    @classmethod
+    def kind(cls) -> str:
+        default = cls.model_fields["op"].default
+        assert isinstance(default, str), f"{cls.__name__}.op needs a Literal default"
+        return default
+
+    def attrs(self) -> dict[str, Any]:
+        """The attributes, without the discriminator."""
+        return self.model_dump(exclude={"op"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared bases
+
+
+def expect_rank(op: str, shape: Shape, ranks: Sequence[int], what: str) -> None:
+    """Raise the standard error for an input of the wrong rank."""
+    if len(shape) not in ranks:
+        want = " or ".join(f"{r}-D" for r in ranks)
+        raise ShapeError(
+            f"expects a {want} input per sample ({what}), got {list(shape)}",
+            hint="insert `flatten` before a dense layer" if op == "dense" else None,
+        )
+
+
+class Elementwise(Op):
+    """An activation y = f(x): shape unchanged, backward dx = dy * f'(x, y)."""
+
+    category: ClassVar[str] = "activation"
+    onnx_op: ClassVar[str] = ""
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        return inputs[0]
+
+    def f(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    def df(self, x: Array, y: Array) -> Array:
+        """dy/dx, given input and output (many derivatives are cheaper from y)."""
+        raise NotImplementedError
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        y = self.f(x)
+        return y, (x, y)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        x, y = cache
+        return [dy * self.df(x, y)], {}
+
+    def onnx_attrs(self) -> dict[str, Any]:
+        return {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        return [OnnxNode(self.onnx_op, (io.inputs[0],), (io.output,), self.onnx_attrs())]
+
+
+def numel(shape: Shape) -> int:
+    return math.prod(shape)

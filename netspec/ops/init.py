@@ -1,0 +1,79 @@
+"""Weight initialiser choices as an attribute type: `dense(10, init=he)`, `init=normal(0.02)`.
+
+The values live here (the IR must validate them); the sampling lives in netspec.engine.init.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+ALIASES = {
+    "he": "he_normal",
+    "msra": "he_normal",
+    "he_normal": "he_normal",
+    "msra_normal": "he_normal",
+    "he_uniform": "he_uniform",
+    "msra_uniform": "he_uniform",
+    "glorot": "glorot_uniform",
+    "xavier": "glorot_uniform",
+    "glorot_uniform": "glorot_uniform",
+    "xavier_uniform": "glorot_uniform",
+    "glorot_normal": "glorot_normal",
+    "xavier_normal": "glorot_normal",
+    "normal": "normal",
+    "uniform": "uniform",
+    "zeros": "zeros",
+    "constant": "constant",
+}
+
+
+class Init(BaseModel):
+    """One initialiser: He/MSRA (before relu-family), Glorot/Xavier (before tanh/sigmoid), ..."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Literal[
+        "he_normal",
+        "he_uniform",
+        "glorot_uniform",
+        "glorot_normal",
+        "normal",
+        "uniform",
+        "zeros",
+        "constant",
+    ]
+    std: float = Field(default=0.01, gt=0)
+    low: float = -0.05
+    high: float = 0.05
+    value: float = 0.0
+
+    positional: ClassVar[dict[str, tuple[str, ...]]] = {
+        "normal": ("std",),
+        "uniform": ("low", "high"),
+        "constant": ("value",),
+    }
+
+
+def _coerce(v: Any) -> Any:
+    """Accept a bare name (`he`) or a call (`normal(0.02)`, given as {'name', 'args', ...})."""
+    if isinstance(v, str):
+        if v not in ALIASES:
+            raise ValueError(f"unknown initialiser {v!r}; known: {', '.join(sorted(ALIASES))}")
+        return {"name": ALIASES[v]}
+    if isinstance(v, dict) and "name" in v:
+        name = str(v["name"])
+        name = ALIASES.get(name, name)
+        out = {k: val for k, val in v.items() if k not in ("name", "args")}
+        names = Init.positional.get(name, ())
+        args = v.get("args", [])
+        if len(args) > len(names):
+            raise ValueError(f"{name} takes at most {len(names)} positional value(s)")
+        out.update(zip(names, args, strict=False))
+        out["name"] = name
+        return out
+    return v
+
+
+InitName = Annotated[Init, BeforeValidator(_coerce)]

@@ -1,0 +1,103 @@
+"""Ops that join several tensors: residual `add` and inception `concat`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from netspec.errors import ShapeError
+from netspec.ops.base import Array, Ctx, Example, Grads, OnnxIO, OnnxNode, Op, Params, Shape
+
+
+class Add(Op):
+    """Elementwise sum of two or more tensors of one shape (ResNet's shortcut)."""
+
+    op: Literal["add"] = "add"
+
+    arity: ClassVar[int | None] = None
+    category: ClassVar[str] = "merge"
+    summary: ClassVar[str] = "elementwise sum of equal shapes: `add(a, b)`"
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        first = inputs[0]
+        for i, s in enumerate(inputs[1:], start=2):
+            if s != first:
+                what = "channel" if len(s) == len(first) and s[1:] == first[1:] else "shape"
+                raise ShapeError(
+                    f"add needs equal shapes: input 1 is {list(first)} but input {i} is "
+                    f"{list(s)} ({what} mismatch)",
+                    hint="project the shortcut with a 1x1 conv2d, or pad its channels with `pad`"
+                    if what == "channel"
+                    else None,
+                )
+        return first
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        y = xs[0].copy()
+        for x in xs[1:]:
+            y += x
+        return y, len(xs)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        return [dy] * cache, {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        if len(io.inputs) == 2:
+            return [OnnxNode("Add", tuple(io.inputs), (io.output,))]
+        return [OnnxNode("Sum", tuple(io.inputs), (io.output,))]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((2, 3, 3), (2, 3, 3))), Example(cls(), ((4,), (4,), (4,)))]
+
+
+class Concat(Op):
+    """Join tensors along an axis (per-sample axes; 0 = channels), as inception does."""
+
+    op: Literal["concat"] = "concat"
+    axis: int = 0
+
+    arity: ClassVar[int | None] = None
+    category: ClassVar[str] = "merge"
+    summary: ClassVar[str] = "join along a per-sample axis (0 = channels): `concat(a, b, axis=0)`"
+
+    def _axis(self, rank: int) -> int:
+        if not -rank <= self.axis < rank:
+            raise ShapeError(f"concat axis {self.axis} is out of range for {rank}-D inputs")
+        return self.axis % rank
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        first = inputs[0]
+        axis = self._axis(len(first))
+        for i, s in enumerate(inputs[1:], start=2):
+            rest_a = first[:axis] + first[axis + 1 :]
+            rest_b = s[:axis] + s[axis + 1 :]
+            if len(s) != len(first) or rest_a != rest_b:
+                raise ShapeError(
+                    f"concat along axis {axis} needs equal sizes on every other axis: input 1 is "
+                    f"{list(first)} but input {i} is {list(s)}",
+                    hint="give every branch the same stride and padding so spatial sizes agree",
+                )
+        return (*first[:axis], sum(s[axis] for s in inputs), *first[axis + 1 :])
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        axis = self._axis(xs[0].ndim - 1) + 1
+        sizes = [x.shape[axis] for x in xs]
+        return np.concatenate(xs, axis=axis), (axis, sizes)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        axis, sizes = cache
+        return list(np.split(dy, np.cumsum(sizes)[:-1], axis=axis)), {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        axis = self._axis(len(io.input_shapes[0])) + 1
+        return [OnnxNode("Concat", tuple(io.inputs), (io.output,), {"axis": axis})]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(), ((2, 3, 3), (4, 3, 3))),
+            Example(cls(axis=-1), ((2, 3), (2, 1), (2, 2))),
+        ]

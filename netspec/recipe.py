@@ -1,0 +1,243 @@
+"""The `train { ... }` section as validated data. The engine executes it; nothing here runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _call(positional: dict[str, tuple[str, ...]], alias: dict[str, str] | None = None) -> Any:
+    """Coerce `name` or `name(args, k=v)` (given as {'name', 'args', ...}) into {'name', ...}."""
+    alias = alias or {}
+
+    def coerce(v: Any) -> Any:
+        if isinstance(v, str):
+            return {"name": alias.get(v, v)}
+        if isinstance(v, dict) and "name" in v:
+            name = str(v["name"])
+            name = alias.get(name, name)
+            out = {k: val for k, val in v.items() if k not in ("name", "args")}
+            names = positional.get(name, ())
+            args = v.get("args", [])
+            if len(args) > len(names):
+                raise ValueError(f"{name}(...) takes at most {len(names)} positional value(s)")
+            out.update(zip(names, args, strict=False))
+            out["name"] = name
+            return out
+        return v
+
+    return BeforeValidator(coerce)
+
+
+# ---- data -----------------------------------------------------------------------------------
+
+
+class DataSpec(_Model):
+    """Where the examples come from: `"digits.npz"` or `csv("x.csv", label="y")`."""
+
+    name: Literal["auto", "npz", "npy", "csv", "idx"] = "auto"
+    path: str
+    x: str = "x"  # array name in an .npz; the images file for idx; features file for npy
+    y: str | int = "y"  # array name in an .npz; label column (name or index) in a CSV
+    labels: str | None = None  # idx / npy: the labels file
+    normalize: Literal["none", "standard", "minmax", "scale255"] = "none"
+
+
+def _data(v: Any) -> Any:
+    if isinstance(v, str):
+        return {"name": "auto", "path": v}
+    return v
+
+
+DataArg = Annotated[
+    DataSpec,
+    _call(
+        {
+            "auto": ("path",),
+            "npz": ("path",),
+            "npy": ("x", "labels"),
+            "csv": ("path",),
+            "idx": ("x", "labels"),
+        }
+    ),
+    BeforeValidator(_data),
+]
+
+# ---- optimizers: the textbook defaults ------------------------------------------------------
+
+
+class _Opt(_Model):
+    lr: float = Field(default=0.01, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)  # coupled L2, added to the gradient
+
+
+class BGD(_Opt):
+    """Full-batch gradient descent: one step per epoch over the whole training set."""
+
+    name: Literal["bgd"] = "bgd"
+
+
+class SGD(_Opt):
+    name: Literal["sgd"] = "sgd"
+
+
+class Momentum(_Opt):
+    name: Literal["momentum"] = "momentum"
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+
+
+class Nesterov(_Opt):
+    name: Literal["nesterov"] = "nesterov"
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+
+
+class AdaGrad(_Opt):
+    name: Literal["adagrad"] = "adagrad"
+    eps: float = Field(default=1e-7, gt=0)
+
+
+class RMSProp(_Opt):
+    name: Literal["rmsprop"] = "rmsprop"
+    lr: float = Field(default=0.001, gt=0)
+    rho: float = Field(default=0.9, gt=0, lt=1)
+    eps: float = Field(default=1e-6, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> RMSProp:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("rmsprop(nesterov=true) needs momentum > 0, e.g. momentum=0.9")
+        return self
+
+
+class Adam(_Opt):
+    name: Literal["adam"] = "adam"
+    lr: float = Field(default=0.001, gt=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter)."""
+
+    name: Literal["adamw"] = "adamw"  # type: ignore[assignment]
+    weight_decay: float = Field(default=0.01, ge=0)
+
+
+Optimizer = Annotated[
+    BGD | SGD | Momentum | Nesterov | AdaGrad | RMSProp | Adam | AdamW,
+    Field(discriminator="name"),
+    _call(
+        {
+            k: ("lr",)
+            for k in ("bgd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+        }
+    ),
+]
+
+# ---- learning-rate schedules ------------------------------------------------------------------
+
+
+class _Sched(_Model):
+    warmup: float = Field(default=0, ge=0)  # epochs of linear warm-up from 0 before the schedule
+
+
+class Constant(_Sched):
+    name: Literal["constant"] = "constant"
+
+
+class StepDecay(_Sched):
+    """lr * gamma ** floor(epoch / every)."""
+
+    name: Literal["step"] = "step"
+    every: int = Field(default=10, ge=1)
+    gamma: float = Field(default=0.1, gt=0, le=1)
+
+
+class Exponential(_Sched):
+    """lr * gamma ** epoch."""
+
+    name: Literal["exponential"] = "exponential"
+    gamma: float = Field(default=0.95, gt=0, le=1)
+
+
+class LinearDecay(_Sched):
+    """eps_k = (1 - k/tau) eps_0 + (k/tau) eps_tau, then eps_tau; eps_tau = final * eps_0."""
+
+    name: Literal["linear"] = "linear"
+    tau: float | None = Field(default=None, gt=0)  # epochs; default: the whole run
+    final: float = Field(default=0.01, ge=0, le=1)
+
+
+class Cosine(_Sched):
+    name: Literal["cosine"] = "cosine"
+    final: float = Field(default=0.0, ge=0, le=1)  # fraction of lr reached at the end
+
+
+Schedule = Annotated[
+    Constant | StepDecay | Exponential | LinearDecay | Cosine,
+    Field(discriminator="name"),
+    _call({"step": ("every", "gamma"), "exponential": ("gamma",), "linear": ("tau",)}),
+]
+
+# ---- early stopping and metrics ---------------------------------------------------------------
+
+
+class EarlyStopping(_Model):
+    name: Literal["early_stopping"] = "early_stopping"
+    monitor: str = "val_loss"
+    patience: int = Field(default=5, ge=0)
+    min_delta: float = Field(default=0.0, ge=0)
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best: bool = True
+
+
+EarlyStoppingArg = Annotated[EarlyStopping, _call({"early_stopping": ("patience",)})]
+
+MetricName = Literal[
+    "accuracy", "top_k", "precision", "recall", "f1", "confusion", "mse", "mae", "r2"
+]
+
+
+class Metric(_Model):
+    name: MetricName
+    k: int = Field(default=5, ge=1)  # top_k only
+
+
+MetricArg = Annotated[Metric, _call({"top_k": ("k",)})]
+
+LossName = Literal["mse", "mae", "cross_entropy", "binary_cross_entropy", "hinge"]
+
+
+class TrainSpec(_Model):
+    """Everything `netspec train` needs besides the network."""
+
+    KEYS: ClassVar[tuple[str, ...]] = ()  # filled below, for suggestions
+
+    network: str
+    data: DataArg | None = None
+    val_data: DataArg | None = None
+    loss: LossName = "cross_entropy"
+    optimizer: Optimizer = Field(default_factory=lambda: SGD())
+    schedule: Schedule = Field(default_factory=lambda: Constant())
+    batch: int = Field(default=32, ge=1)
+    epochs: int = Field(default=10, ge=1)
+    validation: float = Field(default=0.0, ge=0, lt=1)  # fraction held out when no val_data
+    shuffle: bool = True
+    l1: float = Field(default=0.0, ge=0)
+    l2: float = Field(default=0.0, ge=0)
+    clip_norm: float | None = Field(default=None, gt=0)
+    early_stopping: EarlyStoppingArg | None = None
+    metrics: tuple[MetricArg, ...] = ()
+    seed: int = 0
+    perceptron_rule: bool = False  # train `step` layers by Rosenblatt's rule (see engine docs)
+
+
+TrainSpec.KEYS = tuple(k for k in TrainSpec.model_fields if k != "network")

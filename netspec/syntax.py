@@ -1,0 +1,461 @@
+"""Text -> AST with spans. The only module that imports lark.
+
+The AST is plain frozen dataclasses; every node carries the `Span` it came from so later
+stages can point at the exact culprit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import lark
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+from lark.lark import PostLex
+from lark.tree import Meta
+
+from netspec.errors import SOURCES, NetspecError, Span
+
+GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "netspec.lark"
+
+# ---------------------------------------------------------------------------------------------
+# AST
+
+
+@dataclass(frozen=True)
+class Num:
+    value: int | float
+    span: Span
+
+
+@dataclass(frozen=True)
+class Str:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class ListExpr:
+    items: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # one of + - * / // %
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Arg:
+    key: str | None  # None for a positional argument
+    value: Expr
+    span: Span  # the whole `key=value`, or the value alone
+
+
+@dataclass(frozen=True)
+class FunCall:
+    """`name(args)` used as a value: `adam(lr=1e-3)`, `bidirectional(lstm(64))`."""
+
+    name: str
+    args: tuple[Arg, ...]
+    span: Span
+    name_span: Span
+
+
+Expr = Num | Str | Bool | Name | ListExpr | BinOp | Neg | FunCall
+
+
+@dataclass(frozen=True)
+class Call:
+    """One link of a chain: an op or a block, maybe repeated (`Basic(64) * 2`)."""
+
+    name: str
+    args: tuple[Arg, ...]
+    repeat: Expr | None
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Chain:
+    """`[source ->] call call ...`: each call consumes the previous one's output."""
+
+    source: Name | None
+    calls: tuple[Call, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Assign:
+    target: str
+    chain: Chain
+    span: Span
+    target_span: Span
+
+
+@dataclass(frozen=True)
+class InputStmt:
+    name: str
+    shape: ListExpr
+    dtype: Name | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class OutputStmt:
+    names: tuple[Name, ...]
+    span: Span
+
+
+Stmt = InputStmt | OutputStmt | Assign | Chain
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: Name | None
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class NetworkDef:
+    name: str
+    body: tuple[Stmt, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    value: Expr
+    span: Span
+    key_span: Span
+
+
+@dataclass(frozen=True)
+class TrainDef:
+    network: str
+    settings: tuple[Setting, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class ConstDef:
+    name: str
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Import:
+    path: str
+    span: Span
+
+
+Item = Import | ConstDef | NetworkDef | BlockDef | TrainDef
+
+
+@dataclass(frozen=True)
+class Module:
+    file: str
+    items: tuple[Item, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+class _Newlines(PostLex):
+    """Drop newlines inside (...) and [...], where they only wrap long argument lists."""
+
+    always_accept = ("_NL",)
+    _OPEN = frozenset({"LPAR", "LSQB"})
+    _CLOSE = frozenset({"RPAR", "RSQB"})
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        for tok in stream:
+            if tok.type in self._OPEN:
+                depth += 1
+            elif tok.type in self._CLOSE:
+                depth = max(0, depth - 1)
+            elif tok.type == "_NL" and depth > 0:
+                continue
+            yield tok
+
+
+@cache
+def _parser() -> Lark:
+    return Lark(
+        GRAMMAR.read_text(encoding="utf-8"),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=_Newlines(),
+    )
+
+
+class _ToAst(Transformer[Token, Any]):
+    """Parse tree -> AST. A rule without a method raises: a raw tree must never leak."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__()
+        self.file = file
+
+    # spans -----------------------------------------------------------------------------------
+    def _span(self, meta: Meta | Token) -> Span:
+        return Span(
+            file=self.file,
+            line=meta.line or 1,
+            column=meta.column or 1,
+            end_line=meta.end_line,
+            end_column=meta.end_column,
+        )
+
+    def __default__(self, data: Any, children: Any, meta: Any) -> Any:
+        raise NotImplementedError(f"grammar rule {data!r} has no AST builder")
+
+    # literals --------------------------------------------------------------------------------
+    def int_(self, tok: list[Token]) -> Num:
+        return Num(int(tok[0].replace("_", "")), self._span(tok[0]))
+
+    def float_(self, tok: list[Token]) -> Num:
+        return Num(float(tok[0].replace("_", "")), self._span(tok[0]))
+
+    def string(self, tok: list[Token]) -> Str:
+        raw = str(tok[0])[1:-1]
+        return Str(raw.encode("utf-8").decode("unicode_escape"), self._span(tok[0]))
+
+    @lark.v_args(meta=True)
+    def true(self, meta: Meta, _: list[Any]) -> Bool:
+        return Bool(True, self._span(meta))
+
+    @lark.v_args(meta=True)
+    def false(self, meta: Meta, _: list[Any]) -> Bool:
+        return Bool(False, self._span(meta))
+
+    def name(self, tok: list[Token]) -> Name:
+        return Name(str(tok[0]), self._span(tok[0]))
+
+    @lark.v_args(meta=True)
+    def array(self, meta: Meta, items: list[Any]) -> ListExpr:
+        return ListExpr(tuple(i for i in items if i is not None), self._span(meta))
+
+    @lark.v_args(meta=True)
+    def add(self, meta: Meta, kids: list[Any]) -> BinOp:
+        return BinOp("+", kids[0], kids[1], self._span(meta))
+
+    @lark.v_args(meta=True)
+    def sub(self, meta: Meta, kids: list[Any]) -> BinOp:
+        return BinOp("-", kids[0], kids[1], self._span(meta))
+
+    @lark.v_args(meta=True)
+    def mul(self, meta: Meta, kids: list[Any]) -> BinOp:
+        return BinOp("*", kids[0], kids[1], self._span(meta))
+
+    @lark.v_args(meta=True)
+    def div(self, meta: Meta, kids: list[Any]) -> BinOp:
+        return BinOp("/", kids[0], kids[1], self._span(meta))
+
+    @lark.v_args(meta=True)
+    def floordiv(self, meta: Meta, kids: list[Any]) -> BinOp:
+        return BinOp("//", kids[0], kids[1], self._span(meta))
+
+    @lark.v_args(meta=True)
+    def mod(self, meta: Meta, kids: list[Any]) -> BinOp:
+        return BinOp("%", kids[0], kids[1], self._span(meta))
+
+    @lark.v_args(meta=True)
+    def neg(self, meta: Meta, kids: list[Any]) -> Neg:
+        return Neg(kids[0], self._span(meta))
+
+    # calls -----------------------------------------------------------------------------------
+    @lark.v_args(meta=True)
+    def kwarg(self, meta: Meta, kids: list[Any]) -> Arg:
+        return Arg(str(kids[0]), kids[1], self._span(meta))
+
+    def args(self, kids: list[Any]) -> tuple[Arg, ...]:
+        out = []
+        for k in kids:
+            if k is None:
+                continue
+            out.append(k if isinstance(k, Arg) else Arg(None, k, k.span))
+        return tuple(out)
+
+    @lark.v_args(meta=True)
+    def funcall(self, meta: Meta, kids: list[Any]) -> FunCall:
+        return FunCall(str(kids[0]), kids[1], self._span(meta), self._span(kids[0]))
+
+    @lark.v_args(meta=True)
+    def call(self, meta: Meta, kids: list[Any]) -> Call:
+        tok, args, repeat = kids
+        return Call(str(tok), args or (), repeat, self._span(meta), self._span(tok))
+
+    @lark.v_args(meta=True)
+    def chain(self, meta: Meta, kids: list[Any]) -> Chain:
+        src, *calls = kids
+        source = None if src is None else Name(str(src), self._span(src))
+        return Chain(source, tuple(calls), self._span(meta))
+
+    # statements ------------------------------------------------------------------------------
+    @lark.v_args(meta=True)
+    def assign(self, meta: Meta, kids: list[Any]) -> Assign:
+        return Assign(str(kids[0]), kids[1], self._span(meta), self._span(kids[0]))
+
+    @lark.v_args(meta=True)
+    def input_stmt(self, meta: Meta, kids: list[Any]) -> InputStmt:
+        name, dtype, shape = kids
+        dt = None if dtype is None else Name(str(dtype), self._span(dtype))
+        return InputStmt(str(name), shape, dt, self._span(meta))
+
+    @lark.v_args(meta=True)
+    def output_stmt(self, meta: Meta, kids: list[Any]) -> OutputStmt:
+        return OutputStmt(tuple(Name(str(t), self._span(t)) for t in kids), self._span(meta))
+
+    @lark.v_args(meta=True)
+    def param(self, meta: Meta, kids: list[Any]) -> Param:
+        name, typ, default = kids
+        t = None if typ is None else Name(str(typ), self._span(typ))
+        return Param(str(name), t, default, self._span(meta))
+
+    @lark.v_args(meta=True)
+    def network(self, meta: Meta, kids: list[Any]) -> NetworkDef:
+        name, *body = kids
+        return NetworkDef(str(name), tuple(body), self._span(meta), self._span(name))
+
+    @lark.v_args(meta=True)
+    def block(self, meta: Meta, kids: list[Any]) -> BlockDef:
+        name, *rest = kids
+        params = tuple(k for k in rest if isinstance(k, Param))
+        body = tuple(k for k in rest if k is not None and not isinstance(k, Param))
+        return BlockDef(str(name), params, body, self._span(meta), self._span(name))
+
+    @lark.v_args(meta=True)
+    def setting(self, meta: Meta, kids: list[Any]) -> Setting:
+        return Setting(str(kids[0]), kids[1], self._span(meta), self._span(kids[0]))
+
+    @lark.v_args(meta=True)
+    def train(self, meta: Meta, kids: list[Any]) -> TrainDef:
+        name, *settings = kids
+        return TrainDef(str(name), tuple(settings), self._span(meta), self._span(name))
+
+    @lark.v_args(meta=True)
+    def const_(self, meta: Meta, kids: list[Any]) -> ConstDef:
+        return ConstDef(str(kids[0]), kids[1], self._span(meta))
+
+    @lark.v_args(meta=True)
+    def import_(self, meta: Meta, kids: list[Any]) -> Import:
+        return Import(str(kids[0])[1:-1], self._span(meta))
+
+    def start(self, kids: list[Any]) -> tuple[Item, ...]:
+        return tuple(kids)
+
+
+# Human names for terminals, so a message says `)` rather than RPAR.
+_WORDS = {
+    "NAME": "a name",
+    "KEY": "a name followed by '='",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "$END": "the end of the file",
+    "_NL": "a new line",
+}
+
+
+def _describe(terminal: str) -> str:
+    if terminal in _WORDS:
+        return _WORDS[terminal]
+    try:
+        pattern = _parser().get_terminal(terminal).pattern
+    except KeyError:
+        return terminal.lower()
+    if pattern.type == "str":
+        return f"'{pattern.value}'"
+    return terminal.lower()
+
+
+def _expected(names: Iterable[str]) -> str:
+    words = sorted({_describe(n) for n in names})
+    if len(words) > 8:
+        return "one of " + ", ".join(words[:8]) + ", ..."
+    return words[0] if len(words) == 1 else "one of " + ", ".join(words)
+
+
+def _syntax_error(err: UnexpectedInput, file: str) -> NetspecError:
+    line, col = max(err.line, 1), max(err.column, 1)
+    span = Span(file=file, line=line, column=col, end_line=line, end_column=col + 1)
+    hint = None
+    if isinstance(err, UnexpectedCharacters):
+        msg = f"syntax error: unexpected character {err.char!r}"
+        if err.char == "'":
+            hint = 'strings use double quotes: "like this"'
+    elif isinstance(err, UnexpectedEOF):
+        msg = f"syntax error: the file ends early; expected {_expected(err.expected)}"
+    else:
+        tok: Token = err.token  # type: ignore[attr-defined]
+        expected = err.expected  # type: ignore[attr-defined]
+        shown = "the end of the file" if tok.type == "$END" else repr(str(tok))
+        msg = f"syntax error: unexpected {shown}; expected {_expected(expected)}"
+        if tok.type != "$END":
+            span = Span(
+                file=file,
+                line=tok.line or line,
+                column=tok.column or col,
+                end_line=tok.end_line,
+                end_column=tok.end_column,
+            )
+        if tok.type == "$END" or "RBRACE" in expected:
+            hint = "is a '}' or ')' missing?"
+    return NetspecError.at(msg, span, hint)
+
+
+def parse(text: str, file: str = "<string>") -> Module:
+    """Parse netspec source. Raises NetspecError with the location of the first syntax error."""
+    SOURCES.add(file, text)
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as err:
+        raise _syntax_error(err, file) from None
+    try:
+        items = _ToAst(file).transform(tree)
+    except VisitError as err:  # unwrap: the original exception is what matters
+        raise err.orig_exc from None
+    return Module(file, items)
