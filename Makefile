@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint fuzz bench clean
+.PHONY: demo test lint docs fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ lint: $(VENV)/.dev
 
 test: lint
 	$(BIN)/pytest -q
+
+docs: $(VENV)/.runtime
+	$(BIN)/python -m netspec.docs
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run.py --quick

@@ -1,0 +1,111 @@
+"""The command line contract: exit codes, JSON, and no traceback for any bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netspec.cli import main
+
+LENET = """
+network Small {
+  input x: [64]
+  dense(32) tanh
+  dense(10)
+}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "t.net") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_check_prints_a_table_and_totals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", write(tmp_path, LENET)]) == 0
+    out = capsys.readouterr().out
+    assert "dense_1" in out and "[32]" in out
+    assert "parameters: 2,410 trainable" in out
+    assert "1 MAC = one multiply-accumulate" in out
+
+
+def test_check_json_has_the_documented_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", write(tmp_path, LENET), "--json", "--batch", "8"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total_params"] == data["trainable_params"] == 2410
+    assert data["macs"] == 64 * 32 + 32 * 10
+    assert data["activation_bytes"] == 8 * 4 * (64 + 32 + 32 + 10)
+    assert data["layers"][1]["output_shape"] == [32]
+
+
+def test_a_spec_error_exits_1_with_a_located_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "network N { input x: [4]\n  dense(3, bais=false)\n}")
+    assert main(["check", path]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:2:12: error:" in err and "did you mean 'bias'?" in err
+
+
+def test_warnings_fail_only_with_strict(tmp_path: Path) -> None:
+    path = write(tmp_path, "network N { input x: [4]\n side = x -> dense(2)\n x -> relu }")
+    assert main(["check", path]) == 0
+    assert main(["check", path, "--strict"]) == 1
+
+
+def test_compile_writes_json_that_check_accepts(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    assert main(["compile", write(tmp_path, LENET), "-o", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["layers"]["dense_1"]["output_shape"] == [32]
+    assert main(["check", str(out)]) == 0
+    from netspec import api
+
+    assert api.load(out) == api.load(Path(tmp_path / "t.net"))
+
+
+def test_schema_prints_the_ir_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "Network" and "nodes" in schema["properties"]
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert main(["check"]) == 2
+
+
+def test_missing_file_and_bad_json_are_clean_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", str(tmp_path / "nope.net")]) == 1
+    assert main(["check", write(tmp_path, "{not json", "x.json")]) == 1
+    assert main(["check", write(tmp_path, '{"name": 3}', "y.json")]) == 1
+    err = capsys.readouterr().err
+    assert "no such file" in err and "is not a valid netspec IR" in err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe network", b"network N { input x: [4]\n" + b"(" * 5000, b"", b"network"],
+)
+def test_hostile_files_never_show_a_traceback(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.net"
+    path.write_bytes(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "netspec", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "error" in proc.stderr

@@ -1,0 +1,187 @@
+"""AST -> IR: names, blocks, repetition, imports, attribute validation mapped to spans."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from netspec import api
+from netspec.errors import NetspecError, render
+from netspec.ir import Network
+
+Build = Callable[..., Network]
+
+
+def errors_of(build: Build, text: str) -> list[str]:
+    with pytest.raises(NetspecError) as info:
+        api.check(build(text))
+    return [render(d) for d in info.value.diagnostics]
+
+
+BLOCKS = """
+block Unit(width: int, act: str = "relu") {
+  dense(width) relu
+  dense(width)
+  add(in) relu
+}
+network Deep {
+  input x: [8]
+  stem = dense(8)
+  stage = Unit(8) * 3
+  head = dense(2)
+}
+"""
+
+
+def test_blocks_and_repetition_expand_to_hierarchical_names(build: Build) -> None:
+    net = build(BLOCKS)
+    names = [n.name for n in net.nodes]
+    assert names[:2] == ["x", "stem"]
+    assert "stage.0.dense_1" in names and "stage.2.add_1" in names
+    assert names[-1] == "head"
+    add = net.node("stage.1.add_1")
+    assert add.inputs == ("stage.1.dense_2", "stage.0.relu_2")  # previous output, then `in`
+    assert add.scope == ("stage.1",)
+
+
+def test_unnamed_calls_count_per_op(build: Build) -> None:
+    net = build("network N { input x: [4]\n dense(3) relu\n dense(2) relu }")
+    assert [n.name for n in net.nodes] == ["x", "dense_1", "relu_1", "dense_2", "relu_2"]
+
+
+def test_a_named_chain_of_several_calls_is_numbered(build: Build) -> None:
+    net = build("network N { input x: [4]\n features = dense(3) relu dense(2) }")
+    assert [n.name for n in net.nodes][1:] == ["features.0", "features.1", "features.2"]
+    assert net.outputs == ("features.2",)
+
+
+def test_block_parameters_support_arithmetic_and_defaults(build: Build) -> None:
+    net = build(
+        "block Wide(ch: int, mult: int = 4) { dense(ch * mult) }\n"
+        "network N { input x: [4]\n Wide(2)\n Wide(3, mult=2) }"
+    )
+    units = [n.op.units for n in net.nodes if n.op.op == "dense"]  # type: ignore[attr-defined]
+    assert units == [8, 6]
+
+
+def test_constants_are_usable_everywhere(build: Build) -> None:
+    net = build("const K = 5\nnetwork N { input x: [K * 2]\n dense(K) }")
+    assert net.nodes[0].op.shape == (10,)  # type: ignore[attr-defined]
+
+
+def test_the_trained_network_is_chosen_by_default(build: Build) -> None:
+    text = (
+        "network A { input x: [2]\n dense(1) }\nnetwork B { input x: [3]\n dense(1) }\n"
+        "train A { loss = mse }"
+    )
+    assert build(text).name == "A"
+    assert build(text, "B").name == "B"
+
+
+def test_an_unknown_op_suggests_the_nearest(build: Build) -> None:
+    (msg,) = errors_of(build, "network N { input x: [1, 8, 8]\n  flaten\n}")
+    assert "t.net:2:3: error: unknown op or block 'flaten'" in msg
+    assert "did you mean 'flatten'?" in msg
+
+
+def test_an_unknown_attribute_suggests_the_nearest(build: Build) -> None:
+    (msg,) = errors_of(build, "network N { input x: [4]\n  dense(3, bais=false)\n}")
+    assert "dense 'dense_1' has no attribute 'bais'" in msg
+    assert "did you mean 'bias'?" in msg
+    assert "t.net:2:12" in msg  # the caret sits under the bad argument
+
+
+def test_a_bad_attribute_value_points_at_the_value(build: Build) -> None:
+    (msg,) = errors_of(build, "network N { input x: [4]\n  dense(0)\n}")
+    assert "dense 'dense_1': units: Input should be greater than or equal to 1 (got 0)" in msg
+    assert "t.net:2:9" in msg
+
+
+def test_an_unknown_tensor_suggests_the_nearest(build: Build) -> None:
+    (msg,) = errors_of(build, "network N { input image: [4]\n  imagr -> dense(2)\n}")
+    assert "unknown tensor 'imagr'" in msg and "did you mean 'image'?" in msg
+
+
+def test_tensors_are_assigned_once(build: Build) -> None:
+    (msg,) = errors_of(build, "network N { input x: [4]\n y = dense(2)\n y = dense(2)\n}")
+    assert "tensor 'y' is already defined" in msg
+
+
+def test_block_parameters_are_type_checked(build: Build) -> None:
+    (msg,) = errors_of(
+        build, 'block B(ch: int) { dense(ch) }\nnetwork N { input x: [4]\n B("wide") }'
+    )
+    assert "block B: 'ch' must be int, got 'wide'" in msg
+
+
+def test_a_missing_block_parameter_is_named(build: Build) -> None:
+    (msg,) = errors_of(build, "block B(ch: int) { dense(ch) }\nnetwork N { input x: [4]\n B() }")
+    assert "block B needs a value for 'ch'" in msg
+
+
+def test_a_recursive_block_is_refused(build: Build) -> None:
+    (msg,) = errors_of(build, "block B() { B() }\nnetwork N { input x: [4]\n B() }")
+    assert "block 'B' instantiates itself" in msg
+
+
+def test_a_repetition_count_must_be_positive(build: Build) -> None:
+    (msg,) = errors_of(build, "network N { input x: [4]\n dense(2) * 0 }")
+    assert "a repetition count must be an integer >= 1, got 0" in msg
+
+
+def test_a_huge_repetition_is_refused_quickly(build: Build) -> None:
+    (msg,) = errors_of(build, "network N { input x: [4]\n relu * 1000000 }")
+    assert "refusing to build it" in msg
+
+
+def test_train_settings_are_validated_with_suggestions(build: Build) -> None:
+    (msg,) = errors_of(build, "network N { input x: [4]\n dense(2) }\ntrain N { optimiser = sgd }")
+    assert "train has no setting 'optimiser'" in msg and "did you mean 'optimizer'?" in msg
+
+
+def test_an_unknown_optimizer_is_reported_at_its_value(build: Build) -> None:
+    (msg,) = errors_of(build, "network N { input x: [4]\n dense(2) }\ntrain N { optimizer = adm }")
+    assert "train: optimizer" in msg and "t.net:3:23" in msg
+
+
+def test_train_values_become_a_typed_recipe(build: Build) -> None:
+    net = build(
+        "network N { input x: [4]\n dense(2) }\n"
+        'train N { data = "d.npz"  optimizer = rmsprop(0.01, momentum=0.9, nesterov=true)\n'
+        "  schedule = step(5, 0.5)  metrics = [accuracy, top_k(3)]\n"
+        "  early_stopping = early_stopping(patience=2) }"
+    )
+    spec = net.train
+    assert spec is not None
+    assert spec.optimizer.name == "rmsprop" and spec.optimizer.lr == 0.01
+    assert spec.schedule.name == "step" and spec.schedule.every == 5  # type: ignore[union-attr]
+    assert [m.name for m in spec.metrics] == ["accuracy", "top_k"] and spec.metrics[1].k == 3
+    assert spec.early_stopping is not None and spec.early_stopping.patience == 2
+    assert spec.data is not None and Path(spec.data.path).is_absolute()
+
+
+def test_imports_bring_blocks_and_refuse_cycles(tmp_path: Path) -> None:
+    (tmp_path / "blocks.net").write_text("block Two() { dense(2) }\n")
+    (tmp_path / "main.net").write_text('import "blocks.net"\nnetwork N { input x: [3]\n Two() }')
+    assert api.load(tmp_path / "main.net").nodes[-1].name == "two_1.dense_1"
+    (tmp_path / "a.net").write_text('import "b.net"\n')
+    (tmp_path / "b.net").write_text('import "a.net"\nnetwork N { input x: [1]\n relu }')
+    with pytest.raises(NetspecError, match=r"import cycle: b.net -> a.net -> b.net"):
+        api.load(tmp_path / "b.net")
+
+
+def test_imports_from_outside_the_project_are_refused(tmp_path: Path) -> None:
+    inner = tmp_path / "project"
+    inner.mkdir()
+    (tmp_path / "evil.net").write_text("block X() { relu }\n")
+    (inner / "main.net").write_text('import "../evil.net"\nnetwork N { input x: [1]\n X() }')
+    with pytest.raises(NetspecError, match="leaves the project folder"):
+        api.load(inner / "main.net")
+    assert api.load(inner / "main.net", allow_outside_imports=True).name == "N"
+
+
+def test_the_ir_round_trips_through_json(build: Build) -> None:
+    net = build(BLOCKS + "train Deep { loss = mse  optimizer = adam(lr=1e-3) }")
+    assert Network.model_validate_json(net.model_dump_json()) == net

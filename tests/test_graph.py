@@ -1,0 +1,97 @@
+"""Graph analysis: shapes, counts, and diagnostics that keep going past the first failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from netspec.errors import NetspecError, Severity, Span
+from netspec.graph import analyse
+from netspec.ir import Analysis, Network, Node
+from netspec.ops.activation import Relu
+from netspec.ops.dense import Dense
+from netspec.ops.io import Input
+from netspec.ops.merge import Add
+
+Build = Callable[..., Network]
+
+
+def test_dense_counts_weights_biases_and_macs(analyse: Callable[..., Analysis]) -> None:
+    a = analyse("network N { input x: [784]\n dense(256) relu\n dense(10) }")
+    assert a.trainable_params == 784 * 256 + 256 + 256 * 10 + 10
+    assert a.macs == 784 * 256 + 256 * 10
+    assert a.layers["dense_2"].output_shape == (10,)
+    assert a.activation_bytes == 4 * (784 + 256 + 256 + 10)
+
+
+def test_fan_out_and_merge_shapes(analyse: Callable[..., Analysis]) -> None:
+    a = analyse(
+        "network N { input x: [4]\n a = x -> dense(3)\n b = x -> dense(5)\n"
+        " c = concat(a, b)\n add(c, c) }"
+    )
+    assert a.layers["c"].output_shape == (8,)
+    assert a.order.index("a") < a.order.index("c")
+
+
+def test_every_independent_error_is_reported_and_the_table_stops_at_failures(
+    build: Build,
+) -> None:
+    net = build(
+        "network N { input x: [2, 3, 3]\n a = x -> dense(3)\n b = x -> flatten dense(4)\n"
+        " c = b -> dense(2)\n d = concat(c, b, axis=1)\n}"
+    )
+    analysis, diags = analyse(net)
+    errors = [d for d in diags if d.severity is Severity.ERROR]
+    assert len(errors) == 2
+    assert errors[0].layer == "a" and "insert `flatten`" in (errors[0].hint or "")
+    assert errors[1].layer == "d" and "axis 1 is out of range" in errors[1].message
+    assert analysis.layers["a"].failed and analysis.layers["c"].output_shape == (2,)
+
+
+def test_an_unused_tensor_is_a_warning(analyse: Callable[..., Analysis], build: Build) -> None:
+    _, diags = analyse_diags(build("network N { input x: [4]\n side = x -> dense(2)\n x -> relu }"))
+    (warning,) = diags
+    assert warning.severity is Severity.WARNING and "'side' is never used" in warning.message
+
+
+def analyse_diags(net: Network) -> tuple[Analysis, list]:  # type: ignore[type-arg]
+    return analyse(net)
+
+
+def test_cross_entropy_after_softmax_is_an_error(build: Build) -> None:
+    net = build(
+        "network N { input x: [4]\n dense(3) sigmoid }\ntrain N { loss = binary_cross_entropy }"
+    )
+    _, diags = analyse(net)
+    assert any("applied after an explicit sigmoid" in d.message for d in diags)
+
+
+def test_cycles_undefined_and_duplicate_names_in_hand_written_ir() -> None:
+    span = Span(file="ir.json", line=1, column=1)
+    net = Network(
+        name="Bad",
+        nodes=(
+            Node(name="x", op=Input(shape=(3,)), span=span),
+            Node(name="a", op=Add(), inputs=("x", "b"), span=span),
+            Node(name="b", op=Relu(), inputs=("a",), span=span),
+            Node(name="c", op=Dense(units=2), inputs=("nope",), span=span),
+            Node(name="c", op=Relu(), inputs=("b",), span=span),
+        ),
+        outputs=("c",),
+    )
+    _, diags = analyse(net)
+    text = "\n".join(d.message for d in diags)
+    assert "layer name 'c' is used 2 times" in text
+    assert "'c' reads the undefined tensor 'nope'" in text
+    assert "the graph has a cycle: a -> b -> a" in text
+
+
+def test_require_raises_every_error(build: Build) -> None:
+    from netspec import api
+
+    with pytest.raises(NetspecError) as info:
+        api.check(build("network N { input x: [2, 2]\n a = x -> dense(3, in_features=5)\n}"))
+    (diag,) = info.value.diagnostics
+    assert "declares in_features=5 but its input has 2 features" in diag.message
+    assert diag.hint == "change in_features to 2, or drop it: netspec infers it"

@@ -1,0 +1,117 @@
+"""The grammar and the AST: what parses, what spans point at, and how syntax errors read."""
+
+from __future__ import annotations
+
+import pytest
+
+from netspec import syntax as ast
+from netspec.errors import NetspecError, render
+
+
+def parse_body(body: str) -> tuple[ast.Stmt, ...]:
+    module = ast.parse(f"network N {{\n{body}\n}}\n", "t.net")
+    net = module.items[0]
+    assert isinstance(net, ast.NetworkDef)
+    return net.body
+
+
+def syntax_error(text: str) -> str:
+    with pytest.raises(NetspecError) as info:
+        ast.parse(text, "t.net")
+    return render(info.value.diagnostics[0])
+
+
+def test_each_line_is_a_statement_and_calls_on_a_line_chain() -> None:
+    body = parse_body("input x: [1, 28, 28]\nconv2d(6, kernel=5) tanh\navgpool2d(2)")
+    assert [type(s).__name__ for s in body] == ["InputStmt", "Chain", "Chain"]
+    chain = body[1]
+    assert isinstance(chain, ast.Chain)
+    assert [c.name for c in chain.calls] == ["conv2d", "tanh"]
+
+
+def test_an_assignment_ends_at_the_end_of_its_line() -> None:
+    body = parse_body("y = dense(3) relu\nshort = y -> dense(3)\nadd(y, short)")
+    assert isinstance(body[0], ast.Assign) and body[0].target == "y"
+    assert isinstance(body[1], ast.Assign) and body[1].chain.source is not None
+    assert isinstance(body[2], ast.Chain) and body[2].calls[0].name == "add"
+
+
+def test_argument_lists_may_wrap_across_lines() -> None:
+    body = parse_body("conv2d(\n  64,\n  kernel=[3,\n 3],\n)")
+    call = body[0].calls[0]  # type: ignore[union-attr]
+    assert [a.key for a in call.args] == [None, "kernel"]
+
+
+def test_literals_cover_ints_floats_booleans_strings_lists_and_arithmetic() -> None:
+    module = ast.parse(
+        'const A = 1_000\nconst B = 1e-3\nconst C = true\nconst D = "s"\n'
+        "const E = [1, 2.5]\nconst F = -(A + 2) * 3 // 4 % 5 / 2\n",
+        "t.net",
+    )
+    kinds = [type(i.value).__name__ for i in module.items]  # type: ignore[union-attr]
+    assert kinds == ["Num", "Num", "Bool", "Str", "ListExpr", "BinOp"]
+    first = module.items[0]
+    assert isinstance(first, ast.ConstDef) and first.value == ast.Num(1000, first.value.span)
+
+
+def test_repetition_binds_to_the_call_before_it() -> None:
+    body = parse_body("layer1 = Basic(64) * 3 relu")
+    calls = body[0].chain.calls  # type: ignore[union-attr]
+    assert calls[0].repeat is not None and calls[1].repeat is None
+
+
+def test_spans_point_at_the_call() -> None:
+    body = parse_body("input x: [4]\n  dense(10)")
+    call = body[1].calls[0]  # type: ignore[union-attr]
+    assert (call.span.line, call.span.column, call.span.end_column) == (3, 3, 12)
+
+
+def test_typed_inputs_and_block_parameters_parse() -> None:
+    module = ast.parse(
+        "block B(ch: int, stride: int = 1) { conv2d(ch, 3, stride=stride) }\n"
+        "network N { input t: int64[100]\n B(4) }",
+        "t.net",
+    )
+    block, net = module.items
+    assert isinstance(block, ast.BlockDef)
+    assert [(p.name, p.type.id if p.type else None) for p in block.params] == [
+        ("ch", "int"),
+        ("stride", "int"),
+    ]
+    assert isinstance(net, ast.NetworkDef)
+    stmt = net.body[0]
+    assert isinstance(stmt, ast.InputStmt) and stmt.dtype is not None
+    assert stmt.dtype.id == "int64"
+
+
+def test_train_settings_may_share_a_line() -> None:
+    module = ast.parse(
+        "train N { loss = cross_entropy  optimizer = adam(lr=1e-3)  batch = 64 }", "t.net"
+    )
+    train = module.items[0]
+    assert isinstance(train, ast.TrainDef)
+    assert [s.key for s in train.settings] == ["loss", "optimizer", "batch"]
+
+
+def test_a_missing_parenthesis_names_what_was_expected() -> None:
+    text = syntax_error("network N {\n  conv2d(6 kernel=5)\n}")
+    assert "t.net:2:12: error: syntax error: unexpected 'kernel'; expected one of ')', ','" in text
+    assert "^~~~~~" in text
+
+
+def test_an_unclosed_brace_says_the_file_ends_early() -> None:
+    text = syntax_error("network N {\n  dense(3)\n")
+    assert "unexpected the end of the file" in text
+    assert "'}'" in text
+
+
+def test_single_quotes_get_a_hint() -> None:
+    text = syntax_error("network N { x = 'a' }")
+    assert 'unexpected character "\'"' in text
+    assert 'hint: strings use double quotes: "like this"' in text
+
+
+def test_terminal_names_never_leak_into_messages() -> None:
+    text = syntax_error("network N { dense(3 }")
+    for raw in ("RPAR", "LPAR", "RBRACE", "COMMA", "_NL"):
+        assert raw not in text
