@@ -19,9 +19,16 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
+	@echo "== check a classic network"
 	$(BIN)/netspec check specs/lenet5.net
-	$(BIN)/netspec check specs/resnet50.net | tail -n 4
-	$(BIN)/netspec compile specs/lenet5.net -o build/lenet5.json
+	@echo "== train a CNN on the bundled 8x8 digits"
+	$(BIN)/netspec train examples/digits_cnn.net --out build/digits_cnn
+	$(BIN)/netspec eval examples/digits_cnn.net --weights build/digits_cnn/weights.npz
+	@echo "== export it to ONNX and run it with onnxruntime"
+	$(BIN)/netspec export examples/digits_cnn.net --weights build/digits_cnn/weights.npz \
+		-o build/digits_cnn.onnx
+	$(BIN)/python examples/digits_sample.py build/digits_sample.npy
+	$(BIN)/netspec predict build/digits_cnn.onnx --input build/digits_sample.npy --top 3
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -74,3 +74,181 @@ def compile_json(analysis: Analysis) -> str:
 def schema() -> dict[str, Any]:
     """The IR's JSON Schema."""
     return Network.model_json_schema()
+
+
+def export(
+    analysis: Analysis,
+    path: str | Path,
+    params: dict[str, Any] | None = None,
+    *,
+    opset: int | None = None,
+    batch: int | str = "dynamic",
+    logits: bool = False,
+    seed: int = 0,
+    normalization: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the network as a checked ONNX model; fresh weights from `seed` when none are given.
+
+    `normalization` (shift, scale), as the trainer saves in normalization.npz, is built into
+    the model so that it takes raw inputs.
+
+    Returns the model's opset, inputs and outputs (see `netspec.onnx.export.export_summary`).
+    """
+    import numpy as np
+
+    from netspec.onnx.export import export_summary, save_model, to_onnx_model
+
+    if params is None:
+        from netspec.engine.init import init_params
+
+        params = init_params(analysis, np.random.default_rng(seed))
+    norm = None
+    if normalization is not None:
+        (first,) = [n.name for n in analysis.network.inputs][:1]
+        norm = {first: normalization}
+    model = to_onnx_model(
+        analysis,
+        params,
+        opset=opset,
+        batch=batch,  # type: ignore[arg-type]
+        logits=logits,
+        normalization=norm,
+    )
+    save_model(model, Path(path))
+    return export_summary(model)
+
+
+def predict(
+    model: str | Path,
+    inputs: dict[str, Any],
+    *,
+    params: dict[str, Any] | None = None,
+    network: str | None = None,
+    provider: str = "auto",
+    batch_size: int = 256,
+    logits: bool = False,
+    normalization: tuple[Any, Any] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Outputs by name, and what ran them: an `.onnx` model on onnxruntime (`provider` auto,
+    cpu or cuda), or a spec with `params` on the NumPy engine in eval mode. Like an exported
+    model, a spec's classifier outputs get the loss's softmax/sigmoid as `<out>.probs`
+    unless `logits`."""
+    path = Path(model)
+    if path.suffix == ".onnx":
+        from netspec.onnx.runtime import run_onnx
+
+        return run_onnx(path, inputs, provider, batch_size)  # type: ignore[arg-type]
+    if provider == "cuda":
+        raise NetspecError.at(
+            "the NumPy engine runs on the CPU only: export to .onnx to use --provider cuda",
+            exit_code=2,
+        )
+    if params is None:
+        raise NetspecError.at(f"predicting with {path} needs weights", exit_code=2)
+    analysis = check(load(path, network))
+    if normalization is not None:  # as the exported model does it, on the first input
+        first = analysis.network.inputs[0].name
+        shift, scale = normalization
+        inputs = {**inputs, first: ((inputs[first] - shift) / scale).astype(inputs[first].dtype)}
+    return _predict_numpy(analysis, inputs, params, batch_size, logits), "numpy"
+
+
+def _predict_numpy(
+    analysis: Analysis, inputs: dict[str, Any], params: dict[str, Any], batch: int, logits: bool
+) -> dict[str, Any]:
+    import numpy as np
+
+    from netspec.engine.checkpoint import check_weights
+    from netspec.engine.executor import Executor
+    from netspec.engine.losses import log_softmax, sigmoid
+    from netspec.ops.base import Ctx
+
+    net = analysis.network
+    expected = {
+        f"{name}.{local}": shape
+        for name, info in analysis.layers.items()
+        for local, shape in {**info.param_shapes, **info.state_shapes}.items()
+    }
+    check_weights(params, expected, "the weights")
+    feed: dict[str, Any] = {}
+    for node in net.inputs:
+        if node.name not in inputs:
+            raise NetspecError.at(
+                f"missing input '{node.name}'; the network takes {[n.name for n in net.inputs]}",
+                exit_code=2,
+            )
+        x = np.asarray(inputs[node.name])
+        want = analysis.shape(node.name)
+        int_wanted = getattr(node.op, "dtype", "float32") == "int64"
+        if x.shape[1:] != want or x.ndim != len(want) + 1 or (x.dtype.kind in "iu") != int_wanted:
+            raise NetspecError.at(
+                f"input '{node.name}' must be {'int64' if int_wanted else 'float32'} of shape "
+                f"{['N', *want]} (N = batch), got {x.dtype.name} {list(x.shape)}",
+                exit_code=3,
+            )
+        feed[node.name] = x
+    executor = Executor(analysis)
+    total = len(next(iter(feed.values())))
+    parts = [
+        executor.forward({k: v[s : s + batch] for k, v in feed.items()}, params, Ctx())[0]
+        for s in range(0, total, batch)
+    ]
+    outs = {o: np.concatenate([p[o] for p in parts]) for o in net.outputs}
+    loss = None if logits or net.train is None else net.train.loss
+    done = {"softmax", "log_softmax", "sigmoid"}
+    for o in net.outputs:
+        if net.node(o).op.op in done:
+            continue
+        if loss == "cross_entropy":
+            outs[f"{o}.probs"] = np.exp(log_softmax(outs.pop(o)))
+        elif loss == "binary_cross_entropy":
+            outs[f"{o}.probs"] = sigmoid(outs.pop(o))
+    return outs
+
+
+def train(
+    analysis: Analysis,
+    out_dir: str | Path | None = None,
+    *,
+    data: str | Path | None = None,
+    epochs: int | None = None,
+    batch: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    resume: str | Path | None = None,
+    progress: Any = None,
+) -> Any:
+    """Train by the network's `train` section (arguments override it); returns a FitResult.
+
+    Writes weights.npz, history.json and checkpoint.npz into `out_dir` (default: the resumed
+    run's folder, else runs/<network>/).
+    """
+    from netspec.engine.data import with_path
+    from netspec.engine.train import fit, require_recipe
+
+    spec = require_recipe(analysis)
+    if out_dir is None:
+        out_dir = resume if resume is not None else Path("runs") / analysis.network.name
+    return fit(
+        analysis,
+        spec,
+        Path(out_dir),
+        data=None if data is None else with_path(spec.data, data),
+        epochs=epochs,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        resume_from=None if resume is None else Path(resume),
+        progress=progress,
+    )
+
+
+def evaluate(analysis: Analysis, weights: str | Path, *, data: str | Path | None = None) -> Any:
+    """Metrics of saved weights (an Evaluation) on `data`, or the recipe's validation data."""
+    from netspec.engine.data import with_path
+    from netspec.engine.train import evaluate as run_evaluation
+    from netspec.engine.train import require_recipe
+
+    spec = require_recipe(analysis)
+    override = None if data is None else with_path(spec.data, data)
+    return run_evaluation(analysis, spec, Path(weights), data=override)

@@ -8,12 +8,15 @@ instance name: `layer3.2.conv1`.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from netspec import syntax as ast
 from netspec.errors import Diagnostic, NetspecError, Severity, Span, suggest
@@ -113,7 +116,8 @@ def _load(
                 continue
             if not target.is_file():
                 raise _err(f"imported file {item.path!r} does not exist", item.span)
-            _load(target, None, program, root, allow_outside, stack, False, seen)
+            shown = Path(os.path.normpath(path.parent / item.path))
+            _load(shown, None, program, root, allow_outside, stack, False, seen)
             continue
         table: dict[str, Any]
         name: str
@@ -210,6 +214,35 @@ def _show(v: Any) -> str:
 # Validation errors -> spans
 
 
+_BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
+_TYPE_TAGS = {"int", "float", "str", "bool", "tuple", "list", "dict", "none"}
+
+
+def _quoted(text: str) -> list[str]:
+    """The names in Pydantic's "'same' or 'valid'" style lists."""
+    return re.findall(r"'([^']*)'", text)
+
+
+def _relevant(errors: list[ErrorDetails]) -> ErrorDetails:
+    """One error per attribute: Pydantic reports one per union branch; keep the telling one."""
+    if len(errors) == 1:
+        return errors[0]
+    got = errors[0].get("input")
+    if isinstance(got, str):
+        for e in errors:
+            if e["type"] == "literal_error":
+                return e
+    for e in errors:
+        if not e["type"].endswith(("_type", "_parsing")) and e["type"] != "literal_error":
+            return e
+    return errors[0]
+
+
 def _validation_error(
     err: ValidationError,
     what: str,
@@ -217,27 +250,62 @@ def _validation_error(
     fallback: Span,
     known: list[str],
     layer: str | None = None,
+    values: dict[str, Any] | None = None,
 ) -> NetspecError:
-    diags = []
+    """Pydantic's errors as located, plain-worded diagnostics, one per attribute."""
+    values = values or {}
+    grouped: dict[str, list[ErrorDetails]] = {}
+    nested: dict[str, list[str]] = {}
     for e in err.errors():
         loc = [str(x) for x in e["loc"]]
-        # Discriminated unions put the tag first (('dense', 'units')): skip it.
-        key = next((x for x in loc if x in spans), loc[0] if loc else "")
+        # Discriminated unions put the op's tag first (('dense', 'units')): find the attribute.
+        i = next((j for j, x in enumerate(loc) if x in spans or x in known), None)
+        key = loc[i] if i is not None else (loc[0] if loc else "")
+        rest = loc[i + 1 :] if i is not None else loc[1:]
+        value = values.get(key)
+        if rest and isinstance(value, dict) and rest[0] == value.get("name"):
+            rest = rest[1:]  # the tag of a tagged value such as adam(...)
+        rest = [x for x in rest if x.isidentifier() and x not in _TYPE_TAGS]
+        grouped.setdefault(key, []).append(e)
+        nested.setdefault(key, rest)
+    extras = {
+        key: suggest(key, known)
+        for key, es in grouped.items()
+        if es[0]["type"] == "extra_forbidden"
+    }
+    diags = []
+    for key, errors in grouped.items():
+        e = _relevant(errors)
         span = spans.get(key, fallback)
+        path = ".".join([key, *nested[key]])
+        got = e.get("input")
         hint = None
+        ctx = e.get("ctx", {})
         if e["type"] == "extra_forbidden":
-            msg = f"{what} has no attribute '{key}'"
-            hint = suggest(key, known) or f"known attributes: {', '.join(known) or 'none'}"
+            if nested[key]:
+                msg = f"{what}: {key} has no attribute '{nested[key][-1]}'"
+            else:
+                msg = f"{what} has no attribute '{key}'"
+                hint = extras[key] or f"known attributes: {', '.join(known) or 'none'}"
         elif e["type"] == "missing":
-            msg = f"{what} needs '{key}'"
+            if not nested[key] and any(h == f"did you mean '{key}'?" for h in extras.values()):
+                continue  # `kernal=3` already explains the missing `kernel`
+            msg = f"{what} needs '{path}'"
+        elif e["type"] == "union_tag_invalid":
+            tag, expected = ctx.get("tag"), str(ctx.get("expected_tags", ""))
+            msg = f"{what}: unknown {key} '{tag}'"
+            hint = suggest(str(tag), _quoted(expected)) or f"known: {expected}"
+        elif e["type"] in _BOUNDS:
+            sign, bound = _BOUNDS[e["type"]]
+            msg = f"{what}: {path} must be {sign} {ctx.get(bound)}, got {got!r}"
+        elif e["type"] == "literal_error":
+            expected = str(ctx.get("expected", ""))
+            msg = f"{what}: {path} must be {expected}, got {got!r}"
+            hint = suggest(str(got), _quoted(expected))
         else:
             text = str(e["msg"]).removeprefix("Value error, ")
-            got = e.get("input")
-            msg = f"{what}: {key}: {text}" + (
-                f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
-            )
-            if isinstance(got, str) and key in spans:
-                hint = None
+            shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+            msg = f"{what}: {path}: {text}{shown}"
         diags.append(Diagnostic(Severity.ERROR, msg, span, hint, layer))
     return NetspecError(diags)
 
@@ -254,7 +322,7 @@ def build_model(
         return cls(**values)
     except ValidationError as err:
         known = [k for k in cls.model_fields if k not in ("op", "name", "network")]
-        raise _validation_error(err, what, spans, fallback, known, layer) from None
+        raise _validation_error(err, what, spans, fallback, known, layer, values) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,6 +488,13 @@ class _Expander:
             values[key] = _plain(evaluate(arg.value, scope.env))
             spans[key] = arg.span
         if cls.arity is None:
+            if len(inputs) == 1 and inputs[0] == current:
+                raise _err(
+                    f"{call.name}({call.args[0].value.id}) would combine "  # type: ignore[union-attr]
+                    f"'{inputs[0]}' with itself: it is also the previous statement's output",
+                    call.span,
+                    "name the other branch and write both inputs, e.g. add(main, shortcut)",
+                )
             if len(inputs) < 2:
                 if not current:
                     raise _err(f"{call.name} needs two or more tensors", call.span)
@@ -589,7 +664,7 @@ def choose_network(program: Program, name: str | None) -> ast.NetworkDef:
         if name not in program.networks:
             raise _err(
                 f"no network named '{name}' in {program.main}",
-                None,
+                Span(file=program.main, line=1, column=1),
                 suggest(name, program.networks)
                 or f"networks: {', '.join(program.networks) or 'none'}",
             )
@@ -597,7 +672,7 @@ def choose_network(program: Program, name: str | None) -> ast.NetworkDef:
     if not program.main_networks:
         raise _err(
             f"{program.main} defines no network",
-            None,
+            Span(file=program.main, line=1, column=1),
             "write `network Name { input x: [...] ... }`",
         )
     trained = [n for n in program.main_networks if n in program.trains]
@@ -614,9 +689,12 @@ def expand(program: Program, network: str | None = None) -> Network:
                 t.name_span,
                 suggest(t.network, program.networks),
             )
-    ex = _Expander(program)
-    outputs = ex.network(net)
-    train = _train(program, net.name, ex.consts)
+    try:
+        ex = _Expander(program)
+        outputs = ex.network(net)
+        train = _train(program, net.name, ex.consts)
+    except RecursionError:
+        raise _err("the spec nests too deeply to expand", net.span) from None
     return Network(
         name=net.name, nodes=tuple(ex.nodes), outputs=outputs, train=train, source=program.main
     )

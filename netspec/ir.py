@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from netspec.errors import Span
@@ -48,10 +50,12 @@ class Network(_Model):
         return tuple(n for n in self.nodes if n.op.op == "input")
 
     def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        """The node of that name (a dict lookup; the index is built once per network)."""
+        return self._by_name[name]
+
+    @cached_property
+    def _by_name(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
 
 
 class LayerInfo(_Model):

@@ -38,14 +38,24 @@ def _call(positional: dict[str, tuple[str, ...]], alias: dict[str, str] | None =
 
 
 class DataSpec(_Model):
-    """Where the examples come from: `"digits.npz"` or `csv("x.csv", label="y")`."""
+    """Where the examples come from: `"digits.npz"`, `csv("x.csv", y="label")`,
+    `idx("images.idx", "labels.idx")` or `npy("x.npy", "y.npy")`."""
 
     name: Literal["auto", "npz", "npy", "csv", "idx"] = "auto"
-    path: str
+    path: str = ""  # the one file of npz/csv; npy and idx name two files: x and labels
     x: str = "x"  # array name in an .npz; the images file for idx; features file for npy
     y: str | int = "y"  # array name in an .npz; label column (name or index) in a CSV
     labels: str | None = None  # idx / npy: the labels file
     normalize: Literal["none", "standard", "minmax", "scale255"] = "none"
+
+    @model_validator(mode="after")
+    def _files_given(self) -> DataSpec:
+        if self.name in ("npy", "idx"):
+            if self.labels is None or self.x in ("", "x"):
+                raise ValueError(f'{self.name}(...) needs two files: {self.name}("x", "labels")')
+        elif not self.path:
+            raise ValueError("needs a file path")
+        return self
 
 
 def _data(v: Any) -> Any:

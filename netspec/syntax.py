@@ -412,11 +412,55 @@ def _describe(terminal: str) -> str:
     return terminal.lower()
 
 
+def _rank(word: str) -> tuple[int, str]:
+    """Closers and separators first: they are what a user most often forgot."""
+    if word in ("')'", "']'", "'}'", "','"):
+        return 0, word
+    return (1 if word.startswith("a ") else 2), word
+
+
 def _expected(names: Iterable[str]) -> str:
-    words = sorted({_describe(n) for n in names})
+    words = sorted({_describe(n) for n in names}, key=_rank)
     if len(words) > 8:
         return "one of " + ", ".join(words[:8]) + ", ..."
     return words[0] if len(words) == 1 else "one of " + ", ".join(words)
+
+
+_TOP_LEVEL = frozenset({"import", "network", "block", "train", "const"})
+_PAIRS = {"(": ")", "[": "]", "{": "}"}
+
+
+def _first_word(file: str, line: int) -> tuple[str, int] | None:
+    """The first word of a line and its column (keywords lex as names inside bodies)."""
+    text = SOURCES.line(file, line)
+    if text is None or not text.strip():
+        return None
+    stripped = text.lstrip()
+    word = stripped.split()[0].split("(")[0]
+    return word, len(text) - len(stripped) + 1
+
+
+def _unclosed(file: str, line: int, column: int) -> tuple[str, int, int] | None:
+    """The innermost bracket still open before (line, column), skipping strings and comments."""
+    stack: list[tuple[str, int, int]] = []
+    for ln in range(1, line + 1):
+        text = SOURCES.line(file, ln) or ""
+        end = column - 1 if ln == line else len(text)
+        i = 0
+        while i < end:
+            ch = text[i]
+            if ch == "#":
+                break
+            if ch == '"':
+                j = text.find('"', i + 1)
+                i = len(text) if j < 0 else j + 1
+                continue
+            if ch in _PAIRS:
+                stack.append((ch, ln, i + 1))
+            elif ch in _PAIRS.values() and stack and _PAIRS[stack[-1][0]] == ch:
+                stack.pop()
+            i += 1
+    return stack[-1] if stack else None
 
 
 def _syntax_error(err: UnexpectedInput, file: str) -> NetspecError:
@@ -429,6 +473,16 @@ def _syntax_error(err: UnexpectedInput, file: str) -> NetspecError:
             hint = 'strings use double quotes: "like this"'
     elif isinstance(err, UnexpectedEOF):
         msg = f"syntax error: the file ends early; expected {_expected(err.expected)}"
+    elif (first := _first_word(file, line)) and first[0] in _TOP_LEVEL and first[1] < col:
+        word, at = first
+        msg = f"syntax error: `{word}` belongs at the top level of a file, not inside a body"
+        opened = _unclosed(file, line, at)
+        hint = (
+            f"the '{opened[0]}' opened at line {opened[1]}, column {opened[2]} is never closed"
+            if opened
+            else "close the enclosing '}' first"
+        )
+        span = Span(file=file, line=line, column=at, end_line=line, end_column=at + len(word))
     else:
         tok: Token = err.token  # type: ignore[attr-defined]
         expected = err.expected  # type: ignore[attr-defined]
@@ -442,8 +496,12 @@ def _syntax_error(err: UnexpectedInput, file: str) -> NetspecError:
                 end_line=tok.end_line,
                 end_column=tok.end_column,
             )
-        if tok.type == "$END" or "RBRACE" in expected:
-            hint = "is a '}' or ')' missing?"
+        opened = _unclosed(file, span.line, span.column)
+        earlier_bracket = opened is not None and opened[1] < span.line and opened[0] != "{"
+        if opened is not None and (earlier_bracket or tok.type == "$END"):
+            hint = (
+                f"the '{opened[0]}' opened at line {opened[1]}, column {opened[2]} is never closed"
+            )
     return NetspecError.at(msg, span, hint)
 
 
@@ -458,4 +516,10 @@ def parse(text: str, file: str = "<string>") -> Module:
         items = _ToAst(file).transform(tree)
     except VisitError as err:  # unwrap: the original exception is what matters
         raise err.orig_exc from None
+    except RecursionError:
+        raise NetspecError.at(
+            "the file nests expressions too deeply to process",
+            Span(file=file, line=1, column=1),
+            "split deeply nested expressions into named constants",
+        ) from None
     return Module(file, items)

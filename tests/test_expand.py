@@ -95,7 +95,7 @@ def test_an_unknown_attribute_suggests_the_nearest(build: Build) -> None:
 
 def test_a_bad_attribute_value_points_at_the_value(build: Build) -> None:
     (msg,) = errors_of(build, "network N { input x: [4]\n  dense(0)\n}")
-    assert "dense 'dense_1': units: Input should be greater than or equal to 1 (got 0)" in msg
+    assert "dense 'dense_1': units must be >= 1, got 0" in msg
     assert "t.net:2:9" in msg
 
 
@@ -143,7 +143,8 @@ def test_train_settings_are_validated_with_suggestions(build: Build) -> None:
 
 def test_an_unknown_optimizer_is_reported_at_its_value(build: Build) -> None:
     (msg,) = errors_of(build, "network N { input x: [4]\n dense(2) }\ntrain N { optimizer = adm }")
-    assert "train: optimizer" in msg and "t.net:3:23" in msg
+    assert "train: unknown optimizer 'adm'" in msg and "t.net:3:23" in msg
+    assert "did you mean 'adam'?" in msg
 
 
 def test_train_values_become_a_typed_recipe(build: Build) -> None:

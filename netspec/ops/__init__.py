@@ -6,22 +6,78 @@ from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
 
-from netspec.ops.activation import Relu, Sigmoid, Tanh
+from netspec.ops.activation import (
+    Elu,
+    Gelu,
+    Identity,
+    LeakyRelu,
+    Maxout,
+    PRelu,
+    Relu,
+    RRelu,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Step,
+    Swish,
+    Tanh,
+)
 from netspec.ops.base import Op
+from netspec.ops.conv import Conv1d, Conv2d
 from netspec.ops.dense import Dense
+from netspec.ops.embedding import Embedding
 from netspec.ops.io import Input
 from netspec.ops.merge import Add, Concat
-from netspec.ops.shape import Flatten
+from netspec.ops.norm import BatchNorm, Dropout, Lrn
+from netspec.ops.pool import (
+    AvgPool1d,
+    AvgPool2d,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    MaxPool1d,
+    MaxPool2d,
+)
+from netspec.ops.recurrent import Bidirectional, Gru, Lstm, Rnn
+from netspec.ops.shape import Flatten, Pad, Reshape
 
 OP_CLASSES: tuple[type[Op], ...] = (
     Input,
     Dense,
+    Conv2d,
+    Conv1d,
+    MaxPool2d,
+    AvgPool2d,
+    MaxPool1d,
+    AvgPool1d,
+    GlobalAvgPool,
+    GlobalMaxPool,
     Flatten,
+    Reshape,
+    Pad,
+    Embedding,
+    BatchNorm,
+    Lrn,
+    Dropout,
     Add,
     Concat,
     Relu,
     Sigmoid,
     Tanh,
+    Identity,
+    Step,
+    LeakyRelu,
+    PRelu,
+    RRelu,
+    Maxout,
+    Softplus,
+    Elu,
+    Gelu,
+    Swish,
+    Softmax,
+    Rnn,
+    Lstm,
+    Gru,
+    Bidirectional,
 )
 
 OPS: dict[str, type[Op]] = {cls.kind(): cls for cls in OP_CLASSES}

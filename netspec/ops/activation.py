@@ -1,16 +1,119 @@
-"""Activations. Each is a few lines: its function, its derivative, its ONNX operator."""
+"""Activations. Most are a few lines: their function, their derivative, their ONNX operator.
+
+The ones with parameters (prelu), randomness (rrelu) or a reduction (maxout, softmax) are full ops.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from netspec.ops.base import Array, Elementwise, Example
+from netspec.errors import ShapeError
+from netspec.ops.base import (
+    Array,
+    Ctx,
+    Elementwise,
+    Example,
+    Grads,
+    OnnxIO,
+    OnnxNode,
+    Op,
+    Params,
+    Shape,
+    expect_rank,
+)
+
+
+def _sigmoid(x: Array) -> Array:
+    # Split by sign so exp never overflows.
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1 / (1 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1 + ex)
+    return out
+
+
+def erf(x: Array) -> Array:
+    """The error function, vectorised (NumPy has none); within ~2e-15 of math.erf in float64.
+
+    |x| < 2: erf(a) = 2/sqrt(pi) e^(-a^2) sum_n (2a^2)^n a / (2n+1)!!, all terms positive, so
+    no cancellation; |x| >= 2: erfc's continued fraction, evaluated bottom-up.
+    """
+    a = np.abs(x)
+    s = np.minimum(a, 2.0)
+    term, total, two_s2 = s.copy(), s.copy(), 2 * s * s
+    for n in range(1, 30):
+        term = term * two_s2 / (2 * n + 1)
+        total = total + term
+    small = (2 / math.sqrt(math.pi)) * np.exp(-s * s) * total
+    b = np.maximum(a, 2.0)
+    frac = b.copy()
+    for k in range(40, 0, -1):
+        frac = b + (k / 2) / frac
+    large = 1 - np.exp(-b * b) / (math.sqrt(math.pi) * frac)
+    return np.sign(x) * np.where(a < 2.0, small, large)
+
+
+def _scalar(io: OnnxIO, hint: str, value: float) -> str:
+    return io.const(hint, np.array(value, dtype=np.float32))
+
+
+class Identity(Elementwise):
+    op: Literal["identity"] = "identity"
+    summary: ClassVar[str] = "y = x (a named no-op)"
+    onnx_op: ClassVar[str] = "Identity"
+    has_torch_twin: ClassVar[bool] = True
+
+    def f(self, x: Array) -> Array:
+        return x.copy()  # a fresh array: the executor may accumulate into outputs in place
+
+    def df(self, x: Array, y: Array) -> Array:
+        return np.ones_like(x)
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((2, 3),))]
+
+
+class Step(Elementwise):
+    """Heaviside step, the perceptron's activation: 1 if x > 0 else 0.
+
+    Its true derivative is zero almost everywhere, so backward passes dy straight through
+    (the straight-through estimator, dx = dy); the perceptron learning rule itself belongs to
+    the trainer, not to this op.
+    """
+
+    op: Literal["step"] = "step"
+    summary: ClassVar[str] = "1 if x > 0 else 0 (perceptron); backward is straight-through"
+    differentiable: ClassVar[bool] = False
+
+    def f(self, x: Array) -> Array:
+        return (x > 0).astype(x.dtype)
+
+    def df(self, x: Array, y: Array) -> Array:
+        return np.ones_like(x)
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        # Relu(Sign(x)) is exactly 1 for x > 0 and 0 otherwise, and keeps the dtype.
+        sign = io.tmp("sign")
+        return [
+            OnnxNode("Sign", (io.inputs[0],), (sign,)),
+            OnnxNode("Relu", (sign,), (io.output,)),
+        ]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((6,),)), Example(cls(), ((2, 3, 3),))]
 
 
 class Relu(Elementwise):
     op: Literal["relu"] = "relu"
+    rectifier: ClassVar[bool] = True
     summary: ClassVar[str] = "max(0, x)"
     onnx_op: ClassVar[str] = "Relu"
     has_torch_twin: ClassVar[bool] = True
@@ -26,6 +129,191 @@ class Relu(Elementwise):
         return [Example(cls(), ((3, 4, 4),)), Example(cls(), ((7,),))]
 
 
+class LeakyRelu(Elementwise):
+    op: Literal["leaky_relu"] = "leaky_relu"
+    rectifier: ClassVar[bool] = True
+    alpha: float = 0.01
+
+    positional: ClassVar[tuple[str, ...]] = ("alpha",)
+    summary: ClassVar[str] = "x if x > 0 else alpha * x: `leaky_relu(alpha=0.01)`"
+    onnx_op: ClassVar[str] = "LeakyRelu"
+    has_torch_twin: ClassVar[bool] = True
+
+    def f(self, x: Array) -> Array:
+        return np.where(x > 0, x, self.alpha * x)
+
+    def df(self, x: Array, y: Array) -> Array:
+        return np.where(x > 0, 1, self.alpha).astype(x.dtype)
+
+    def onnx_attrs(self) -> dict[str, Any]:
+        return {"alpha": float(self.alpha)}
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((8,),)), Example(cls(alpha=0.2), ((2, 3, 3),))]
+
+
+class PRelu(Op):
+    """Leaky relu with a learned slope, one shared or one per channel (axis 0); starts at 0.25."""
+
+    op: Literal["prelu"] = "prelu"
+    rectifier: ClassVar[bool] = True
+    channels: Literal["shared", "per_channel"] = "shared"
+
+    category: ClassVar[str] = "activation"
+    summary: ClassVar[str] = (
+        "leaky relu with a learned slope (init 0.25): `prelu(channels=shared|per_channel)`"
+    )
+    has_torch_twin: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        return inputs[0]
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return {"slope": (inputs[0][0],) if self.channels == "per_channel" else (1,)}
+
+    def initial_param(self, name: str, shape: Shape) -> Array | None:
+        return np.full(shape, 0.25, dtype=np.float32)
+
+    def _slope(self, a: Array, rank: int) -> Array:
+        """The slope shaped to broadcast against a per-sample tensor of this rank."""
+        return a.reshape(-1, *([1] * (rank - 1)))
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        a = self._slope(p["slope"].astype(x.dtype, copy=False), x.ndim - 1)  # (C|1, 1, ...)
+        return np.where(x > 0, x, a * x), x
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        x = cache
+        a = self._slope(p["slope"].astype(x.dtype, copy=False), x.ndim - 1)
+        neg = x <= 0
+        dx = np.where(neg, a * dy, dy)
+        da = np.where(neg, dy * x, 0)
+        if self.channels == "per_channel":
+            da = da.sum(axis=(0, *range(2, x.ndim)))  # (C,)
+        else:
+            da = da.sum().reshape(1)
+        return [dx], {"slope": da}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        rank = len(io.input_shapes[0])
+        # ONNX broadcasts the slope from the right: (C,) must become (C, 1, 1) for (N, C, H, W).
+        slope = io.derived("slope_b", lambda p: self._slope(p["slope"], rank).copy())
+        return [OnnxNode("PRelu", (io.inputs[0], slope), (io.output,))]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(), ((6,),)),
+            Example(cls(channels="per_channel"), ((3, 2, 2),)),
+            Example(cls(channels="per_channel"), ((5,),)),
+        ]
+
+
+class RRelu(Op):
+    """Randomised leaky relu: in training each negative element gets a slope drawn uniformly from
+    [lower, upper]; at inference the fixed mean slope (lower + upper) / 2 (as PyTorch)."""
+
+    op: Literal["rrelu"] = "rrelu"
+    rectifier: ClassVar[bool] = True
+    lower: float = Field(default=1 / 8, ge=0)
+    upper: float = Field(default=1 / 3, ge=0)
+
+    category: ClassVar[str] = "activation"
+    summary: ClassVar[str] = (
+        "leaky relu, slope ~ U[lower, upper] in training, the mean at inference: "
+        "`rrelu(lower=1/8, upper=1/3)`"
+    )
+    has_torch_twin: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RRelu:
+        if self.lower > self.upper:
+            raise ValueError(f"lower ({self.lower}) must not exceed upper ({self.upper})")
+        return self
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        return inputs[0]
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        if ctx.train:
+            a = ctx.rng.uniform(self.lower, self.upper, size=x.shape).astype(x.dtype)
+        else:
+            a = np.asarray((self.lower + self.upper) / 2, dtype=x.dtype)
+        slope = np.where(x >= 0, 1, a).astype(x.dtype)  # cached: backward needs the same draw
+        return x * slope, slope
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        return [dy * cache], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        alpha = float((self.lower + self.upper) / 2)
+        return [OnnxNode("LeakyRelu", (io.inputs[0],), (io.output,), {"alpha": alpha})]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((7,),)), Example(cls(lower=0.1, upper=0.3), ((2, 3, 3),))]
+
+
+class Maxout(Op):
+    """Maxout (Goodfellow et al. 2013): groups of k consecutive units along axis 0 (the features of
+    a 1-D input, the channels of a (C, H, W) one) are reduced to their maximum."""
+
+    op: Literal["maxout"] = "maxout"
+    rectifier: ClassVar[bool] = True
+    k: int = Field(ge=1)
+
+    positional: ClassVar[tuple[str, ...]] = ("k",)
+    category: ClassVar[str] = "activation"
+    summary: ClassVar[str] = "max over groups of k units or channels: `maxout(k)`; [C] -> [C/k]"
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        (x,) = inputs
+        expect_rank("maxout", x, (1, 3), "features, or channels x height x width")
+        if x[0] % self.k:
+            what = "features" if len(x) == 1 else "channels"
+            raise ShapeError(
+                f"the {what} (axis 0) must split into groups of k={self.k}, but input "
+                f"{list(x)} has {x[0]}, which leaves {x[0] % self.k} over",
+                hint=f"make the previous layer's width a multiple of {self.k}",
+            )
+        return (x[0] // self.k, *x[1:])
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        n, c, rest = x.shape[0], x.shape[1], x.shape[2:]
+        groups = x.reshape(n, c // self.k, self.k, *rest)  # (N, C/k, k, ...)
+        idx = groups.argmax(axis=2)[:, :, None]  # (N, C/k, 1, ...)
+        y = np.take_along_axis(groups, idx, axis=2)[:, :, 0]
+        return y, (idx, groups.shape, x.shape)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        idx, gshape, xshape = cache
+        dg = np.zeros(gshape, dtype=dy.dtype)
+        np.put_along_axis(dg, idx, dy[:, :, None], axis=2)  # the winner of each group takes dy
+        return [dg.reshape(xshape)], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        c, *rest = io.input_shapes[0]
+        shape = io.const("maxout_shape", np.array([0, c // self.k, self.k, *rest], np.int64))
+        grouped = io.tmp("maxout_groups")
+        nodes = [OnnxNode("Reshape", (io.inputs[0], shape), (grouped,))]
+        if io.opset >= 18:  # ReduceMax's axes moved from an attribute to an input
+            axes = io.const("maxout_axes", np.array([2], np.int64))
+            nodes.append(OnnxNode("ReduceMax", (grouped, axes), (io.output,), {"keepdims": 0}))
+        else:
+            nodes.append(
+                OnnxNode("ReduceMax", (grouped,), (io.output,), {"axes": [2], "keepdims": 0})
+            )
+        return nodes
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(k=2), ((6,),)), Example(cls(k=3), ((6, 2, 2),))]
+
+
 class Sigmoid(Elementwise):
     op: Literal["sigmoid"] = "sigmoid"
     summary: ClassVar[str] = "1 / (1 + e^-x)"
@@ -33,13 +321,7 @@ class Sigmoid(Elementwise):
     has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
-        # Split by sign so exp never overflows.
-        out = np.empty_like(x)
-        pos = x >= 0
-        out[pos] = 1 / (1 + np.exp(-x[pos]))
-        ex = np.exp(x[~pos])
-        out[~pos] = ex / (1 + ex)
-        return out
+        return _sigmoid(x)
 
     def df(self, x: Array, y: Array) -> Array:
         return y * (1 - y)
@@ -64,3 +346,146 @@ class Tanh(Elementwise):
     @classmethod
     def examples(cls) -> list[Example]:
         return [Example(cls(), ((2, 5),), low=-3, high=3)]
+
+
+class Softplus(Elementwise):
+    op: Literal["softplus"] = "softplus"
+    summary: ClassVar[str] = "log(1 + e^x), a smooth relu"
+    onnx_op: ClassVar[str] = "Softplus"
+    has_torch_twin: ClassVar[bool] = True
+
+    def f(self, x: Array) -> Array:
+        return np.logaddexp(0, x).astype(x.dtype, copy=False)  # never overflows
+
+    def df(self, x: Array, y: Array) -> Array:
+        return _sigmoid(x)
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((6,),), low=-5, high=5)]
+
+
+class Elu(Elementwise):
+    op: Literal["elu"] = "elu"
+    rectifier: ClassVar[bool] = True
+    alpha: float = 1.0
+
+    positional: ClassVar[tuple[str, ...]] = ("alpha",)
+    summary: ClassVar[str] = "x if x > 0 else alpha * (e^x - 1): `elu(alpha=1.0)`"
+    onnx_op: ClassVar[str] = "Elu"
+    has_torch_twin: ClassVar[bool] = True
+
+    def f(self, x: Array) -> Array:
+        # expm1 of min(x, 0): the discarded branch must not overflow either.
+        return np.where(x > 0, x, self.alpha * np.expm1(np.minimum(x, 0)))
+
+    def df(self, x: Array, y: Array) -> Array:
+        return np.where(x > 0, 1, y + self.alpha).astype(x.dtype)
+
+    def onnx_attrs(self) -> dict[str, Any]:
+        return {"alpha": float(self.alpha)}
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((6,),)), Example(cls(alpha=0.5), ((2, 3, 3),))]
+
+
+class Gelu(Elementwise):
+    """GELU, the exact form x * Phi(x) with the normal CDF Phi (not the tanh approximation)."""
+
+    op: Literal["gelu"] = "gelu"
+    rectifier: ClassVar[bool] = True
+    summary: ClassVar[str] = "x * Phi(x), the exact (erf) form"
+    has_torch_twin: ClassVar[bool] = True
+
+    def f(self, x: Array) -> Array:
+        return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+
+    def df(self, x: Array, y: Array) -> Array:
+        cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
+        pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return cdf + x * pdf
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        x = io.inputs[0]
+        if io.opset >= 20:
+            return [OnnxNode("Gelu", (x,), (io.output,))]
+        scaled, e, e1, xe = (io.tmp(h) for h in ("gelu_scaled", "gelu_erf", "gelu_1p", "gelu_x"))
+        return [
+            OnnxNode("Mul", (x, _scalar(io, "inv_sqrt2", 1 / math.sqrt(2))), (scaled,)),
+            OnnxNode("Erf", (scaled,), (e,)),
+            OnnxNode("Add", (e, _scalar(io, "one", 1.0)), (e1,)),
+            OnnxNode("Mul", (x, e1), (xe,)),
+            OnnxNode("Mul", (xe, _scalar(io, "half", 0.5)), (io.output,)),
+        ]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((8,),), low=-4, high=4), Example(cls(), ((2, 3, 3),))]
+
+
+class Swish(Elementwise):
+    """Swish, also known as SiLU: x * sigmoid(x)."""
+
+    op: Literal["swish"] = "swish"
+    rectifier: ClassVar[bool] = True
+    summary: ClassVar[str] = "x * sigmoid(x) (SiLU)"
+    has_torch_twin: ClassVar[bool] = True
+
+    def f(self, x: Array) -> Array:
+        return x * _sigmoid(x)
+
+    def df(self, x: Array, y: Array) -> Array:
+        s = _sigmoid(x)
+        return s * (1 + x * (1 - s))
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        s = io.tmp("swish_sigmoid")
+        return [
+            OnnxNode("Sigmoid", (io.inputs[0],), (s,)),
+            OnnxNode("Mul", (io.inputs[0], s), (io.output,)),
+        ]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((6,),), low=-5, high=5)]
+
+
+class Softmax(Op):
+    """exp(x) / sum(exp(x)) along one per-sample axis, shifted by the max so exp never overflows."""
+
+    op: Literal["softmax"] = "softmax"
+    axis: int = -1
+
+    category: ClassVar[str] = "activation"
+    summary: ClassVar[str] = "normalised exponentials along a per-sample axis: `softmax(axis=-1)`"
+    has_torch_twin: ClassVar[bool] = True
+
+    def _axis(self, rank: int) -> int:
+        if not -rank <= self.axis < rank:
+            raise ShapeError(f"softmax axis {self.axis} is out of range for {rank}-D inputs")
+        return self.axis % rank
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        self._axis(len(inputs[0]))
+        return inputs[0]
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        axis = self._axis(x.ndim - 1) + 1
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        y = e / e.sum(axis=axis, keepdims=True)
+        return y, (y, axis)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        y, axis = cache
+        return [y * (dy - (dy * y).sum(axis=axis, keepdims=True))], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        axis = self._axis(len(io.input_shapes[0])) + 1
+        # From opset 13 (the exporter's minimum) Softmax normalises along this one axis only.
+        return [OnnxNode("Softmax", (io.inputs[0],), (io.output,), {"axis": axis})]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((5,),), low=-3, high=3), Example(cls(axis=0), ((3, 2, 2),))]

@@ -110,6 +110,14 @@ class Op(BaseModel):
     input_dtype: ClassVar[str] = "float32"
     # The PyTorch twin used by the contract test, if one exists (see tests/ops/twins.py).
     has_torch_twin: ClassVar[bool] = False
+    # Read by the weight initialiser: a rectifier asks the layer feeding it for He/MSRA init,
+    # and init-transparent ops (batchnorm, dropout) are looked through on the way.
+    rectifier: ClassVar[bool] = False
+    init_transparent: ClassVar[bool] = False
+    # The initialiser this op's weights get when the user names none (embedding: normal(0, 1)).
+    default_init: ClassVar[Init | None] = None
+    # False for ops whose derivative is zero almost everywhere (step): no gradient check.
+    differentiable: ClassVar[bool] = True
 
     # ---- analysis ----------------------------------------------------------------------------
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
@@ -130,6 +138,10 @@ class Op(BaseModel):
     def initial_state(self, name: str, shape: Shape) -> Array:
         """Starting value of a state array (running mean 0, running variance 1, ...)."""
         return np.zeros(shape, dtype=np.float32)
+
+    def initial_param(self, name: str, shape: Shape) -> Array | None:
+        """A fixed starting value for a parameter (PReLU slope 0.25), or None: the initialiser's."""
+        return None
 
     def init_hint(self) -> Init | None:
         """The initialiser the user chose for this op's weights (`init=he`), if any."""

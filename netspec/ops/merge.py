@@ -26,7 +26,7 @@ class Add(Op):
             if s != first:
                 what = "channel" if len(s) == len(first) and s[1:] == first[1:] else "shape"
                 raise ShapeError(
-                    f"add needs equal shapes: input 1 is {list(first)} but input {i} is "
+                    f"needs equal shapes: input 1 is {list(first)} but input {i} is "
                     f"{list(s)} ({what} mismatch)",
                     hint="project the shortcut with a 1x1 conv2d, or pad its channels with `pad`"
                     if what == "channel"
@@ -65,7 +65,7 @@ class Concat(Op):
 
     def _axis(self, rank: int) -> int:
         if not -rank <= self.axis < rank:
-            raise ShapeError(f"concat axis {self.axis} is out of range for {rank}-D inputs")
+            raise ShapeError(f"axis {self.axis} is out of range for {rank}-D inputs")
         return self.axis % rank
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
@@ -76,7 +76,7 @@ class Concat(Op):
             rest_b = s[:axis] + s[axis + 1 :]
             if len(s) != len(first) or rest_a != rest_b:
                 raise ShapeError(
-                    f"concat along axis {axis} needs equal sizes on every other axis: input 1 is "
+                    f"joining along axis {axis} needs equal sizes on every other axis: input 1 is "
                     f"{list(first)} but input {i} is {list(s)}",
                     hint="give every branch the same stride and padding so spatial sizes agree",
                 )

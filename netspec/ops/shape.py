@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
+import numpy as np
+from pydantic import Field, field_validator
+
+from netspec.errors import ShapeError
 from netspec.ops.base import (
     Array,
     Ctx,
@@ -43,3 +47,123 @@ class Flatten(Op):
     @classmethod
     def examples(cls) -> list[Example]:
         return [Example(cls(), ((2, 3, 4),))]
+
+
+class Reshape(Op):
+    """View the per-sample tensor with another shape of the same size; one -1 is inferred."""
+
+    op: Literal["reshape"] = "reshape"
+    shape: tuple[int, ...] = Field(min_length=1)
+
+    positional: ClassVar[tuple[str, ...]] = ("shape",)
+    category: ClassVar[str] = "shape"
+    summary: ClassVar[str] = (
+        "same values, new per-sample shape: `reshape([4, 7, 7])`, one -1 allowed"
+    )
+
+    @field_validator("shape")
+    @classmethod
+    def _dims(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if v.count(-1) > 1 or any(d < 1 and d != -1 for d in v):
+            raise ValueError(f"dimensions must be >= 1, with at most one -1; got {list(v)}")
+        return v
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        (x,) = inputs
+        total = numel(x)
+        known = numel(tuple(d for d in self.shape if d != -1))
+        if -1 in self.shape:
+            if total % known == 0:
+                return tuple(total // known if d == -1 else d for d in self.shape)
+            why = f"{total} is not a multiple of {known}"
+        elif known == total:
+            return self.shape
+        else:
+            why = f"{total} values do not fit {known}"
+        raise ShapeError(
+            f"cannot reshape input {list(x)} to {list(self.shape)}: {why}",
+            hint=f"the target must hold exactly {total} values per sample",
+        )
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        return x.reshape(x.shape[0], *self.shape), x.shape
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        return [dy.reshape(cache)], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        # 0 copies the (dynamic) batch size; the rest is the resolved per-sample shape.
+        shape = io.const("reshape_shape", np.array([0, *io.output_shape], dtype=np.int64))
+        return [OnnxNode("Reshape", (io.inputs[0], shape), (io.output,))]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(shape=(3, 8)), ((2, 3, 4),)),
+            Example(cls(shape=(2, -1, 3)), ((12,),)),
+        ]
+
+
+class Pad(Op):
+    """Constant padding of per-sample axes; `pads` is ONNX's [begin_0, ..., end_0, ...] without the
+    batch axis. `pad([8, 0, 0, 8, 0, 0])` on (C, H, W) is ResNet's parameter-free shortcut."""
+
+    op: Literal["pad"] = "pad"
+    pads: tuple[int, ...] = Field(min_length=2)
+    value: float = 0.0
+
+    positional: ClassVar[tuple[str, ...]] = ("pads",)
+    category: ClassVar[str] = "shape"
+    summary: ClassVar[str] = (
+        "constant padding, ONNX order [begins..., ends...]: `pad([8, 0, 0, 8, 0, 0], value=0.0)`"
+    )
+    has_torch_twin: ClassVar[bool] = True
+
+    @field_validator("pads")
+    @classmethod
+    def _non_negative(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(v) % 2 or any(d < 0 for d in v):
+            raise ValueError(f"pads must be an even number of values >= 0, got {list(v)}")
+        return v
+
+    def _pairs(self, rank: int) -> list[tuple[int, int]]:
+        if len(self.pads) != 2 * rank:
+            raise ShapeError(
+                f"pads {list(self.pads)} has {len(self.pads)} values but a {rank}-D input needs "
+                f"{2 * rank} (a begin and an end per axis)"
+            )
+        return list(zip(self.pads[:rank], self.pads[rank:], strict=True))
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        (x,) = inputs
+        return tuple(d + b + e for d, (b, e) in zip(x, self._pairs(len(x)), strict=True))
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        pairs = self._pairs(x.ndim - 1)
+        y = np.pad(x, [(0, 0), *pairs], constant_values=self.value)
+        return y, (x.shape, pairs)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        shape, pairs = cache
+        inner = tuple(slice(b, b + d) for (b, _), d in zip(pairs, shape[1:], strict=True))
+        return [dy[(slice(None), *inner)]], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        rank = len(io.input_shapes[0])
+        pads = [0, *self.pads[:rank], 0, *self.pads[rank:]]  # the batch axis is never padded
+        ins = (
+            io.inputs[0],
+            io.const("pads", np.array(pads, dtype=np.int64)),
+            io.const("pad_value", np.array(self.value, dtype=np.float32)),
+        )
+        return [OnnxNode("Pad", ins, (io.output,), {"mode": "constant"})]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(pads=(2, 0, 0, 2, 0, 0)), ((3, 2, 2),)),
+            Example(cls(pads=(1, 2), value=-1.5), ((4,),)),
+            Example(cls(pads=(0, 1, 1, 0)), ((2, 3),)),
+        ]

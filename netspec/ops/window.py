@@ -89,7 +89,10 @@ def dropped(
 
     Only real rows count: ResNet's stem drops padding only and must stay quiet, while the
     paper's AlexNet (224, 11x11, stride 4, no padding) loses row 223 and should warn.
+    Rows inside the last stride gap are skipped by design, as between any two windows (a 1x1
+    stride-2 shortcut samples every other row), so they are not reported either.
     """
     last_covered = (out - 1) * stride + dilation * (kernel - 1)  # in padded coordinates
+    stride_gap_end = out * stride - 1  # the next window would start after this row
     last_real = pads[0] + size - 1
-    return max(0, last_real - last_covered)
+    return max(0, last_real - max(last_covered, stride_gap_end))

@@ -1,0 +1,138 @@
+"""Run an analysed network forward and backward by calling each node's op, in topological order.
+
+The executor knows no op names: every node is `op.forward` on the arrays of its inputs and
+`op.backward` on the gradient of its output. Where a tensor feeds several nodes (a residual
+shortcut, inception branches) the gradients arriving from each consumer are summed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from netspec.ir import Analysis, Node
+from netspec.ops.base import Array, Ctx, Params
+
+
+def trainable_names(analysis: Analysis) -> list[str]:
+    """Global names (`node.local`) of every trainable array, sorted."""
+    return sorted(
+        f"{name}.{local}" for name, info in analysis.layers.items() for local in info.param_shapes
+    )
+
+
+def state_names(analysis: Analysis) -> list[str]:
+    """Global names of every non-trainable state array (running statistics), sorted."""
+    return sorted(
+        f"{name}.{local}" for name, info in analysis.layers.items() for local in info.state_shapes
+    )
+
+
+@dataclass
+class Tape:
+    """What a forward pass leaves for backward: each differentiable node's cache."""
+
+    caches: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Step:
+    node: Node
+    locals: tuple[str, ...]  # param and state names the op sees
+    trainable: tuple[str, ...]  # the subset that gets gradients
+    needs_grad: bool  # a trainable array at or upstream of this node
+    is_input: bool
+
+
+class Executor:
+    """Forward and backward over an `Analysis`; parameters are passed in, never stored."""
+
+    def __init__(self, analysis: Analysis, dtype: npt.DTypeLike = np.float32) -> None:
+        self.dtype = np.dtype(dtype)
+        self.outputs = analysis.network.outputs
+        nodes = {n.name: n for n in analysis.network.nodes}
+        self.steps: list[_Step] = []
+        needs: dict[str, bool] = {}
+        for name in analysis.order:
+            node, info = nodes[name], analysis.layers[name]
+            trainable = tuple(info.param_shapes)
+            needs[name] = bool(trainable) or any(needs[i] for i in node.inputs)
+            self.steps.append(
+                _Step(
+                    node=node,
+                    locals=(*trainable, *info.state_shapes),
+                    trainable=trainable,
+                    needs_grad=needs[name],
+                    is_input=not node.inputs and node.op.arity == 0,
+                )
+            )
+        # Index of the last step that reads each tensor, so forward can drop it afterwards.
+        self._last_use: dict[str, int] = {}
+        for k, step in enumerate(self.steps):
+            for i in step.node.inputs:
+                self._last_use[i] = k
+
+    def _slice(self, step: _Step, params: Params) -> Params:
+        name = step.node.name
+        return {local: params[f"{name}.{local}"] for local in step.locals}
+
+    def _cast(self, x: Array) -> Array:
+        # Integer inputs are indices (embedding): pass them through unconverted.
+        if np.issubdtype(x.dtype, np.integer):
+            return x
+        return np.asarray(x, dtype=self.dtype)
+
+    def forward(
+        self, inputs: dict[str, Array], params: Params, ctx: Ctx
+    ) -> tuple[dict[str, Array], Tape]:
+        """Outputs by output name, and a tape of caches for `backward`."""
+        values: dict[str, Array] = {}
+        tape = Tape()
+        for k, step in enumerate(self.steps):
+            name = step.node.name
+            if step.is_input:
+                values[name] = self._cast(inputs[name])
+                continue
+            xs = [values[i] for i in step.node.inputs]
+            y, cache = step.node.op.forward(xs, self._slice(step, params), ctx)
+            values[name] = y
+            if step.needs_grad:
+                tape.caches[name] = cache
+            for i in set(step.node.inputs):
+                if self._last_use[i] == k and i not in self.outputs:
+                    del values[i]  # the consumers' caches keep what backward needs
+        return {o: values[o] for o in self.outputs}, tape
+
+    def backward(self, tape: Tape, doutputs: dict[str, Array], params: Params) -> dict[str, Array]:
+        """Gradients of every trainable array, by global name; consumes the tape's caches.
+
+        An output missing from `doutputs` contributes no gradient; an array that no gradient
+        reaches gets zeros, so an optimizer always sees every trainable name.
+        """
+        grads: dict[str, Array] = {o: d for o, d in doutputs.items()}
+        out: dict[str, Array] = {}
+        for step in reversed(self.steps):
+            name = step.node.name
+            cache = tape.caches.pop(name, None)
+            dy = grads.pop(name, None)
+            if step.is_input or not step.needs_grad or dy is None:
+                continue
+            p = self._slice(step, params)
+            dxs, dparams = step.node.op.backward(dy, cache, p)
+            del cache, dy
+            for local in step.trainable:
+                out[f"{name}.{local}"] = dparams[local]
+            for i, dx in zip(step.node.inputs, dxs, strict=True):
+                if dx is None:
+                    continue
+                # Out of place: ops may hand back one array for several inputs (add).
+                grads[i] = grads[i] + dx if i in grads else dx
+        for step in self.steps:
+            for local in step.trainable:
+                key = f"{step.node.name}.{local}"
+                if key not in out:
+                    out[key] = np.zeros_like(params[key])
+        return out

@@ -1,0 +1,155 @@
+"""Loss functions: each returns the mean loss over the batch and its gradient w.r.t. the output.
+
+Classification losses take logits and fuse the probability function in (softmax for
+cross-entropy, sigmoid for binary cross-entropy): the fused gradient `p - t` is exact and stable
+where `log(softmax(x))` computed in two steps overflows. `Loss.activation` tells prediction code
+which probability function to apply to raw outputs.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from netspec.ops.base import Array
+
+Task = Literal["classification", "binary", "regression"]
+
+
+def _like(target: Array, output: Array) -> Array:
+    """The target as an array of the output's shape and dtype ((N,) targets for (N, 1) outputs)."""
+    t = np.asarray(target)
+    if t.shape != output.shape and t.size == output.size:
+        t = t.reshape(output.shape)
+    if t.shape != output.shape:
+        raise ValueError(f"target shape {list(t.shape)} does not match output {list(output.shape)}")
+    return t.astype(output.dtype, copy=False)
+
+
+def log_softmax(x: Array) -> Array:
+    """log(softmax(x)) on the last axis, shifted by the max so exp never overflows."""
+    z = x - x.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def sigmoid(x: Array) -> Array:
+    # exp(-|x|) <= 1: no overflow on either side.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+class Loss:
+    """A loss: `loss(output, target) -> (mean loss, d loss / d output)`."""
+
+    name: ClassVar[str]
+    activation: ClassVar[Literal["softmax", "sigmoid"] | None] = None
+    task: ClassVar[Task] = "regression"
+
+    def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
+        raise NotImplementedError
+
+
+class MSE(Loss):
+    """Mean of (y - t)^2 over every element (PyTorch `reduction='mean'`)."""
+
+    name = "mse"
+
+    def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
+        diff = output - _like(target, output)
+        return float(np.mean(diff * diff)), 2 * diff / diff.size
+
+
+class MAE(Loss):
+    """Mean of |y - t| over every element; the subgradient at 0 is 0, as in PyTorch."""
+
+    name = "mae"
+
+    def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
+        diff = output - _like(target, output)
+        return float(np.mean(np.abs(diff))), np.sign(diff) / diff.size
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy on logits (N, K): targets are labels (N,) or probabilities (N, K).
+
+    loss = -mean_n sum_k t_nk log softmax(x)_nk; gradient (softmax(x) * sum_k t_nk - t) / N.
+    """
+
+    name = "cross_entropy"
+    activation = "softmax"
+    task = "classification"
+
+    def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
+        n, k = output.shape
+        t = np.asarray(target)
+        if t.ndim == 1:  # class indices
+            labels = t.astype(np.int64)
+            if labels.min(initial=0) < 0 or labels.max(initial=0) >= k:
+                raise ValueError(f"labels must lie in [0, {k}), got {labels.min()}..{labels.max()}")
+            t = np.zeros_like(output)
+            t[np.arange(n), labels] = 1
+        else:
+            t = _like(t, output)
+        logp = log_softmax(output)  # (N, K)
+        loss = -float(np.sum(t * logp)) / n
+        grad = (np.exp(logp) * t.sum(axis=-1, keepdims=True) - t) / n
+        return loss, grad.astype(output.dtype, copy=False)
+
+
+class BinaryCrossEntropy(Loss):
+    """Sigmoid cross-entropy on logits, mean over elements; targets in [0, 1], shaped like y.
+
+    Uses max(x, 0) - x t + log(1 + e^-|x|), which equals -t log s - (1 - t) log(1 - s) for
+    s = sigmoid(x) without ever evaluating log(0).
+    """
+
+    name = "binary_cross_entropy"
+    activation = "sigmoid"
+    task = "binary"
+
+    def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
+        t = _like(target, output)
+        x = output
+        loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+        return float(np.mean(loss)), (sigmoid(x) - t) / x.size
+
+
+class Hinge(Loss):
+    """Multi-class hinge (Weston-Watkins, as PyTorch's `multi_margin_loss`), or binary hinge.
+
+    Multi-class, logits (N, K) and labels (N,): loss_n = sum_{j != y} max(0, 1 - x_y + x_j) / K
+    (PyTorch divides by K), averaged over N. A single output (N, 1) or (N,) uses the binary
+    hinge mean(max(0, 1 - t x)) with targets in {-1, 1} or {0, 1} (0 read as -1); threshold
+    predictions at 0.
+    """
+
+    name = "hinge"
+    task = "classification"
+
+    def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
+        if output.ndim == 1 or output.shape[-1] == 1:
+            y = np.where(_like(target, output) > 0, 1, -1).astype(output.dtype)
+            margin = 1 - y * output
+            active = margin > 0
+            loss = float(np.mean(np.where(active, margin, 0)))
+            return loss, (-y * active / output.size).astype(output.dtype, copy=False)
+        n, k = output.shape
+        labels = np.asarray(target)
+        if labels.ndim == 2:  # one-hot
+            labels = labels.argmax(axis=-1)
+        labels = labels.astype(np.int64)
+        rows = np.arange(n)
+        correct = output[rows, labels][:, None]  # (N, 1)
+        margins = 1 - correct + output  # (N, K)
+        margins[rows, labels] = 0
+        active = (margins > 0).astype(output.dtype)
+        loss = float(np.sum(margins * active)) / (n * k)
+        grad = active
+        grad[rows, labels] = -active.sum(axis=-1)
+        return loss, grad / (n * k)
+
+
+LOSSES: dict[str, Loss] = {
+    loss.name: loss for loss in (MSE(), MAE(), CrossEntropy(), BinaryCrossEntropy(), Hinge())
+}

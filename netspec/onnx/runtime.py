@@ -1,0 +1,180 @@
+"""Run an exported model with onnxruntime: checked model, validated inputs, explicit provider.
+
+`provider="cuda"` never falls back to the CPU silently: onnxruntime itself would, with only a log
+line, so the session's actual providers are checked after it is created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
+from netspec.ops.base import Array
+
+Provider = Literal["auto", "cpu", "cuda"]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+_ORT_ERRORS: tuple[type[Exception], ...] = (
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NoSuchFile,
+    ort_state.NotImplemented,
+    ort_state.RuntimeException,
+    ort_state.EPFail,
+)
+_NUMPY_TYPES: dict[str, type[np.generic]] = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+def _fail(message: str, hint: str | None = None, exit_code: int = EXIT_RUNTIME) -> NetspecError:
+    return NetspecError.at(message, hint=hint, exit_code=exit_code)
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Read and check an ONNX file; a missing, corrupt or invalid file is a clean error."""
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(f"no such ONNX model: {path}")
+    try:
+        model = onnx.load(str(path))
+    except (OSError, DecodeError, ValueError) as e:
+        raise _fail(
+            f"{path} is not a readable ONNX model ({type(e).__name__}: {e})",
+            hint="re-export it with `netspec export`",
+        ) from None
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _fail(
+            f"{path} is not a valid ONNX model: {first}",
+            hint="re-export it with `netspec export`",
+        ) from None
+    if not model.graph.node and not model.graph.output:
+        raise _fail(f"{path} is not a valid ONNX model: it has an empty graph")
+    return model
+
+
+def session(model: onnx.ModelProto, provider: Provider) -> tuple[ort.InferenceSession, str]:
+    """An inference session on the requested provider, and the provider that actually runs."""
+    available = ort.get_available_providers()
+    if provider == "cuda" and CUDA not in available:
+        raise _fail(
+            "the CUDA execution provider is not available: install onnxruntime-gpu and check "
+            f"the GPU driver; available: {available}"
+        )
+    providers = {"cpu": [CPU], "cuda": [CUDA, CPU], "auto": [CUDA, CPU]}[provider]
+    providers = [p for p in providers if p in available]
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=providers)
+    except _ORT_ERRORS as e:
+        raise _fail(f"onnxruntime cannot load the model: {e}") from None
+    used = sess.get_providers()[0]
+    if provider == "cuda" and used != CUDA:
+        raise _fail(
+            "the CUDA execution provider failed to start (onnxruntime fell back to "
+            f"{used}): check the GPU driver and CUDA/cuDNN libraries; available: {available}"
+        )
+    return sess, used
+
+
+def _validate(sess: ort.InferenceSession, inputs: Mapping[str, Array]) -> dict[str, Array]:
+    """Inputs by name, cast within their kind (float64 -> float32), shapes checked."""
+    expected = {i.name: i for i in sess.get_inputs()}
+    missing = [n for n in expected if n not in inputs]
+    extra = [n for n in inputs if n not in expected]
+    if missing or extra:
+        raise _fail(
+            f"the model takes inputs {list(expected)}; "
+            + (f"missing {missing}" if missing else "")
+            + ("; " if missing and extra else "")
+            + (f"unknown {extra}" if extra else ""),
+            exit_code=EXIT_USAGE,
+        )
+    out: dict[str, Array] = {}
+    sizes = set()
+    for name, meta in expected.items():
+        arr = np.asarray(inputs[name])
+        want_shape: list[Any] = list(meta.shape)
+        want_type = _NUMPY_TYPES.get(meta.type)
+        if want_type is None:
+            raise _fail(f"input '{name}' has the unsupported type {meta.type}")
+        want_kind = np.dtype(want_type).kind
+        kind_ok = arr.dtype.kind == want_kind or (want_kind == "i" and arr.dtype.kind == "u")
+        if not kind_ok:
+            raise _fail(
+                f"input '{name}' must be {np.dtype(want_type).name}, got {arr.dtype.name}",
+                hint="token ids are integers; images and features are floats"
+                if want_kind in "iu"
+                else "convert (and normalise) the data to floats first",
+            )
+        fits = arr.ndim == len(want_shape) and all(
+            not isinstance(w, int) or w == g
+            for w, g in zip(want_shape[1:], arr.shape[1:], strict=True)
+        )
+        if not fits:
+            shown = ["N" if not isinstance(w, int) else w for w in want_shape]
+            raise _fail(
+                f"input '{name}' must have shape {shown} (N = batch), got {list(arr.shape)}",
+                hint="the first axis is the batch; a single example needs a batch axis of 1",
+            )
+        sizes.add(arr.shape[0])
+        out[name] = arr.astype(want_type, copy=False)
+    if len(sizes) > 1:
+        raise _fail(f"inputs disagree on the batch size: {sorted(sizes)}")
+    return out
+
+
+def run_onnx(
+    model_path: str | Path,
+    inputs: Mapping[str, Array],
+    provider: Provider = "auto",
+    batch_size: int = 256,
+) -> tuple[dict[str, Array], str]:
+    """Outputs by name for `inputs` (batch-first arrays), and the provider that ran them.
+
+    Inputs are fed in chunks of `batch_size` (or the model's fixed batch) and joined again.
+    """
+    if batch_size < 1:
+        raise _fail(f"batch_size must be >= 1, got {batch_size}", exit_code=EXIT_USAGE)
+    model = load_model(model_path)
+    sess, used = session(model, provider)
+    feed = _validate(sess, inputs)
+    total = next(iter(feed.values())).shape[0] if feed else 1
+    if total == 0:
+        raise _fail("the input has no rows", exit_code=EXIT_USAGE)
+    fixed = {i.shape[0] for i in sess.get_inputs() if i.shape and isinstance(i.shape[0], int)}
+    step = batch_size
+    if fixed:
+        (step,) = fixed
+        if total % step:
+            raise _fail(
+                f"the model was exported for batch {step} but the input has {total} rows",
+                hint="re-export with `--batch dynamic`",
+            )
+    names = [o.name for o in sess.get_outputs()]
+    chunks: dict[str, list[Array]] = {n: [] for n in names}
+    for start in range(0, total, step):
+        part = {k: v[start : start + step] for k, v in feed.items()}
+        try:
+            results = sess.run(names, part)
+        except _ORT_ERRORS as e:
+            raise _fail(f"onnxruntime failed: {e}") from None
+        for n, r in zip(names, results, strict=True):
+            chunks[n].append(np.asarray(r))
+    return {n: np.concatenate(c, axis=0) for n, c in chunks.items()}, used

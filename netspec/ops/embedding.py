@@ -1,0 +1,61 @@
+"""Token embedding: a lookup table from integer ids to learned vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.ops.base import Array, Ctx, Example, Grads, OnnxIO, OnnxNode, Op, Params, Shape
+from netspec.ops.init import Init
+
+
+class Embedding(Op):
+    """Row lookup in a (vocab, dim) table: int64 ids (T,) -> vectors (T, dim)."""
+
+    op: Literal["embedding"] = "embedding"
+    default_init: ClassVar[Init | None] = Init(name="normal", std=1.0)  # as PyTorch
+    vocab: int = Field(ge=1)
+    dim: int = Field(ge=1)
+
+    positional: ClassVar[tuple[str, ...]] = ("vocab", "dim")
+    summary: ClassVar[str] = "int64 ids [T] -> vectors [T, dim]: `embedding(vocab, dim)`"
+    input_dtype: ClassVar[str] = "int64"
+    has_torch_twin: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        return (*inputs[0], self.dim)
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return {"weight": (self.vocab, self.dim)}
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        ids = xs[0]
+        # NumPy would silently wrap negative ids around the table: refuse them, like torch.
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab):
+            raise NetspecError.at(
+                f"embedding ids must lie in [0, {self.vocab}), got values from {ids.min()} to "
+                f"{ids.max()}",
+                hint="check the tokeniser's vocabulary size against `embedding(vocab, ...)`",
+                exit_code=EXIT_RUNTIME,
+            )
+        return p["weight"][ids], ids  # (N, T, dim)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        ids = cache
+        dw = np.zeros((self.vocab, self.dim), dtype=dy.dtype)
+        # add.at, not +=: a token that occurs twice must receive both gradients.
+        np.add.at(dw, ids.reshape(-1), dy.reshape(-1, self.dim))
+        return [None], {"weight": dw}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        table = io.param("weight")
+        return [OnnxNode("Gather", (table, io.inputs[0]), (io.output,), {"axis": 0})]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        # For integer inputs low/high is the id range [low, high).
+        return [Example(cls(vocab=10, dim=4), ((6,),), low=0, high=10)]

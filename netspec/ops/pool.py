@@ -1,0 +1,339 @@
+"""Max and average pooling (1-D and 2-D), and the global pools that end a CNN.
+
+They reuse conv.py's window view and col2im. Max pool backward routes each output's gradient to
+the one argmax of its window (a mask would double-count ties); average pool divisors follow
+PyTorch and ONNX exactly, including ceil_mode windows that hang off the end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import ValidationInfo, field_validator
+
+from netspec.errors import ShapeError
+from netspec.ops.base import (
+    Array,
+    Ctx,
+    Example,
+    Grads,
+    OnnxIO,
+    OnnxNode,
+    Op,
+    Params,
+    Shape,
+    expect_rank,
+)
+from netspec.ops.conv import (
+    PaddingAttr,
+    Pads,
+    Sizes,
+    check_padding,
+    check_sizes,
+    crop,
+    dropped_warnings,
+    geometry,
+    pad_input,
+    scatter_windows,
+    windows,
+)
+from netspec.ops.window import as_tuple
+
+
+class PoolNd(Op):
+    """A sliding-window reduction; the stride defaults to the kernel (non-overlapping windows)."""
+
+    kernel: Sizes
+    stride: Sizes | None = None
+    padding: PaddingAttr = 0
+    # Trap: with ceil_mode, a last window that would start in the right padding is dropped
+    # (PyTorch, onnxruntime, window.out_size), but ONNX 1.23 shape inference still counts it;
+    # the examples avoid that case so the contract test's shape-inference check stays exact.
+    ceil_mode: bool = False
+
+    ndim: ClassVar[int] = 2
+    positional: ClassVar[tuple[str, ...]] = ("kernel",)
+    category: ClassVar[str] = "pool"
+    has_torch_twin: ClassVar[bool] = True
+
+    @field_validator("kernel", "stride")
+    @classmethod
+    def _one_per_dim(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_sizes(value, info, cls.ndim)
+
+    @field_validator("padding")
+    @classmethod
+    def _padding_len(cls, value: Any) -> Any:
+        return check_padding(value, cls.ndim)
+
+    def _dilation(self) -> tuple[int, ...]:
+        return (1,) * self.ndim
+
+    def _kernel(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        k = as_tuple(self.kernel, self.ndim, "kernel")
+        s = k if self.stride is None else as_tuple(self.stride, self.ndim, "stride")
+        return k, s, self._dilation()
+
+    def _geometry(self, x: Shape) -> tuple[Pads, tuple[int, ...]]:
+        k, s, d = self._kernel()
+        return geometry(x[1:], k, s, d, self.padding, self.ceil_mode)
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        (x,) = inputs
+        dims = "channels, length" if self.ndim == 1 else "channels, height, width"
+        expect_rank(self.kind(), x, (self.ndim + 1,), dims)
+        pads, out = self._geometry(x)
+        k, _, d = self._kernel()
+        for (lo, _), kk, dd in zip(pads, k, d, strict=True):
+            span = dd * (kk - 1) + 1
+            if lo >= span:
+                # The first window would see padding only: a max of -inf, a mean over nothing.
+                raise ShapeError(
+                    f"padding {lo} must be smaller than the window span {span} (kernel {kk}): "
+                    f"the first window would cover padding only",
+                    hint="PyTorch's rule is padding <= kernel / 2",
+                )
+        return (x[0], *out)
+
+    def warnings(self, inputs: Sequence[Shape]) -> list[str]:
+        k, s, d = self._kernel()
+        pads, out = self._geometry(inputs[0])
+        return dropped_warnings(inputs[0][1:], k, s, d, pads, out)
+
+    def _padded(self, x: Array, value: float) -> tuple[Array, Pads, tuple[int, ...]]:
+        """The padded input, its pads, and the output size.
+
+        ceil_mode's last window may run past the right padding; pad a little more so the
+        window view exists (max pool ignores the -inf, average pool's divisor excludes it).
+        """
+        k, s, d = self._kernel()
+        pads, out = self._geometry(x.shape[1:])
+        full = []
+        for h, kk, ss, dd, (lo, hi), o in zip(x.shape[2:], k, s, d, pads, out, strict=True):
+            need = (o - 1) * ss + dd * (kk - 1) + 1
+            full.append((lo, hi + max(0, need - (h + lo + hi))))
+        return pad_input(x, full, value), pads, out
+
+    def _onnx_attrs(self, io: OnnxIO) -> dict[str, Any]:
+        k, s, _ = self._kernel()
+        pads, _ = self._geometry(io.input_shapes[0])
+        attrs: dict[str, Any] = {
+            "kernel_shape": list(k),
+            "strides": list(s),
+            "pads": [lo for lo, _ in pads] + [hi for _, hi in pads],
+        }
+        if self.ceil_mode:
+            attrs["ceil_mode"] = 1
+        return attrs
+
+
+class MaxPoolNd(PoolNd):
+    dilation: Sizes = 1
+
+    @field_validator("dilation")
+    @classmethod
+    def _dilation_per_dim(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_sizes(value, info, cls.ndim)
+
+    def _dilation(self) -> tuple[int, ...]:
+        return as_tuple(self.dilation, self.ndim, "dilation")
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        k, s, d = self._kernel()
+        xp, pads, out = self._padded(x, -np.inf)  # padding never wins a max
+        win = windows(xp, k, s, d, out)  # (N, C, *O, *K)
+        cols = win.reshape(*win.shape[: 2 + len(out)], -1)  # (N, C, *O, prod K)
+        idx = cols.argmax(axis=-1)  # first maximum only: ties send the gradient once
+        y = np.take_along_axis(cols, idx[..., None], axis=-1)[..., 0]
+        return y, (idx, xp.shape, x.shape, pads, out)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        idx, xpshape, xshape, pads, out = cache
+        k, s, d = self._kernel()
+        zero = np.zeros((), dtype=dy.dtype)
+        dxp = scatter_windows(
+            xpshape, dy.dtype, k, s, d, out, lambda i, _: np.where(idx == i, dy, zero)
+        )
+        return [crop(dxp, pads, xshape[2:])], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        attrs = self._onnx_attrs(io)
+        d = self._dilation()
+        if any(v != 1 for v in d):
+            attrs["dilations"] = list(d)  # MaxPool has dilations since opset 10
+        return [OnnxNode("MaxPool", (io.inputs[0],), (io.output,), attrs)]
+
+
+class AvgPoolNd(PoolNd):
+    count_include_pad: bool = False
+
+    def _divisor(self, sizes: Sequence[int], pads: Pads, out: Shape) -> Array:
+        """Per-output divisor (*out): PyTorch's rule, separable over dimensions.
+
+        A window is first clipped to the padded extent [-lo, size + hi) (a ceil_mode window never
+        counts what lies past the right padding); count_include_pad=false clips it again to the
+        real input [0, size).
+        """
+        k, s, _ = self._kernel()
+        div = np.ones((), dtype=np.int64)
+        for h, kk, ss, (lo, hi), o in zip(sizes, k, s, pads, out, strict=True):
+            start = np.arange(o) * ss - lo
+            end = np.minimum(start + kk, h + hi)
+            if not self.count_include_pad:
+                start, end = np.maximum(start, 0), np.minimum(end, h)
+            div = np.multiply.outer(div, end - start)
+        return div
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        k, s, d = self._kernel()
+        xp, pads, out = self._padded(x, 0.0)
+        win = windows(xp, k, s, d, out)  # (N, C, *O, *K)
+        div = self._divisor(x.shape[2:], pads, out).astype(x.dtype)
+        y = win.sum(axis=tuple(range(-len(k), 0))) / div
+        return y, (xp.shape, x.shape, pads, out, div)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        xpshape, xshape, pads, out, div = cache
+        k, s, d = self._kernel()
+        share = dy / div  # every tap of a window gets the same share
+        dxp = scatter_windows(xpshape, dy.dtype, k, s, d, out, lambda *_: share)
+        return [crop(dxp, pads, xshape[2:])], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        attrs = self._onnx_attrs(io)
+        attrs["count_include_pad"] = int(self.count_include_pad)
+        return [OnnxNode("AveragePool", (io.inputs[0],), (io.output,), attrs)]
+
+
+class MaxPool2d(MaxPoolNd):
+    op: Literal["maxpool2d"] = "maxpool2d"
+
+    ndim: ClassVar[int] = 2
+    summary: ClassVar[str] = "max over windows of [C, H, W]; stride defaults to the kernel"
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(kernel=2), ((3, 7, 6),)),
+            Example(cls(kernel=3, stride=2, padding=1), ((2, 7, 6),)),
+            Example(cls(kernel=(3, 2), stride=(2, 1), ceil_mode=True), ((2, 8, 5),)),
+            Example(cls(kernel=2, stride=2, dilation=2, padding="same"), ((2, 7, 6),)),
+        ]
+
+
+class AvgPool2d(AvgPoolNd):
+    op: Literal["avgpool2d"] = "avgpool2d"
+
+    ndim: ClassVar[int] = 2
+    summary: ClassVar[str] = (
+        "mean over windows of [C, H, W]; stride defaults to the kernel; padding joins the "
+        "mean only with count_include_pad"
+    )
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(kernel=2), ((3, 7, 6),)),
+            Example(cls(kernel=3, stride=2, padding=1), ((2, 7, 6),)),
+            Example(cls(kernel=3, stride=2, padding=1, count_include_pad=True), ((2, 7, 6),)),
+            Example(cls(kernel=(3, 2), stride=2, padding=1, ceil_mode=True), ((2, 8, 6),)),
+            # The last row window hangs off the end: its divisor counts only what is inside.
+            Example(cls(kernel=2, ceil_mode=True, count_include_pad=True), ((2, 5, 4),)),
+        ]
+
+
+class MaxPool1d(MaxPoolNd):
+    op: Literal["maxpool1d"] = "maxpool1d"
+
+    ndim: ClassVar[int] = 1
+    summary: ClassVar[str] = "max over windows of [C, L]; attributes as maxpool2d"
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(kernel=2), ((3, 9),)),
+            Example(cls(kernel=3, stride=2, padding=1, ceil_mode=True), ((2, 10),)),
+        ]
+
+
+class AvgPool1d(AvgPoolNd):
+    op: Literal["avgpool1d"] = "avgpool1d"
+
+    ndim: ClassVar[int] = 1
+    summary: ClassVar[str] = "mean over windows of [C, L]; attributes as avgpool2d"
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(kernel=3), ((3, 9),)),
+            Example(cls(kernel=3, stride=2, padding=1, count_include_pad=True), ((2, 10),)),
+        ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Global pools
+
+
+class GlobalPool(Op):
+    """Reduce every spatial position: (C, *S) -> (C, 1, ..., 1), as ONNX's Global*Pool."""
+
+    category: ClassVar[str] = "pool"
+    has_torch_twin: ClassVar[bool] = True
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        (x,) = inputs
+        expect_rank(self.kind(), x, (2, 3, 4), "channels, then 1 to 3 spatial axes")
+        return (x[0], *(1,) * (len(x) - 1))
+
+
+class GlobalAvgPool(GlobalPool):
+    op: Literal["global_avgpool"] = "global_avgpool"
+
+    summary: ClassVar[str] = "mean over all positions: [C, H, W] -> [C, 1, 1]"
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True), x.shape
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        shape = cache
+        count = math.prod(shape[2:])
+        return [np.broadcast_to(dy / count, shape).copy()], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        return [OnnxNode("GlobalAveragePool", (io.inputs[0],), (io.output,))]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((3, 4, 5),)), Example(cls(), ((2, 6),))]
+
+
+class GlobalMaxPool(GlobalPool):
+    op: Literal["global_maxpool"] = "global_maxpool"
+
+    summary: ClassVar[str] = "max over all positions: [C, H, W] -> [C, 1, 1]"
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        flat = x.reshape(*x.shape[:2], -1)  # (N, C, H*W)
+        idx = flat.argmax(axis=-1)[..., None]  # one winner per channel, even on ties
+        y = np.take_along_axis(flat, idx, axis=-1)
+        return y.reshape(*x.shape[:2], *(1,) * (x.ndim - 2)), (idx, x.shape)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        idx, shape = cache
+        dx = np.zeros((*shape[:2], math.prod(shape[2:])), dtype=dy.dtype)
+        np.put_along_axis(dx, idx, dy.reshape(*shape[:2], 1), axis=-1)
+        return [dx.reshape(shape)], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        return [OnnxNode("GlobalMaxPool", (io.inputs[0],), (io.output,))]
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((3, 4, 5),)), Example(cls(), ((2, 6),))]

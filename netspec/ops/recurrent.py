@@ -1,0 +1,444 @@
+"""Recurrent layers: Elman `rnn`, `lstm`, `gru`, and `bidirectional(layer)`.
+
+Parameters use PyTorch's layout and gate order (`weight_ih` (G*H, F), `weight_hh` (G*H, H),
+`bias_ih`, `bias_hh`; LSTM i,f,g,o; GRU r,z,n), so torch parity is a copy. The NumPy scan does
+one matmul for the input projection of every time step, then loops over time only; backward is
+BPTT over the same loop. ONNX's gate orders differ and are reordered into derived initializers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BeforeValidator, Field, ValidationError
+
+from netspec.errors import ShapeError, suggest
+from netspec.ops.base import Array, Ctx, Example, Grads, OnnxIO, OnnxNode, Op, Params, Shape
+from netspec.ops.init import Init, InitName
+
+WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _sigmoid(a: Array) -> Array:
+    # The tanh form never overflows and keeps float32 as float32.
+    return 0.5 * (1 + np.tanh(0.5 * a))
+
+
+def _expect_sequence(x: Shape) -> None:
+    if len(x) != 2:
+        hint = "`reshape` it to [time, features]"
+        if len(x) == 3:
+            hint += f" (an image's rows as steps: [{x[1]}, {x[0] * x[2]}])"
+        raise ShapeError(
+            f"expects a 2-D input per sample (time steps x features), got {list(x)}",
+            hint=hint + "; or `flatten` it and use `dense` if it is not a sequence",
+        )
+
+
+class _Recurrent(Op):
+    """Shared scan, BPTT and ONNX lowering; a subclass gives one step and its derivative."""
+
+    hidden: int = Field(ge=1)
+    return_sequences: bool = False
+    init: InitName | None = None
+
+    positional: ClassVar[tuple[str, ...]] = ("hidden",)
+    category: ClassVar[str] = "recurrent"
+    gates: ClassVar[int] = 1
+    has_cell: ClassVar[bool] = False  # an LSTM's c, carried beside h
+    onnx_op: ClassVar[str] = ""
+    # PyTorch gate blocks in ONNX's order: ONNX gate k is PyTorch gate onnx_order[k].
+    onnx_order: ClassVar[tuple[int, ...]] = (0,)
+
+    # ---- analysis ----------------------------------------------------------------------------
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        (x,) = inputs
+        _expect_sequence(x)
+        return (x[0], self.hidden) if self.return_sequences else (self.hidden,)
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        gh, f = self.gates * self.hidden, inputs[0][-1]
+        return {
+            "weight_ih": (gh, f),
+            "weight_hh": (gh, self.hidden),
+            "bias_ih": (gh,),
+            "bias_hh": (gh,),
+        }
+
+    def macs(self, inputs: Sequence[Shape], output: Shape) -> int:
+        t, f = inputs[0]
+        return t * self.gates * self.hidden * (f + self.hidden)
+
+    def init_hint(self) -> Init | None:
+        return self.init
+
+    # ---- one time step (subclasses) ----------------------------------------------------------
+    def step(self, gi: Array, h: Array, c: Array | None, w_hh: Array, b_hh: Array) -> Any:
+        """gi = x_t W_ih^T + b_ih (N, G*H) -> (h_t, c_t or None, what step_back needs)."""
+        raise NotImplementedError
+
+    def step_back(
+        self, dh: Array, dc: Array | None, cache: Any, w_hh: Array
+    ) -> tuple[Array, Array, Array, Array | None]:
+        """Gradients at step t -> (dgi, dgh (on h W_hh^T + b_hh), dh_{t-1}, dc_{t-1})."""
+        raise NotImplementedError
+
+    # ---- NumPy scan --------------------------------------------------------------------------
+    def scan(self, x: Array, p: Params, reverse: bool = False) -> tuple[Array, Any]:
+        """All hidden states (N, T, H) in input time order; reverse reads x from the end."""
+        if reverse:
+            x = x[:, ::-1]
+        n, t, _ = x.shape
+        gi = x @ p["weight_ih"].T + p["bias_ih"]  # (N, T, G*H): every step in one matmul
+        h = np.zeros((n, self.hidden), dtype=gi.dtype)
+        c = np.zeros_like(h) if self.has_cell else None
+        hs = np.empty((n, t, self.hidden), dtype=gi.dtype)
+        steps = []
+        for k in range(t):
+            h, c, sc = self.step(gi[:, k], h, c, p["weight_hh"], p["bias_hh"])
+            hs[:, k] = h
+            steps.append(sc)
+        out = hs[:, ::-1] if reverse else hs
+        return out, (x, hs, steps, reverse)
+
+    def scan_back(self, dhs: Array, cache: Any, p: Params) -> tuple[Array, Grads]:
+        """BPTT: dhs (N, T, H) on every hidden state, in input time order."""
+        x, hs, steps, reverse = cache
+        if reverse:
+            dhs = dhs[:, ::-1]
+        n, t, h = hs.shape
+        w_hh = p["weight_hh"]
+        dgi = np.empty((n, t, self.gates * h), dtype=hs.dtype)
+        dgh = np.empty_like(dgi)
+        dh = np.zeros((n, h), dtype=hs.dtype)
+        dc = np.zeros_like(dh) if self.has_cell else None
+        for k in reversed(range(t)):
+            dgi[:, k], dgh[:, k], dh, dc = self.step_back(dh + dhs[:, k], dc, steps[k], w_hh)
+        h_prev = np.concatenate([np.zeros_like(hs[:, :1]), hs[:, :-1]], axis=1)  # (N, T, H)
+        gi2, gh2 = dgi.reshape(n * t, -1), dgh.reshape(n * t, -1)
+        grads = {
+            "weight_ih": gi2.T @ x.reshape(n * t, -1),
+            "weight_hh": gh2.T @ h_prev.reshape(n * t, h),
+            "bias_ih": gi2.sum(axis=0),
+            "bias_hh": gh2.sum(axis=0),
+        }
+        dx = dgi @ p["weight_ih"]  # (N, T, F)
+        return (dx[:, ::-1] if reverse else dx), grads
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        hs, cache = self.scan(xs[0], p)
+        return (hs if self.return_sequences else hs[:, -1]), cache
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        dx, grads = self.scan_back(self.seq_grad(dy, cache[1].shape, False), cache, p)
+        return [dx], grads
+
+    def seq_grad(self, dy: Array, shape: tuple[int, ...], reverse: bool) -> Array:
+        """The output's gradient on every hidden state (N, T, H), in input time order."""
+        if self.return_sequences:
+            return dy
+        dhs = np.zeros(shape, dtype=dy.dtype)
+        # The last state of a reversed scan is the one after consuming x[0].
+        dhs[:, 0 if reverse else -1] = dy
+        return dhs
+
+    # ---- ONNX --------------------------------------------------------------------------------
+    def onnx_weights(self, p: Params, prefixes: Sequence[str]) -> tuple[Array, Array, Array]:
+        """W (D, G*H, F), R (D, G*H, H), B (D, 2*G*H) in ONNX gate order, one row per direction."""
+        h = self.hidden
+        idx = np.concatenate([np.arange(g * h, (g + 1) * h) for g in self.onnx_order])
+        w = np.stack([p[f"{s}weight_ih"][idx] for s in prefixes])
+        r = np.stack([p[f"{s}weight_hh"][idx] for s in prefixes])
+        b = np.stack(
+            [np.concatenate([p[f"{s}bias_ih"][idx], p[f"{s}bias_hh"][idx]]) for s in prefixes]
+        )
+        return w, r, b
+
+    def onnx_nodes(self, io: OnnxIO, prefixes: Sequence[str]) -> list[OnnxNode]:
+        """X (N, T, F) -> RNN/LSTM/GRU -> (N, D*H) or (N, T, D*H); D = len(prefixes)."""
+        d, h = len(prefixes), self.hidden
+
+        def pick(i: int) -> Callable[[Params], Array]:
+            return lambda p: self.onnx_weights(p, prefixes)[i]
+
+        names = [io.derived(f"onnx_{k}", pick(i)) for i, k in enumerate("WRB")]
+        # onnxruntime rejects layout=1 (batch-first) for all three ops: transpose in and out.
+        x_tnf = io.tmp("time_major")
+        attrs: dict[str, Any] = {
+            "hidden_size": h,
+            "direction": "bidirectional" if d == 2 else "forward",
+        }
+        attrs.update(self.onnx_attrs(d))
+        nodes = [OnnxNode("Transpose", (io.inputs[0],), (x_tnf,), {"perm": [1, 0, 2]})]
+        rec = io.tmp(self.onnx_op.lower())
+        outs = (rec,) if self.return_sequences else ("", rec)
+        nodes.append(OnnxNode(self.onnx_op, (x_tnf, *names), outs, attrs))
+        if self.return_sequences:  # Y (T, D, N, H) -> (N, T, D, H) -> (N, T, D*H)
+            mid = io.tmp("batch_major")
+            nodes.append(OnnxNode("Transpose", (rec,), (mid,), {"perm": [2, 0, 1, 3]}))
+            shape = io.const("shape", np.array([0, 0, d * h], dtype=np.int64))
+            nodes.append(OnnxNode("Reshape", (mid, shape), (io.output,)))
+        elif d == 1:  # Y_h (1, N, H) -> (N, H)
+            nodes.append(_squeeze0(io, rec))
+        else:  # Y_h (2, N, H) -> (N, 2, H) -> (N, 2H)
+            mid = io.tmp("batch_major")
+            nodes.append(OnnxNode("Transpose", (rec,), (mid,), {"perm": [1, 0, 2]}))
+            shape = io.const("shape", np.array([0, d * h], dtype=np.int64))
+            nodes.append(OnnxNode("Reshape", (mid, shape), (io.output,)))
+        return nodes
+
+    def onnx_attrs(self, directions: int) -> dict[str, Any]:
+        """Attributes beyond hidden_size and direction."""
+        return {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        return self.onnx_nodes(io, ("",))
+
+
+def _squeeze0(io: OnnxIO, x: str) -> OnnxNode:
+    if io.opset >= 13:  # axes became an input in opset 13
+        axes = io.const("axes", np.array([0], dtype=np.int64))
+        return OnnxNode("Squeeze", (x, axes), (io.output,))
+    return OnnxNode("Squeeze", (x,), (io.output,), {"axes": [0]})
+
+
+class Rnn(_Recurrent):
+    """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."""
+
+    op: Literal["rnn"] = "rnn"
+    nonlinearity: Literal["tanh", "relu"] = "tanh"
+
+    summary: ClassVar[str] = (
+        "Elman RNN over [time, features]: `rnn(hidden, return_sequences=false, "
+        'nonlinearity="tanh")`; last state [H] or all states [T, H]'
+    )
+    onnx_op: ClassVar[str] = "RNN"
+
+    def onnx_attrs(self, directions: int) -> dict[str, Any]:
+        return {"activations": [self.nonlinearity.capitalize()] * directions}
+
+    def step(self, gi: Array, h: Array, c: Array | None, w_hh: Array, b_hh: Array) -> Any:
+        a = gi + h @ w_hh.T + b_hh
+        h_new = np.tanh(a) if self.nonlinearity == "tanh" else np.maximum(a, 0)
+        return h_new, None, h_new
+
+    def step_back(
+        self, dh: Array, dc: Array | None, cache: Any, w_hh: Array
+    ) -> tuple[Array, Array, Array, Array | None]:
+        h = cache
+        da = dh * (1 - h * h) if self.nonlinearity == "tanh" else dh * (h > 0)
+        return da, da, da @ w_hh, None
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(hidden=3), ((4, 2),)),
+            Example(cls(hidden=2, return_sequences=True, nonlinearity="relu"), ((3, 3),)),
+        ]
+
+
+class Lstm(_Recurrent):
+    """LSTM with PyTorch's gates i, f, g, o: c = f*c + i*g, h = o*tanh(c)."""
+
+    op: Literal["lstm"] = "lstm"
+
+    summary: ClassVar[str] = (
+        "LSTM over [time, features]: `lstm(hidden, return_sequences=false)`; "
+        "gates i,f,g,o as in PyTorch"
+    )
+    gates: ClassVar[int] = 4
+    has_cell: ClassVar[bool] = True
+    onnx_op: ClassVar[str] = "LSTM"
+    onnx_order: ClassVar[tuple[int, ...]] = (0, 3, 1, 2)  # ONNX i, o, f, c
+
+    def step(self, gi: Array, h: Array, c: Array | None, w_hh: Array, b_hh: Array) -> Any:
+        assert c is not None
+        a = gi + h @ w_hh.T + b_hh  # (N, 4H)
+        i, f, g, o = np.split(a, 4, axis=1)
+        i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
+        c_new = f * c + i * g
+        tc = np.tanh(c_new)
+        return o * tc, c_new, (i, f, g, o, c, tc)
+
+    def step_back(
+        self, dh: Array, dc: Array | None, cache: Any, w_hh: Array
+    ) -> tuple[Array, Array, Array, Array | None]:
+        assert dc is not None
+        i, f, g, o, c_prev, tc = cache
+        dc = dc + dh * o * (1 - tc * tc)
+        da = np.concatenate(
+            [
+                dc * g * i * (1 - i),
+                dc * c_prev * f * (1 - f),
+                dc * i * (1 - g * g),
+                dh * tc * o * (1 - o),
+            ],
+            axis=1,
+        )
+        return da, da, da @ w_hh, dc * f
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(hidden=3), ((4, 3),)),
+            Example(cls(hidden=2, return_sequences=True), ((3, 2),)),
+        ]
+
+
+class Gru(_Recurrent):
+    """GRU as PyTorch: r, z gates; n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h = (1-z)n + zh."""
+
+    op: Literal["gru"] = "gru"
+
+    summary: ClassVar[str] = (
+        "GRU over [time, features]: `gru(hidden, return_sequences=false)`; "
+        "gates r,z,n as in PyTorch"
+    )
+    gates: ClassVar[int] = 3
+    onnx_op: ClassVar[str] = "GRU"
+    onnx_order: ClassVar[tuple[int, ...]] = (1, 0, 2)  # ONNX z, r, h
+
+    def onnx_attrs(self, directions: int) -> dict[str, Any]:
+        return {"linear_before_reset": 1}  # PyTorch's n gate: r * (W_hn h + b_hn)
+
+    def step(self, gi: Array, h: Array, c: Array | None, w_hh: Array, b_hh: Array) -> Any:
+        gh = h @ w_hh.T + b_hh  # (N, 3H)
+        gi_r, gi_z, gi_n = np.split(gi, 3, axis=1)
+        gh_r, gh_z, gh_n = np.split(gh, 3, axis=1)
+        r, z = _sigmoid(gi_r + gh_r), _sigmoid(gi_z + gh_z)
+        n = np.tanh(gi_n + r * gh_n)
+        return (1 - z) * n + z * h, None, (r, z, n, gh_n, h)
+
+    def step_back(
+        self, dh: Array, dc: Array | None, cache: Any, w_hh: Array
+    ) -> tuple[Array, Array, Array, Array | None]:
+        r, z, n, gh_n, h_prev = cache
+        da_n = dh * (1 - z) * (1 - n * n)
+        da_r = da_n * gh_n * r * (1 - r)
+        da_z = dh * (h_prev - n) * z * (1 - z)
+        dgi = np.concatenate([da_r, da_z, da_n], axis=1)
+        dgh = np.concatenate([da_r, da_z, da_n * r], axis=1)
+        return dgi, dgh, dh * z + dgh @ w_hh, None
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(hidden=4), ((3, 2),)),
+            Example(cls(hidden=3, return_sequences=True), ((5, 4),)),
+        ]
+
+
+# ---------------------------------------------------------------------------------------------
+# bidirectional
+
+
+_INNER: dict[str, type[_Recurrent]] = {"rnn": Rnn, "lstm": Lstm, "gru": Gru}
+
+
+def _coerce_layer(v: Any) -> Any:
+    """Turn the DSL's call form {'name': 'lstm', 'args': [128], ...} into an Rnn/Lstm/Gru.
+
+    The inner layer is validated here so that its errors read as its own ("lstm has no
+    attribute 'foo'") rather than as errors of bidirectional's `layer` field.
+    """
+    if isinstance(v, str):
+        v = {"name": v}
+    if not isinstance(v, dict) or "op" in v or "name" not in v:
+        return v  # already an op (IR JSON) or a model: validated as such
+    name = v["name"]
+    if name not in _INNER:
+        raise ValueError(f"bidirectional wraps rnn, lstm or gru, got {name!r}")
+    cls = _INNER[name]
+    args = v.get("args", [])
+    if len(args) > len(cls.positional):
+        raise ValueError(f"{name} takes at most {len(cls.positional)} positional value(s)")
+    values = {k: val for k, val in v.items() if k not in ("name", "args")}
+    values.update(zip(cls.positional, args, strict=False))
+    try:
+        return cls.model_validate(values)
+    except ValidationError as e:
+        raise ValueError("; ".join(_inner_error(name, cls, err) for err in e.errors())) from None
+
+
+def _inner_error(name: str, cls: type[_Recurrent], err: Any) -> str:
+    key = ".".join(str(x) for x in err["loc"])
+    if err["type"] == "extra_forbidden":
+        known = [k for k in cls.model_fields if k != "op"]
+        hint = suggest(key, known) or f"known attributes: {', '.join(known)}"
+        return f"{name} has no attribute '{key}' ({hint})"
+    if err["type"] == "missing":
+        return f"{name} needs '{key}', e.g. {name}(128)"
+    return f"{name}: {key}: {str(err['msg']).removeprefix('Value error, ')}"
+
+
+Layer = Annotated[Rnn | Lstm | Gru, Field(discriminator="op"), BeforeValidator(_coerce_layer)]
+
+
+class Bidirectional(Op):
+    """One recurrent layer run forwards and backwards; outputs joined on the last axis."""
+
+    op: Literal["bidirectional"] = "bidirectional"
+    layer: Layer
+
+    positional: ClassVar[tuple[str, ...]] = ("layer",)
+    category: ClassVar[str] = "recurrent"
+    summary: ClassVar[str] = (
+        "both directions of a recurrent layer, joined: `bidirectional(lstm(128))`; "
+        "[2H] or [T, 2H]; params fwd.*, bwd.*"
+    )
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        inner = self.layer.infer_shape(inputs)
+        return (*inner[:-1], 2 * inner[-1])
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        inner = self.layer.param_shapes(inputs)
+        return {f"{d}.{k}": s for d in ("fwd", "bwd") for k, s in inner.items()}
+
+    def macs(self, inputs: Sequence[Shape], output: Shape) -> int:
+        return 2 * self.layer.macs(inputs, output)
+
+    def init_hint(self) -> Init | None:
+        return self.layer.init
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        layer = self.layer
+        ys, caches = [], []
+        for d, reverse in (("fwd", False), ("bwd", True)):
+            hs, cache = layer.scan(xs[0], _sub(p, d), reverse)
+            ys.append(hs if layer.return_sequences else hs[:, 0 if reverse else -1])
+            caches.append(cache)
+        return np.concatenate(ys, axis=-1), caches
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        h = self.layer.hidden
+        dx: Array | None = None
+        grads: Grads = {}
+        for (d, reverse), dy_d, c in zip(
+            (("fwd", False), ("bwd", True)), (dy[..., :h], dy[..., h:]), cache, strict=True
+        ):
+            dhs = self.layer.seq_grad(dy_d, c[1].shape, reverse)
+            dx_d, g = self.layer.scan_back(dhs, c, _sub(p, d))
+            dx = dx_d if dx is None else dx + dx_d
+            grads.update({f"{d}.{k}": v for k, v in g.items()})
+        return [dx], grads
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        return self.layer.onnx_nodes(io, ("fwd.", "bwd."))
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(layer=Rnn(hidden=2, nonlinearity="relu")), ((3, 2),)),
+            Example(cls(layer=Rnn(hidden=3, return_sequences=True)), ((4, 3),)),
+            Example(cls(layer=Lstm(hidden=3)), ((3, 4),)),
+            Example(cls(layer=Lstm(hidden=2, return_sequences=True)), ((4, 2),)),
+            Example(cls(layer=Gru(hidden=2)), ((5, 3),)),
+            Example(cls(layer=Gru(hidden=3, return_sequences=True)), ((3, 2),)),
+        ]
+
+
+def _sub(p: Params, direction: str) -> Params:
+    return {k: p[f"{direction}.{k}"] for k in WEIGHTS}

@@ -1,0 +1,110 @@
+"""`netspec train` and `netspec eval` as a user runs them: subprocesses, exit codes, files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SPEC = """
+network Tiny {
+  input x: [4]
+  dense(8) tanh
+  dense(3)
+}
+train Tiny {
+  data = "d.npz"
+  loss = cross_entropy
+  optimizer = adam(lr=0.02)
+  epochs = 3
+  batch = 16
+  validation = 0.25
+  metrics = [accuracy]
+}
+"""
+
+
+def netspec(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "netspec", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.argmax(x[:, :3], axis=1))
+    (tmp_path / "tiny.net").write_text(SPEC, encoding="utf-8")
+    return tmp_path
+
+
+def test_train_then_eval_write_files_atomically_and_print_accuracy(project: Path) -> None:
+    run = netspec("train", "tiny.net", "--out", "out", "--epochs", "2", cwd=project)
+    assert run.returncode == 0, run.stderr
+    out = project / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.npz",
+        "history.json",
+        "weights.npz",
+    ]  # and no temporary files left behind
+    assert len(json.loads((out / "history.json").read_text(encoding="utf-8"))) == 2
+    assert "epoch 2/2" in run.stderr and "val_accuracy" in run.stderr
+    assert "out/weights.npz" in run.stdout.splitlines()
+
+    ev = netspec("eval", "tiny.net", "--weights", out / "weights.npz", cwd=project)
+    assert ev.returncode == 0, ev.stderr
+    assert "accuracy" in ev.stdout and "confusion" in ev.stdout
+
+    js = netspec("eval", "tiny.net", "--weights", out / "weights.npz", "--json", cwd=project)
+    result = json.loads(js.stdout)
+    assert result["samples"] == 16 and 0 <= result["accuracy"] <= 1
+    assert np.array(result["confusion"]).sum() == 16
+
+
+def test_train_resume_continues_to_the_new_epoch_count(project: Path) -> None:
+    assert netspec("train", "tiny.net", "--out", "r", "--epochs", "1", cwd=project).returncode == 0
+    again = netspec("train", "tiny.net", "--resume", "r", "--epochs", "3", cwd=project)
+    assert again.returncode == 0, again.stderr
+    history = json.loads((project / "r" / "history.json").read_text(encoding="utf-8"))
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert "epoch 1/3" not in again.stderr and "epoch 2/3" in again.stderr
+
+
+def test_bad_data_path_exits_3_with_one_paragraph_and_no_traceback(project: Path) -> None:
+    run = netspec("train", "tiny.net", "--data", "missing.npz", cwd=project)
+    assert run.returncode == 3
+    assert "missing.npz" in run.stderr and "does not exist" in run.stderr
+    assert "Traceback" not in run.stderr and "\n\n" not in run.stderr.strip()
+
+
+def test_eval_of_weights_from_another_network_names_the_tensor_and_shapes(
+    project: Path, tmp_path: Path
+) -> None:
+    np.savez(
+        project / "wrong.npz",
+        **{
+            "dense_1.weight": np.zeros((5, 4), np.float32),
+            "dense_1.bias": np.zeros(5, np.float32),
+            "dense_2.weight": np.zeros((3, 5), np.float32),
+            "dense_2.bias": np.zeros(3, np.float32),
+        },
+    )
+    run = netspec("eval", "tiny.net", "--weights", "wrong.npz", cwd=project)
+    assert run.returncode == 3
+    assert "dense_1.weight" in run.stderr and "[5, 4]" in run.stderr and "[8, 4]" in run.stderr
+
+
+def test_train_without_a_train_section_is_a_spec_error(project: Path) -> None:
+    (project / "bare.net").write_text("network B {\n input x: [4]\n dense(3)\n}\n", "utf-8")
+    run = netspec("train", "bare.net", cwd=project)
+    assert run.returncode == 1
+    assert "no train section" in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,220 @@
+"""Data loaders on tiny generated files: every format, the shape checks, and the refusals."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netspec.engine.data import (
+    Dataset,
+    batches,
+    fit_normalizer,
+    load_data,
+    prepare_targets,
+    split,
+    with_path,
+)
+from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.recipe import DataSpec
+
+RNG = np.random.default_rng(0)
+X = RNG.uniform(0, 16, (12, 64)).astype(np.float32)
+Y = RNG.integers(0, 10, 12)
+
+
+def spec(**kw: object) -> DataSpec:
+    return DataSpec.model_validate(kw)
+
+
+def message(err: pytest.ExceptionInfo[NetspecError]) -> str:
+    d = err.value.diagnostics[0]
+    return f"{d.message} {d.hint or ''}"
+
+
+def write_idx(path: Path, array: np.ndarray, code: int, compress: bool) -> None:
+    big = array.astype(array.dtype.newbyteorder(">"))
+    raw = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
+    raw += big.tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+def test_npz_arrays_are_read_by_name_and_reshaped_to_the_network_input(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, feats=X, labels=Y)
+    ds = load_data(spec(path=str(path), x="feats", y="labels"), (1, 8, 8))
+    assert ds.x.shape == (12, 1, 8, 8) and ds.x.dtype == np.float32
+    np.testing.assert_array_equal(ds.x.reshape(12, 64), X)
+    np.testing.assert_array_equal(ds.y, Y)
+
+
+def test_npy_pair_reads_features_and_labels_files(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", X.astype(np.float64))
+    np.save(tmp_path / "y.npy", Y)
+    s = spec(name="npy", x=str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy"))
+    ds = load_data(s, (64,))
+    assert ds.x.dtype == np.float32  # float64 files are read as the network's float32
+    np.testing.assert_array_equal(ds.x, X)
+    np.testing.assert_array_equal(ds.y, Y)
+    auto = load_data(spec(path=str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy")), (64,))
+    np.testing.assert_array_equal(auto.x, ds.x)
+
+
+def test_csv_with_header_takes_the_label_column_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("a,label,b\n1,0,2\n3,1,4\n5,2,6\n", encoding="utf-8")
+    ds = load_data(spec(path=str(path), y="label"), (2,))
+    np.testing.assert_array_equal(ds.x, [[1, 2], [3, 4], [5, 6]])
+    np.testing.assert_array_equal(ds.y, [0, 1, 2])
+
+
+def test_csv_without_header_takes_the_label_column_by_index_or_the_last(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("0,1.5,2.5\n1,3.5,4.5\n", encoding="utf-8")
+    first = load_data(spec(path=str(path), y=0), (2,))
+    np.testing.assert_array_equal(first.x, [[1.5, 2.5], [3.5, 4.5]])
+    np.testing.assert_array_equal(first.y, [0, 1])
+    last = load_data(spec(path=str(path)), (2,))
+    np.testing.assert_array_equal(last.y, [2.5, 4.5])
+
+
+def test_csv_with_an_unknown_label_name_lists_the_columns(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,c\n1,2,3\n", encoding="utf-8")
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(path), y="target"), (2,))
+    assert "'target'" in message(err) and "a, b, c" in message(err)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_files_plain_or_gzipped_are_read_like_mnist(tmp_path: Path, compress: bool) -> None:
+    images = RNG.integers(0, 256, (5, 4, 4)).astype(np.uint8)
+    labels = RNG.integers(0, 10, 5).astype(np.uint8)
+    suffix = ".gz" if compress else ""
+    write_idx(tmp_path / f"img-idx3-ubyte{suffix}", images, 0x08, compress)
+    write_idx(tmp_path / f"lab-idx1-ubyte{suffix}", labels, 0x08, compress)
+    s = spec(
+        path=str(tmp_path / f"img-idx3-ubyte{suffix}"),
+        labels=str(tmp_path / f"lab-idx1-ubyte{suffix}"),
+    )
+    ds = load_data(s, (1, 4, 4))
+    np.testing.assert_array_equal(ds.x[:, 0], images)
+    np.testing.assert_array_equal(ds.y, labels)
+
+
+def test_idx_big_endian_floats_are_decoded(tmp_path: Path) -> None:
+    values = RNG.normal(size=(3, 2)).astype(np.float32)
+    write_idx(tmp_path / "x.idx", values, 0x0D, False)
+    write_idx(tmp_path / "y.idx", np.arange(3, dtype=np.int32), 0x0C, False)
+    ds = load_data(
+        spec(name="idx", x=str(tmp_path / "x.idx"), labels=str(tmp_path / "y.idx")), (2,)
+    )
+    np.testing.assert_array_equal(ds.x, values)
+
+
+def test_idx_size_mismatch_is_found_from_the_header_alone(tmp_path: Path) -> None:
+    # Header says 1000 images of 28x28 but no pixel data follows: the check must not read it.
+    head = bytes([0, 0, 0x08, 3]) + struct.pack(">3i", 1000, 28, 28)
+    (tmp_path / "x.idx").write_bytes(head)
+    write_idx(tmp_path / "y.idx", np.zeros(1000, np.uint8), 0x08, False)
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(tmp_path / "x.idx"), labels=str(tmp_path / "y.idx")), (1, 8, 8))
+    text = message(err)
+    assert "x.idx" in text and "[28, 28]" in text and "[1, 8, 8]" in text
+    assert err.value.exit_code == EXIT_RUNTIME
+
+
+def test_npy_size_mismatch_names_the_file_and_both_shapes(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((4, 10), np.float32))
+    np.save(tmp_path / "y.npy", np.zeros(4, np.int64))
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(tmp_path / "x.npy"), labels=str(tmp_path / "y.npy")), (3, 3))
+    assert "x.npy" in message(err) and "[10]" in message(err) and "[3, 3]" in message(err)
+    assert err.value.exit_code == EXIT_RUNTIME
+
+
+def test_features_and_labels_of_different_lengths_are_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=X, y=Y[:5])
+    with pytest.raises(NetspecError, match="5 samples but the features have 12"):
+        load_data(spec(path=str(tmp_path / "d.npz")), (64,))
+
+
+def test_npz_with_object_arrays_is_refused_without_unpickling(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.array([{"a": 1}, None], dtype=object), y=np.zeros(2))
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(tmp_path / "d.npz")), (1,))
+    assert "objects" in message(err) and err.value.exit_code == EXIT_RUNTIME
+
+
+def test_missing_array_in_npz_lists_the_arrays_it_has(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", images=X, y=Y)
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(tmp_path / "d.npz")), (64,))
+    assert "'x'" in message(err) and "images" in message(err)
+
+
+def test_missing_file_says_paths_are_relative_to_the_spec(tmp_path: Path) -> None:
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(tmp_path / "nope.npz")), (64,))
+    assert "does not exist" in message(err) and "relative to the spec" in message(err)
+    assert err.value.exit_code == EXIT_RUNTIME
+
+
+def test_labels_outside_the_classifier_outputs_are_refused() -> None:
+    with pytest.raises(NetspecError) as err:
+        prepare_targets(np.array([0, 3, 10]), (10,), "classification", "d.npz")
+    assert "0..10" in message(err) and "10 outputs" in message(err)
+
+
+def test_one_hot_labels_become_class_indices() -> None:
+    y = np.eye(4)[[2, 0, 3]]
+    np.testing.assert_array_equal(prepare_targets(y, (4,), "classification", "d"), [2, 0, 3])
+
+
+def test_regression_targets_take_the_output_shape() -> None:
+    y = prepare_targets(np.arange(6.0), (1,), "regression", "d")
+    assert y.shape == (6, 1) and y.dtype == np.float32
+
+
+def test_split_is_seeded_and_disjoint() -> None:
+    ds = Dataset(np.arange(20.0)[:, None], np.arange(20))
+    train, val = split(ds, 0.25, np.random.default_rng(3))
+    again, _ = split(ds, 0.25, np.random.default_rng(3))
+    assert len(train) == 15 and len(val) == 5
+    assert set(train.y) | set(val.y) == set(range(20)) and not set(train.y) & set(val.y)
+    np.testing.assert_array_equal(train.y, again.y)
+
+
+def test_standard_normalisation_uses_training_statistics_only() -> None:
+    train = np.array([[0.0, 5.0], [2.0, 5.0]], np.float32)
+    norm = fit_normalizer(train, "standard")
+    assert norm is not None
+    np.testing.assert_allclose(norm(train), [[-1, 0], [1, 0]])  # constant column: centred only
+    np.testing.assert_allclose(norm(np.array([[4.0, 6.0]], np.float32)), [[3, 1]])
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("minmax", [[0, 0.5, 1]]), ("scale255", [[0, 0.5, 1]])]
+)
+def test_minmax_and_scale255_map_to_the_unit_interval(mode: str, expected: list[float]) -> None:
+    x = np.array([[0.0], [127.5], [255.0]], np.float32)
+    norm = fit_normalizer(x, mode)
+    assert norm is not None
+    np.testing.assert_allclose(norm(x).T, expected)
+
+
+def test_batches_cover_every_sample_once_in_a_seeded_order() -> None:
+    parts = batches(10, 4, np.random.default_rng(1))
+    assert [len(p) for p in parts] == [4, 4, 2]
+    assert sorted(np.concatenate(parts)) == list(range(10))
+    np.testing.assert_array_equal(np.concatenate(batches(10, 4, None)), np.arange(10))
+
+
+def test_data_override_keeps_the_recipe_options(tmp_path: Path) -> None:
+    base = spec(name="csv", path="a.csv", y="label", normalize="minmax")
+    moved = with_path(base, tmp_path / "b.csv")
+    assert moved.path == str(tmp_path / "b.csv") and moved.y == "label"
+    assert moved.normalize == "minmax"

@@ -1,0 +1,277 @@
+"""The training loop learns what it should, repeats bitwise, resumes exactly, stops safely."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from netspec import api
+from netspec.engine import checkpoint as ckpt
+from netspec.engine import train as loop
+from netspec.engine.executor import Executor
+from netspec.engine.losses import LOSSES
+from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.ir import Analysis
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def example(name: str) -> Analysis:
+    return api.check(api.load(EXAMPLES / name))
+
+
+def spec_file(tmp_path: Path, body: str, train: str) -> Analysis:
+    path = tmp_path / "t.net"
+    path.write_text(f"network N {{\n{body}\n}}\ntrain N {{\n{train}\n}}\n", encoding="utf-8")
+    return api.check(api.load(path))
+
+
+def outputs(analysis: Analysis, params: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    io = loop.io_of(analysis)
+    return loop.predict(Executor(analysis), io, params, x)
+
+
+# ---- learning --------------------------------------------------------------------------------
+
+
+def test_xor_2_2_1_learns_xor_exactly(tmp_path: Path) -> None:
+    a = example("xor.net")
+    result = loop.fit(a, a.network.train, tmp_path)  # type: ignore[arg-type]
+    with np.load(EXAMPLES / "data" / "xor.npz") as z:
+        x, y = z["x"], z["y"]
+    logits = outputs(a, result.params, x)
+    np.testing.assert_array_equal((logits > 0).astype(np.float32), y)
+
+
+def test_six_neuron_net_fits_the_cubic_to_mse_below_0_01(tmp_path: Path) -> None:
+    a = example("cubic.net")
+    assert a.trainable_params == 6 + 6 + 6 + 1  # six hidden neurons
+    result = loop.fit(a, a.network.train, tmp_path)  # type: ignore[arg-type]
+    with np.load(EXAMPLES / "data" / "cubic.npz") as z:
+        x, y = z["x"], z["y"]
+    mse, _ = LOSSES["mse"](outputs(a, result.params, x), y)
+    assert mse < 0.01
+
+
+def test_digits_mlp_reaches_97_percent_validation_accuracy(tmp_path: Path) -> None:
+    a = example("digits_mlp.net")
+    result = loop.fit(a, a.network.train, tmp_path)  # type: ignore[arg-type]
+    assert result.history[-1]["val_accuracy"] >= 0.97
+
+
+def test_digits_cnn_reaches_98_percent_validation_accuracy(tmp_path: Path) -> None:
+    a = example("digits_cnn.net")
+    result = loop.fit(a, a.network.train, tmp_path)  # type: ignore[arg-type]
+    assert result.history[-1]["val_accuracy"] >= 0.98
+    # eval of the saved weights scores the same validation split
+    ev = api.evaluate(a, result.weights_path)
+    assert ev.metrics["accuracy"] == pytest.approx(result.history[-1]["val_accuracy"])
+
+
+def test_perceptron_rule_is_rosenblatts_update_and_learns_and(tmp_path: Path) -> None:
+    np.savez(
+        tmp_path / "and.npz",
+        x=np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32),
+        y=np.array([[0], [0], [0], [1]], np.float32),
+    )
+    a = spec_file(
+        tmp_path,
+        "input x: [2]\n dense(1) step",
+        'data = "and.npz"  loss = mse  optimizer = bgd(lr=0.1)  epochs = 1\n'
+        "perceptron_rule = true  shuffle = false",
+    )
+    spec = a.network.train
+    assert spec is not None
+    first = loop.fit(a, spec, tmp_path / "one")
+    init = loop.init_params(a, loop._streams(spec.seed)[0])
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    t = np.array([[0], [0], [0], [1]], np.float32)
+    err = t - (x @ init["dense_1.weight"].T + init["dense_1.bias"] > 0)
+    np.testing.assert_allclose(
+        first.params["dense_1.weight"], init["dense_1.weight"] + 0.1 * err.T @ x
+    )
+    np.testing.assert_allclose(
+        first.params["dense_1.bias"], init["dense_1.bias"] + 0.1 * err.sum(0)
+    )
+    trained = loop.fit(a, spec, tmp_path / "many", epochs=50)
+    np.testing.assert_array_equal(outputs(a, trained.params, x), t)
+
+
+# ---- repeatability, resume, early stopping ------------------------------------------------------
+
+# Dropout draws from the loop's generator, so a resume must restore its state exactly.
+SMALL = "input x: [4]\n dense(8) tanh dropout(0.2)\n dense(3)"
+SMALL_TRAIN = (
+    'data = "d.npz"  loss = cross_entropy  optimizer = adam(lr=0.01)  schedule = cosine\n'
+    "batch = 8  epochs = 4  validation = 0.25  metrics = [accuracy]  seed = 7"
+)
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Analysis:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1))
+    return spec_file(tmp_path, SMALL, SMALL_TRAIN)
+
+
+def same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_seeded_runs_repeat_bitwise_and_another_seed_differs(
+    small: Analysis, tmp_path: Path
+) -> None:
+    spec = small.network.train
+    assert spec is not None
+    one = loop.fit(small, spec, tmp_path / "a")
+    two = loop.fit(small, spec, tmp_path / "b")
+    other = loop.fit(small, spec, tmp_path / "c", seed=8)
+    assert same(one.params, two.params)
+    assert one.history[-1]["loss"] == two.history[-1]["loss"]
+    assert not same(one.params, other.params)
+
+
+class _StopAfter:
+    """A progress callback that presses Ctrl-C once epoch `k` has finished."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def epoch_start(self, epoch: int, epochs: int, samples: int) -> None: ...
+
+    def batch_end(self, samples_done: int, running_loss: float) -> None: ...
+
+    def epoch_end(self, record: dict[str, Any]) -> None:
+        if record["epoch"] == self.k:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_an_interrupt_equals_an_uninterrupted_run(
+    small: Analysis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after every epoch
+    spec = small.network.train
+    assert spec is not None
+    whole = loop.fit(small, spec, tmp_path / "whole")
+    cut = loop.fit(small, spec, tmp_path / "cut", progress=_StopAfter(2))
+    assert cut.stopped == "interrupted"
+    assert ckpt.load_checkpoint(tmp_path / "cut").meta["epoch"] == 2
+    resumed = loop.fit(small, spec, tmp_path / "cut", resume_from=tmp_path / "cut")
+    assert same(resumed.params, whole.params)
+    timeless = [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history]
+    assert timeless == [{k: v for k, v in h.items() if k != "seconds"} for h in whole.history]
+    saved = ckpt.load_arrays(tmp_path / "cut" / "weights.npz")
+    assert same(saved, whole.params)
+
+
+def test_history_json_records_loss_metrics_lr_and_time_per_epoch(
+    small: Analysis, tmp_path: Path
+) -> None:
+    spec = small.network.train
+    assert spec is not None
+    result = loop.fit(small, spec, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text(encoding="utf-8"))
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert set(history[0]) == {
+        "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"
+    }  # fmt: skip
+    assert history == result.history
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_early_stopping_restores_the_best_epochs_weights(tmp_path: Path) -> None:
+    # Validation targets are the negated training targets: fitting the training set makes the
+    # validation loss worse after the first epoch, so epoch 1 is the best.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 2)).astype(np.float32)
+    y = (x @ np.array([[2.0], [-1.0]], np.float32)).astype(np.float32)
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    np.savez(tmp_path / "val.npz", x=x, y=-y)
+    a = spec_file(
+        tmp_path,
+        "input x: [2]\n dense(1)",
+        'data = "train.npz"  val_data = "val.npz"  loss = mse  optimizer = sgd(lr=0.05)\n'
+        "epochs = 30  batch = 8  early_stopping = early_stopping(2)",
+    )
+    spec = a.network.train
+    assert spec is not None
+    result = loop.fit(a, spec, tmp_path / "run")
+    assert result.stopped == "early_stopping" and result.best_epoch == 1
+    assert len(result.history) == 4  # the best epoch, then patience + 1 epochs without gain
+    val_loss, _ = LOSSES["mse"](outputs(a, result.params, x), -y)
+    assert val_loss == pytest.approx(result.history[0]["val_loss"], rel=1e-6)
+    assert val_loss < result.history[-1]["val_loss"]
+
+
+def test_non_finite_loss_stops_with_advice_and_keeps_the_last_checkpoint(
+    small: Analysis, tmp_path: Path
+) -> None:
+    spec = small.network.train
+    assert spec is not None
+    run = tmp_path / "run"
+    loop.fit(small, spec, run, epochs=1)
+    before = ckpt.load_checkpoint(run)
+    with pytest.raises(NetspecError) as err:
+        loop.fit(small, spec, run, epochs=3, lr=1e38, resume_from=run)
+    d = err.value.diagnostics[0]
+    assert "epoch 2, step" in d.message and err.value.exit_code == EXIT_RUNTIME
+    assert "learning rate" in (d.hint or "") and "clip_norm" in (d.hint or "")
+    after = ckpt.load_checkpoint(run)
+    assert after.meta["epoch"] == 1 and same(after.params, before.params)
+
+
+# ---- penalties and clipping ------------------------------------------------------------------
+
+
+def test_penalties_apply_to_weights_only_never_to_biases_or_batchnorm(tmp_path: Path) -> None:
+    a = spec_file(
+        tmp_path,
+        "input x: [3, 4, 4]\n conv2d(2, 3) batchnorm relu\n flatten\n dense(2)",
+        'data = "d.npz"',
+    )
+    assert loop.penalised_names(a) == ["conv2d_1.weight", "dense_1.weight"]
+
+
+def test_l2_penalty_adds_twice_l2_w_to_the_gradient() -> None:
+    w = np.array([1.0, -2.0], np.float32)
+    grads = {"d.weight": np.zeros(2, np.float32)}
+    total = loop._penalty({"d.weight": w}, grads, ["d.weight"], l1=0.0, l2=0.1)
+    assert total == pytest.approx(0.1 * 5)
+    np.testing.assert_allclose(grads["d.weight"], 2 * 0.1 * w)
+
+
+def test_clip_norm_rescales_the_global_gradient_norm() -> None:
+    grads = {"a": np.array([3.0, 0.0], np.float32), "b": np.array([4.0], np.float32)}
+    loop._clip(grads, 1.0)
+    norm = np.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    assert norm == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(grads["a"] / grads["b"][0], [0.75, 0.0], rtol=1e-6)
+
+
+def test_weights_files_with_pickled_objects_are_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "w.npz", **{"dense_1.weight": np.array([None, 1], dtype=object)})
+    with pytest.raises(NetspecError) as err:
+        ckpt.load_arrays(tmp_path / "w.npz")
+    assert "unpickling" in err.value.diagnostics[0].message
+    assert err.value.exit_code == EXIT_RUNTIME
+
+
+def test_checkpoint_round_trips_arrays_and_json_metadata(tmp_path: Path) -> None:
+    state = ckpt.Checkpoint(
+        params={"d.weight": np.arange(6, dtype=np.float32).reshape(2, 3)},
+        optimizer={"step": np.array(3), "m.d.weight": np.ones((2, 3), np.float32)},
+        meta={"epoch": 2, "rng": np.random.default_rng(5).bit_generator.state},
+        best={"d.weight": np.zeros((2, 3), np.float32)},
+    )
+    ckpt.save_checkpoint(tmp_path / "c.npz", state)
+    back = ckpt.load_checkpoint(tmp_path / "c.npz")
+    assert same(back.params, state.params) and same(back.optimizer, state.optimizer)
+    assert back.best is not None and same(back.best, state.best)  # type: ignore[arg-type]
+    assert back.meta == state.meta
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
+        assert z["meta"].dtype == np.uint8  # JSON text, not a pickled object

@@ -1,0 +1,184 @@
+"""The op contract, checked for every registered op and every one of its examples.
+
+A new op that misses any part of the contract fails here: there is no list to remember.
+The torch comparison lives in the per-op test files (where `has_torch_twin` is set).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from pydantic import TypeAdapter
+
+from netspec import api
+from netspec.ir import Analysis, Network, Node
+from netspec.onnx.export import to_onnx_model
+from netspec.ops import OP_CLASSES, AnyOp
+from netspec.ops.base import Array, Ctx, Example, Op
+from netspec.ops.io import Input
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 2  # batch
+EPS = 1e-6
+MAX_PROBES = 20  # finite-difference coordinates per array: enough to catch a wrong formula
+
+OPS = [cls for cls in OP_CLASSES if cls.kind() != "input"]
+CASES = [
+    pytest.param(cls, k, ex, id=f"{cls.kind()}-{k}")
+    for cls in OPS
+    for k, ex in enumerate(cls.examples())
+]
+
+
+def _inputs(op: Op, ex: Example, rng: np.random.Generator, dtype: type) -> list[Array]:
+    if op.input_dtype == "int64":
+        return [rng.integers(int(ex.low), int(ex.high), size=(N, *s)) for s in ex.inputs]
+    return [rng.uniform(ex.low, ex.high, size=(N, *s)).astype(dtype) for s in ex.inputs]
+
+
+def _params(op: Op, ex: Example, rng: np.random.Generator, dtype: type) -> dict[str, Array]:
+    """Random trainable arrays; positive state (running variances must be)."""
+    p: dict[str, Array] = {
+        k: rng.normal(0, 0.5, size=s).astype(dtype) for k, s in op.param_shapes(ex.inputs).items()
+    }
+    for k, s in op.state_shapes(ex.inputs).items():
+        p[k] = rng.uniform(0.5, 1.5, size=s).astype(dtype)
+    return p
+
+
+def _forward(op: Op, xs: list[Array], p: dict[str, Array], train: bool) -> tuple[Array, Any]:
+    # A fresh generator per call: dropout/rrelu draw the same mask every time, and a copy of the
+    # parameters, since training mode updates running statistics in place.
+    return op.forward(xs, copy.deepcopy(p), Ctx(train=train, rng=np.random.default_rng(7)))
+
+
+def _one_node_analysis(op: Op, ex: Example) -> Analysis:
+    dtype = "int64" if op.input_dtype == "int64" else "float32"
+    inputs = [Node(name=f"x{i}", op=Input(shape=s, dtype=dtype)) for i, s in enumerate(ex.inputs)]
+    node = Node(name="op", op=op, inputs=tuple(n.name for n in inputs))
+    return api.check(Network(name="contract", nodes=(*inputs, node), outputs=("op",)))
+
+
+@pytest.mark.parametrize(("cls", "k", "ex"), CASES)
+def test_op_survives_an_ir_json_round_trip(cls: type[Op], k: int, ex: Example) -> None:
+    adapter: TypeAdapter[Op] = TypeAdapter(AnyOp)
+    back = adapter.validate_json(adapter.dump_json(ex.op))
+    assert back == ex.op
+    assert type(back) is cls
+
+
+@pytest.mark.parametrize(("cls", "k", "ex"), CASES)
+def test_forward_shape_and_parameter_arrays_match_the_shape_rules(
+    cls: type[Op], k: int, ex: Example
+) -> None:
+    rng = np.random.default_rng(k)
+    op = ex.op
+    xs, p = _inputs(op, ex, rng, np.float32), _params(op, ex, rng, np.float32)
+    y, cache = _forward(op, xs, p, train=True)
+    assert y.shape == (N, *op.infer_shape(ex.inputs))
+    assert y.dtype == np.float32, "float32 in must stay float32"
+    _, grads = op.backward(np.ones_like(y), cache, p)
+    shapes = op.param_shapes(ex.inputs)
+    assert {k: g.shape for k, g in grads.items()} == shapes
+    info = _one_node_analysis(op, ex).layers["op"]
+    assert info.params == sum(int(np.prod(s)) for s in shapes.values())
+
+
+@pytest.mark.parametrize(("cls", "k", "ex"), CASES)
+def test_backward_matches_central_finite_differences_in_float64(
+    cls: type[Op], k: int, ex: Example
+) -> None:
+    rng = np.random.default_rng(100 + k)
+    op = ex.op
+    xs, p = _inputs(op, ex, rng, np.float64), _params(op, ex, rng, np.float64)
+    y, cache = _forward(op, xs, p, train=True)
+    assert y.dtype == np.float64
+    r = rng.normal(size=y.shape)  # L = sum(y * r), so dL/dy = r
+    if not cls.differentiable:
+        # Zero derivative almost everywhere (step): the op promises the straight-through
+        # surrogate dx = dy instead, which is what finite differences cannot see.
+        dxs, _ = op.backward(r.copy(), cache, p)
+        np.testing.assert_array_equal(dxs[0], r)
+        return
+
+    def loss() -> float:
+        return float(np.sum(_forward(op, xs, p, train=True)[0] * r))
+
+    dxs, dparams = op.backward(r.copy(), cache, p)
+    arrays: list[tuple[str, Array, Array | None]] = []
+    for i, x in enumerate(xs):
+        if x.dtype.kind == "f":
+            arrays.append((f"input {i}", x, dxs[i]))
+        else:
+            assert dxs[i] is None, "integer inputs get no gradient"
+    arrays += [(f"param {name}", p[name], dparams[name]) for name in op.param_shapes(ex.inputs)]
+    for what, arr, grad in arrays:
+        assert grad is not None and grad.shape == arr.shape, what
+        flat = arr.reshape(-1)  # a view: perturbing it perturbs the op's input
+        probes = rng.choice(flat.size, size=min(MAX_PROBES, flat.size), replace=False)
+        numeric = []
+        for j in probes:
+            old = flat[j]
+            flat[j] = old + EPS
+            up = loss()
+            flat[j] = old - EPS
+            down = loss()
+            flat[j] = old
+            numeric.append((up - down) / (2 * EPS))
+        np.testing.assert_allclose(
+            grad.reshape(-1)[probes], numeric, rtol=1e-5, atol=1e-6, err_msg=what
+        )
+
+
+def _model_and_data(op: Op, ex: Example, k: int) -> tuple[onnx.ModelProto, list[Array], Array]:
+    rng = np.random.default_rng(200 + k)
+    analysis = _one_node_analysis(op, ex)
+    p = _params(op, ex, rng, np.float32)
+    model = to_onnx_model(analysis, {f"op.{name}": v for name, v in p.items()})
+    xs = _inputs(op, ex, rng, np.float32)
+    y, _ = _forward(op, xs, p, train=False)
+    return model, xs, y
+
+
+@pytest.mark.parametrize(("cls", "k", "ex"), CASES)
+def test_onnxruntime_matches_the_numpy_forward_in_eval_mode(
+    cls: type[Op], k: int, ex: Example
+) -> None:
+    model, xs, y = _model_and_data(ex.op, ex, k)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {f"x{i}": x for i, x in enumerate(xs)})
+    np.testing.assert_allclose(got, y, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("cls", "k", "ex"), CASES)
+def test_onnx_strict_shape_inference_agrees_with_infer_shape(
+    cls: type[Op], k: int, ex: Example
+) -> None:
+    model, _, _ = _model_and_data(ex.op, ex, k)
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    for out in bare.graph.output:  # forget the exporter's shapes: ONNX must find them itself
+        out.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=True)
+    dims = inferred.graph.output[0].type.tensor_type.shape.dim
+    got = [d.dim_param or d.dim_value for d in dims]
+    want: list[int | str] = ["N", *ex.op.infer_shape(ex.inputs)]
+    assert got == want
+
+
+@pytest.mark.parametrize("cls", OPS, ids=lambda c: c.kind())
+def test_every_op_has_a_summary_and_examples(cls: type[Op]) -> None:
+    assert cls.summary.strip()
+    assert cls.examples(), "the contract test needs at least one example"
+
+
+@pytest.mark.parametrize("cls", OP_CLASSES, ids=lambda c: c.kind())
+def test_every_op_has_a_readme_row(cls: type[Op]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert any(line.startswith(f"| `{cls.kind()}` |") for line in readme)

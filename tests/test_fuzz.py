@@ -1,0 +1,57 @@
+"""Every input gets an answer: `check` succeeds or raises NetspecError with a location.
+
+A bounded run here; `make fuzz` runs the long mode (tests/fuzz_long.py) for a set time.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fuzzing import SPECS, check_bytes, mutate, random_network
+
+FAST_SPECS = [p for p in SPECS if p.stat().st_size < 4000]
+BOUNDED = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.mark.skipif(not FAST_SPECS, reason="specs/ is empty")
+@BOUNDED
+@given(index=st.integers(min_value=0), seed=st.integers(min_value=0), rounds=st.integers(1, 3))
+def test_mutated_specs_fail_cleanly(tmp_path: Path, index: int, seed: int, rounds: int) -> None:
+    rng = random.Random(seed)
+    data = FAST_SPECS[index % len(FAST_SPECS)].read_bytes()
+    for _ in range(rounds):
+        data = mutate(data, rng)
+    check_bytes(data, tmp_path)
+
+
+@BOUNDED
+@given(seed=st.integers(min_value=0))
+def test_random_well_formed_networks_fail_cleanly(tmp_path: Path, seed: int) -> None:
+    check_bytes(random_network(random.Random(seed)).encode(), tmp_path)
+
+
+@BOUNDED
+@given(text=st.text(alphabet="network{}()[]=,:->*+#\n xyz0123456789.\"'", max_size=80))
+def test_arbitrary_text_fails_cleanly(tmp_path: Path, text: str) -> None:
+    check_bytes(text.encode(), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "network N { input x: [4]\n dense(" + "(" * 3000 + "1" + ")" * 3000 + ") }",
+        "const A = " + "-" * 5000 + "1\nnetwork N { input x: [A]\n relu }",
+        "network N { input x: [4]\n relu * 150000 }",
+        "block B() { relu * 1000 }\nnetwork N { input x: [4]\n B() * 1000 }",
+        "network N { input x: [99999999999, 99999999999]\n flatten dense(99999999) }",
+    ],
+)
+def test_pathological_inputs_are_refused_in_bounded_time(tmp_path: Path, text: str) -> None:
+    check_bytes(text.encode(), tmp_path)
