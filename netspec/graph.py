@@ -77,7 +77,12 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
     if any(d.severity is Severity.ERROR for d in diags):
         order: list[str] = [n.name for n in net.nodes]
         return _summarise(net, order, {}), diags
-    order = list(nx.lexicographical_topological_sort(g, key=_position(net)))
+    in_source_order = _source_order_if_topological(net)
+    if in_source_order is not None:
+        order = in_source_order
+    else:  # hand-written IR JSON may list nodes in any order
+        order = list(nx.lexicographical_topological_sort(g, key=_position(net)))
+    int_tensors = {n.name for n in net.inputs if getattr(n.op, "dtype", "") == "int64"}
     layers: dict[str, LayerInfo] = {}
     for name in order:
         node: Node = g.nodes[name]["node"]
@@ -85,7 +90,7 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
         if any(s is None for s in ins):
             continue  # an upstream layer failed; its error is already reported
         in_shapes: list[Shape] = [s for s in ins if s is not None]
-        dtype_diag = _check_dtype(net, node)
+        dtype_diag = _check_dtype(node, int_tensors)
         if dtype_diag is not None:
             diags.append(dtype_diag)
             layers[name] = LayerInfo(
@@ -154,10 +159,10 @@ def _position(net: Network) -> object:
     return lambda name: f"{index[name]:09d}"
 
 
-def _check_dtype(net: Network, node: Node) -> Diagnostic | None:
+def _check_dtype(node: Node, int_tensors: set[str]) -> Diagnostic | None:
+    """Only inputs declared int64 produce integers; every op after them produces floats."""
     for src in node.inputs:
-        producer = net.node(src)
-        produced = producer.op.dtype if producer.op.op == "input" else "float32"  # type: ignore[attr-defined]
+        produced = "int64" if src in int_tensors else "float32"
         if produced != node.op.input_dtype:
             return _error(
                 node,
@@ -168,6 +173,19 @@ def _check_dtype(net: Network, node: Node) -> Diagnostic | None:
                 else "integer inputs feed an embedding layer first",
             )
     return None
+
+
+def _source_order_if_topological(net: Network) -> list[str] | None:
+    """The nodes' own order when every input is defined before use (what expand emits).
+
+    A linear check; the general sort costs a tenth of a second on ResNet-1202.
+    """
+    seen: set[str] = set()
+    for node in net.nodes:
+        if not seen.issuperset(node.inputs):
+            return None
+        seen.add(node.name)
+    return [n.name for n in net.nodes]
 
 
 def _unused(net: Network, g: nx.DiGraph) -> list[Diagnostic]:
