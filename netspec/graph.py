@@ -93,13 +93,7 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
         dtype_diag = _check_dtype(node, int_tensors)
         if dtype_diag is not None:
             diags.append(dtype_diag)
-            layers[name] = LayerInfo(
-                name=name,
-                op=node.op.op,
-                input_shapes=tuple(in_shapes),
-                output_shape=None,
-                failed=True,
-            )
+            layers[name] = _failed(node, in_shapes)
             continue
         try:
             out = node.op.infer_shape(in_shapes)
@@ -111,13 +105,7 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
             hint = e.hint if isinstance(e, ShapeError) else None
             shapes = ", ".join(str(list(s)) for s in in_shapes)
             diags.append(_error(node, f"{node.op.op} '{name}' (input {shapes}): {e}", hint))
-            layers[name] = LayerInfo(
-                name=name,
-                op=node.op.op,
-                input_shapes=tuple(in_shapes),
-                output_shape=None,
-                failed=True,
-            )
+            layers[name] = _failed(node, in_shapes)
             continue
         if any(d < 1 for d in out):
             diags.append(
@@ -127,13 +115,7 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
                     f"{list(out)} from {[list(s) for s in in_shapes]}",
                 )
             )
-            layers[name] = LayerInfo(
-                name=name,
-                op=node.op.op,
-                input_shapes=tuple(in_shapes),
-                output_shape=None,
-                failed=True,
-            )
+            layers[name] = _failed(node, in_shapes)
             continue
         diags.extend(_warning(node, f"{node.op.op} '{name}': {w}") for w in warns)
         layers[name] = LayerInfo(
@@ -157,6 +139,17 @@ def _position(net: Network) -> object:
     """Ties in the topological order are broken by source order, so tables read top-down."""
     index = {n.name: i for i, n in enumerate(net.nodes)}
     return lambda name: f"{index[name]:09d}"
+
+
+def _failed(node: Node, in_shapes: list[Shape]) -> LayerInfo:
+    """The table row of a layer whose rule failed: it has no output shape or counts."""
+    return LayerInfo(
+        name=node.name,
+        op=node.op.op,
+        input_shapes=tuple(in_shapes),
+        output_shape=None,
+        failed=True,
+    )
 
 
 def _check_dtype(node: Node, int_tensors: set[str]) -> Diagnostic | None:

@@ -6,32 +6,11 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from netspec.callform import call_form
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _call(positional: dict[str, tuple[str, ...]], alias: dict[str, str] | None = None) -> Any:
-    """Coerce `name` or `name(args, k=v)` (given as {'name', 'args', ...}) into {'name', ...}."""
-    alias = alias or {}
-
-    def coerce(v: Any) -> Any:
-        if isinstance(v, str):
-            return {"name": alias.get(v, v)}
-        if isinstance(v, dict) and "name" in v:
-            name = str(v["name"])
-            name = alias.get(name, name)
-            out = {k: val for k, val in v.items() if k not in ("name", "args")}
-            names = positional.get(name, ())
-            args = v.get("args", [])
-            if len(args) > len(names):
-                raise ValueError(f"{name}(...) takes at most {len(names)} positional value(s)")
-            out.update(zip(names, args, strict=False))
-            out["name"] = name
-            return out
-        return v
-
-    return BeforeValidator(coerce)
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -66,7 +45,7 @@ def _data(v: Any) -> Any:
 
 DataArg = Annotated[
     DataSpec,
-    _call(
+    call_form(
         {
             "auto": ("path",),
             "npz": ("path",),
@@ -144,7 +123,7 @@ class AdamW(Adam):
 Optimizer = Annotated[
     BGD | SGD | Momentum | Nesterov | AdaGrad | RMSProp | Adam | AdamW,
     Field(discriminator="name"),
-    _call(
+    call_form(
         {
             k: ("lr",)
             for k in ("bgd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -194,7 +173,7 @@ class Cosine(_Sched):
 Schedule = Annotated[
     Constant | StepDecay | Exponential | LinearDecay | Cosine,
     Field(discriminator="name"),
-    _call({"step": ("every", "gamma"), "exponential": ("gamma",), "linear": ("tau",)}),
+    call_form({"step": ("every", "gamma"), "exponential": ("gamma",), "linear": ("tau",)}),
 ]
 
 # ---- early stopping and metrics ---------------------------------------------------------------
@@ -209,7 +188,7 @@ class EarlyStopping(_Model):
     restore_best: bool = True
 
 
-EarlyStoppingArg = Annotated[EarlyStopping, _call({"early_stopping": ("patience",)})]
+EarlyStoppingArg = Annotated[EarlyStopping, call_form({"early_stopping": ("patience",)})]
 
 MetricName = Literal[
     "accuracy", "top_k", "precision", "recall", "f1", "confusion", "mse", "mae", "r2"
@@ -221,7 +200,7 @@ class Metric(_Model):
     k: int = Field(default=5, ge=1)  # top_k only
 
 
-MetricArg = Annotated[Metric, _call({"top_k": ("k",)})]
+MetricArg = Annotated[Metric, call_form({"top_k": ("k",)})]
 
 LossName = Literal["mse", "mae", "cross_entropy", "binary_cross_entropy", "hinge"]
 

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pytest
+
 from netspec.docs import README, render_readme
 
 
 def test_readme_op_table_matches_the_registry() -> None:
     text = README.read_text(encoding="utf-8")
     assert render_readme(text) == text, "run `make docs` (python -m netspec.docs)"
+
+
+def test_the_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    for folder in ("examples", "specs"):
+        (tmp_path / folder).symlink_to(README.parent / folder)
+    monkeypatch.chdir(tmp_path)
+    with np.load(README.parent / "examples" / "data" / "digits.npz") as data:
+        images, labels = data["x"][:8].reshape(8, 1, 8, 8), data["y"][:8]
+    scope: dict[str, object] = {"images": images}
+    exec(compile(code, "README.md", "exec"), scope)  # the documented example, as written
+    (probs,) = scope["outputs"].values()  # type: ignore[attr-defined]
+    assert scope["provider"] == "CPUExecutionProvider"
+    assert (probs.argmax(axis=1) == labels).mean() >= 0.75
+    assert (tmp_path / "runs" / "digits" / "weights.npz").is_file()

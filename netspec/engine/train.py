@@ -89,6 +89,9 @@ class FitResult:
     out_dir: Path
     stopped: Literal["completed", "early_stopping", "interrupted"]
     best_epoch: int | None = None
+    # (shift, scale) the inputs were normalised with; `api.export(..., normalization=...)`
+    # builds it into an ONNX model so that the model takes raw inputs.
+    normalization: tuple[Array, Array] | None = None
 
     @property
     def weights_path(self) -> Path:
@@ -510,8 +513,14 @@ def fit(
     if restore and stopper is not None and stopper.best_params is not None:
         params = stopper.best_params
     ckpt.save_arrays(out_dir / ckpt.WEIGHTS, params)
+    norm = splits.normalizer
     return FitResult(
-        params, history, out_dir, stopped, None if stopper is None else stopper.best_epoch
+        params,
+        history,
+        out_dir,
+        stopped,
+        None if stopper is None else stopper.best_epoch,
+        None if norm is None else (np.asarray(norm.shift), np.asarray(norm.scale)),
     )
 
 

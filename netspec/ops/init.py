@@ -5,9 +5,11 @@ The values live here (the IR must validate them); the sampling lives in netspec.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from netspec.callform import call_form
 
 ALIASES = {
     "he": "he_normal",
@@ -56,24 +58,9 @@ class Init(BaseModel):
     }
 
 
-def _coerce(v: Any) -> Any:
-    """Accept a bare name (`he`) or a call (`normal(0.02)`, given as {'name', 'args', ...})."""
-    if isinstance(v, str):
-        if v not in ALIASES:
-            raise ValueError(f"unknown initialiser {v!r}; known: {', '.join(sorted(ALIASES))}")
-        return {"name": ALIASES[v]}
-    if isinstance(v, dict) and "name" in v:
-        name = str(v["name"])
-        name = ALIASES.get(name, name)
-        out = {k: val for k, val in v.items() if k not in ("name", "args")}
-        names = Init.positional.get(name, ())
-        args = v.get("args", [])
-        if len(args) > len(names):
-            raise ValueError(f"{name} takes at most {len(names)} positional value(s)")
-        out.update(zip(names, args, strict=False))
-        out["name"] = name
-        return out
-    return v
+def _known(name: str) -> None:
+    if name not in ALIASES:
+        raise ValueError(f"unknown initialiser {name!r}; known: {', '.join(sorted(ALIASES))}")
 
 
-InitName = Annotated[Init, BeforeValidator(_coerce)]
+InitName = Annotated[Init, call_form(Init.positional, ALIASES, _known)]
