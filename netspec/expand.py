@@ -696,7 +696,12 @@ def expand(program: Program, network: str | None = None) -> Network:
     except RecursionError:
         raise _err("the spec nests too deeply to expand", net.span) from None
     return Network(
-        name=net.name, nodes=tuple(ex.nodes), outputs=outputs, train=train, source=program.main
+        name=net.name,
+        nodes=tuple(ex.nodes),
+        outputs=outputs,
+        train=train,
+        source=program.main,
+        labels=None if train is None else train.labels,
     )
 
 

@@ -131,7 +131,7 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
             state_shapes=state,
         )
     diags.extend(_unused(net, g))
-    diags.extend(_recipe_checks(net))
+    diags.extend(_recipe_checks(net, layers))
     return _summarise(net, order, layers), diags
 
 
@@ -190,11 +190,25 @@ def _unused(net: Network, g: nx.DiGraph) -> list[Diagnostic]:
     ]
 
 
-def _recipe_checks(net: Network) -> list[Diagnostic]:
+def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnostic]:
     """Network/recipe mismatches the trainer would otherwise discover too late."""
     if net.train is None:
         return []
     diags = []
+    labels = net.train.labels
+    if labels is not None and len(net.outputs) == 1:
+        last = net.node(net.outputs[0])
+        info = layers.get(last.name)
+        # Checked only where the output's shape is known; `analyse` reports the rest.
+        classes = None if info is None or info.output_shape is None else info.output_shape[-1]
+        if classes is not None and classes != len(labels):
+            diags.append(
+                _error(
+                    last,
+                    f"train names {len(labels)} labels but '{last.name}' has {classes} outputs",
+                    "give one label per output class, in class-index order",
+                )
+            )
     for out in net.outputs:
         node = net.node(out)
         if net.train.loss == "cross_entropy" and node.op.op == "softmax":

@@ -225,6 +225,7 @@ class TrainSpec(_Model):
     clip_norm: float | None = Field(default=None, gt=0)
     early_stopping: EarlyStoppingArg | None = None
     metrics: tuple[MetricArg, ...] = ()
+    labels: tuple[str, ...] | None = None  # class names, index by index (shown by predict)
     seed: int = 0
     perceptron_rule: bool = False  # train `step` layers by Rosenblatt's rule (see engine docs)
 

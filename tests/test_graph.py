@@ -95,3 +95,11 @@ def test_require_raises_every_error(build: Build) -> None:
     (diag,) = info.value.diagnostics
     assert "declares in_features=5 but its input has 2 features" in diag.message
     assert diag.hint == "change in_features to 2, or drop it: netspec infers it"
+
+
+def test_class_labels_must_match_the_output_size(build: Build) -> None:
+    net = build('network N { input x: [4]\n dense(3) }\ntrain N { labels = ["a", "b"] }')
+    assert net.labels == ("a", "b")
+    _, diags = analyse(net)
+    (error,) = diags
+    assert "train names 2 labels but 'dense_1' has 3 outputs" in error.message

@@ -152,3 +152,19 @@ def test_predict_needs_an_input(files: dict[str, Path], tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     assert cli.main(["export", str(files["spec"]), "-o", str(model)]) == 0
     assert cli.main(["predict", str(model)]) == EXIT_USAGE
+
+
+def test_predict_shows_the_class_labels_the_spec_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "labelled.net"
+    spec.write_text(
+        "network L { input x: [3]\n dense(2) }\n"
+        'train L { loss = cross_entropy  labels = ["cat", "dog"] }\n'
+    )
+    model = tmp_path / "l.onnx"
+    assert cli.main(["export", str(spec), "-o", str(model)]) == 0
+    np.save(tmp_path / "x.npy", np.ones((1, 3), np.float32))
+    assert cli.main(["predict", str(model), "--input", str(tmp_path / "x.npy"), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "cat:" in out and "dog:" in out
