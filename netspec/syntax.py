@@ -20,7 +20,8 @@ from lark.tree import Meta
 
 from netspec.errors import SOURCES, NetspecError, Span
 
-GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "netspec.lark"
+# grammar/ at the top of the repository; netspec/grammar links to it so wheels carry it.
+GRAMMAR = Path(__file__).resolve().parent / "grammar" / "netspec.lark"
 
 # ---------------------------------------------------------------------------------------------
 # AST
