@@ -18,7 +18,12 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.runtime
 
-demo: $(VENV)/.runtime
+# The runtime plus matplotlib (curves.png, PNG diagrams): what `make demo` and `make docs` use.
+$(VENV)/.plot: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[plot]'
+	touch $@ $(VENV)/.runtime
+
+demo: $(VENV)/.plot
 	@echo "== check a classic network"
 	$(BIN)/netspec check specs/lenet5.net
 	@echo "== train a CNN on the bundled 8x8 digits"
@@ -29,6 +34,9 @@ demo: $(VENV)/.runtime
 		-o build/digits_cnn.onnx
 	$(BIN)/python examples/digits_sample.py build/digits_sample.npy
 	$(BIN)/netspec predict build/digits_cnn.onnx --input build/digits_sample.npy --top 3
+	@echo "== pictures: the network (no Graphviz needed) and the training curves"
+	$(BIN)/netspec graph examples/digits_cnn.net -o build/digits_cnn.html
+	@echo "open build/digits_cnn.html and build/digits_cnn/curves.png"
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -38,8 +46,18 @@ lint: $(VENV)/.dev
 test: lint
 	$(BIN)/pytest -q
 
-docs: $(VENV)/.runtime
+# The README's generated parts: the op table and the pictures in docs/.
+docs: $(VENV)/.plot
 	$(BIN)/python -m netspec.docs
+	$(BIN)/netspec graph specs/lenet5.net -o docs/lenet5.svg
+	$(BIN)/netspec graph specs/resnet50.net -o docs/resnet50.svg
+	$(BIN)/netspec graph examples/digits_cnn.net -o docs/digits_cnn.html
+	$(BIN)/netspec train examples/digits_cnn.net --out build/docs_digits_cnn
+	$(BIN)/netspec plot build/docs_digits_cnn -o docs/digits_cnn_curves.png
+
+# The fuzz suite's long mode: NETSPEC_FUZZ_SECONDS (default 300) of random and mutated specs.
+fuzz: $(VENV)/.dev
+	$(BIN)/python -m tests.fuzz_long --seconds $${NETSPEC_FUZZ_SECONDS:-300}
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run.py --quick

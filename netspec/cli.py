@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -185,6 +186,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # ---- parser ----------------------------------------------------------------------------------
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="netspec", description="A declarative neural-network compiler."
@@ -207,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = spec_command("check", "validate a spec and print its layer table")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.add_argument("--strict", action="store_true", help="fail on warnings too")
-    c.add_argument("--batch", type=int, default=1, help="batch size for the memory estimate")
+    c.add_argument("--batch", type=_positive, default=1, help="batch size for the memory estimate")
     c = spec_command("compile", "write the IR with inferred shapes as JSON")
     c.add_argument("-o", "--output", help="output file (default: stdout)")
     sub.add_parser("schema", help="print the IR's JSON Schema")
@@ -221,7 +233,8 @@ _EXTENSIONS: list[Callable[..., None]] = []
 
 # After _EXTENSIONS: these modules register into it (and import their heavy libraries lazily).
 import netspec.engine.commands  # noqa: E402
-import netspec.onnx.commands  # noqa: E402, F401
+import netspec.onnx.commands  # noqa: E402
+import netspec.viz.commands  # noqa: E402, F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -240,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`netspec check big.net | head`): not an error of ours. Point
+        # stdout at devnull so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except RecursionError:
         if args.debug:
             raise

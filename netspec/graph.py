@@ -253,3 +253,51 @@ def require(analysis: Analysis, diags: list[Diagnostic]) -> Analysis:
     if errors:
         raise NetspecError(errors)
     return analysis
+
+
+def layout(
+    net: Network, unit_of: dict[str, str]
+) -> tuple[dict[str, tuple[int, int]], list[tuple[str, str, str]]]:
+    """A grid placement of a diagram's boxes: `unit_of` maps each node to the box drawing it
+    (itself, or a collapsed block holding it).
+
+    Returns each box's (row, column) and the edges between boxes as (source box, target box,
+    tensor). Rows are topological generations; a box takes its first input's column when that
+    cell is free, so a chain stays one straight column and side branches move right.
+    """
+    g: nx.DiGraph = nx.DiGraph()
+    edges: list[tuple[str, str, str]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for node in net.nodes:
+        g.add_node(unit_of[node.name])
+    for node in net.nodes:
+        dst = unit_of[node.name]
+        for src in node.inputs:
+            if src not in unit_of:
+                continue  # an undefined tensor: reported by build_graph, not drawn
+            edge = (unit_of[src], dst, src)
+            if edge[0] != dst and edge not in seen:
+                seen.add(edge)
+                edges.append(edge)
+                g.add_edge(edge[0], dst)
+    if not nx.is_directed_acyclic_graph(g):  # a cyclic spec: one box per row, source order
+        rows = {u: i for i, u in enumerate(g.nodes)}
+        return {u: (r, 0) for u, r in rows.items()}, edges
+    row: dict[str, int] = {}
+    for depth, generation in enumerate(nx.topological_generations(g)):
+        row.update((u, depth) for u in generation)
+    first_in: dict[str, str] = {}
+    for src, dst, _ in edges:
+        first_in.setdefault(dst, src)
+    taken: set[tuple[int, int]] = set()
+    place: dict[str, tuple[int, int]] = {}
+    index = {u: f"{i:09d}" for i, u in enumerate(g.nodes)}  # ties broken by source order
+    for unit in nx.lexicographical_topological_sort(g, key=index.__getitem__):
+        r = row[unit]
+        want = place[first_in[unit]][1] if unit in first_in else 0
+        col = want
+        while (r, col) in taken:
+            col += 1
+        taken.add((r, col))
+        place[unit] = (r, col)
+    return place, edges

@@ -7,9 +7,14 @@ well-formed networks built from each op's attributes.
 
 from __future__ import annotations
 
+import functools
+import io
 import random
 import re
+import struct
 from pathlib import Path
+
+import numpy as np
 
 from netspec import api
 from netspec.errors import NetspecError
@@ -107,3 +112,65 @@ def check_bytes(data: bytes, tmp: Path) -> None:
     except NetspecError as e:
         assert e.diagnostics, "a NetspecError without diagnostics"
         assert all(d.span is not None for d in e.diagnostics), [d.message for d in e.diagnostics]
+
+
+def check_json_bytes(data: bytes, tmp: Path) -> None:
+    """The same contract for IR JSON (what `compile` writes and `check` reads back)."""
+    path = tmp / "fuzz.json"
+    path.write_bytes(data)
+    try:
+        analyse(api.load(path))
+    except NetspecError as e:
+        assert e.diagnostics, "a NetspecError without diagnostics"
+
+
+def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
+    """A binary file's corruption: truncation, a flipped byte, or bytes inserted."""
+    if not data:
+        return data
+    at = rng.randrange(len(data))
+    kind = rng.randrange(3)
+    if kind == 0:
+        return data[:at]
+    if kind == 1:
+        return data[:at] + bytes([data[at] ^ (1 << rng.randrange(8))]) + data[at + 1 :]
+    return data[:at] + rng.randbytes(rng.randrange(1, 16)) + data[at:]
+
+
+def check_binary_bytes(data: bytes, suffix: str, tmp: Path) -> None:
+    """Data (.npz, .npy pair, .idx, .csv) and weight files: loaded, or a NetspecError."""
+    from netspec.engine.checkpoint import load_arrays, load_checkpoint
+    from netspec.engine.data import load_data
+    from netspec.recipe import DataSpec
+
+    path = tmp / f"fuzz{suffix}"
+    path.write_bytes(data)
+    try:
+        if suffix == ".npz":
+            load_arrays(path)
+            load_checkpoint(path)
+        labels = None if suffix in (".npz", ".csv") else str(path)
+        load_data(DataSpec(path=str(path), labels=labels), (4,))
+    except NetspecError as e:
+        assert e.diagnostics and e.exit_code == 3, e
+
+
+@functools.cache
+def binary_originals() -> dict[str, bytes]:
+    """One valid file per format the loaders read: 16 samples of 4 features."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 4)).astype(np.float32)
+    y = np.arange(16) % 3
+    out = {}
+    for suffix, save in (
+        (".npz", lambda f: np.savez(f, x=x, y=y)),
+        (".npy", lambda f: np.save(f, x)),
+    ):
+        buf = io.BytesIO()
+        save(buf)
+        out[suffix] = buf.getvalue()
+    out[".idx"] = b"\0\0\x0d\x02" + struct.pack(">ii", 16, 4) + x.astype(">f4").tobytes()
+    out[".csv"] = "".join(
+        f"{','.join(map(str, r))},{c}\n" for r, c in zip(x, y, strict=True)
+    ).encode()
+    return out

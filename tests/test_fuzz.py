@@ -5,6 +5,7 @@ A bounded run here; `make fuzz` runs the long mode (tests/fuzz_long.py) for a se
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -12,7 +13,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzzing import SPECS, check_bytes, mutate, random_network
+from tests import fuzz_long
+from tests.fuzzing import (
+    SPECS,
+    binary_originals,
+    check_binary_bytes,
+    check_bytes,
+    check_json_bytes,
+    mutate,
+    mutate_bytes,
+    random_network,
+)
 
 FAST_SPECS = [p for p in SPECS if p.stat().st_size < 4000]
 BOUNDED = settings(
@@ -55,3 +66,44 @@ def test_arbitrary_text_fails_cleanly(tmp_path: Path, text: str) -> None:
 )
 def test_pathological_inputs_are_refused_in_bounded_time(tmp_path: Path, text: str) -> None:
     check_bytes(text.encode(), tmp_path)
+
+
+@functools.cache
+def _compiled_ir() -> bytes:
+    from netspec import api
+
+    small = next(p for p in FAST_SPECS if "lenet" in p.name)
+    return api.compile_json(api.check(api.load(small))).encode()
+
+
+@pytest.mark.skipif(not FAST_SPECS, reason="specs/ is empty")
+@BOUNDED
+@given(seed=st.integers(min_value=0), rounds=st.integers(1, 3))
+def test_mutated_ir_json_fails_cleanly(tmp_path: Path, seed: int, rounds: int) -> None:
+    rng = random.Random(seed)
+    data = _compiled_ir()
+    for _ in range(rounds):
+        data = mutate(data, rng)
+    check_json_bytes(data, tmp_path)
+
+
+@BOUNDED
+@given(
+    suffix=st.sampled_from([".npz", ".npy", ".idx", ".csv"]),
+    seed=st.integers(min_value=0),
+    rounds=st.integers(1, 3),
+)
+def test_mutated_data_and_weight_files_fail_cleanly(
+    tmp_path: Path, suffix: str, seed: int, rounds: int
+) -> None:
+    rng = random.Random(seed)
+    data = binary_originals()[suffix]
+    for _ in range(rounds):
+        data = mutate_bytes(data, rng)
+    check_binary_bytes(data, suffix, tmp_path)
+
+
+def test_the_long_mode_counts_its_inputs_and_finds_no_failure(tmp_path: Path) -> None:
+    tried, failures = fuzz_long.run(seconds=2, seed=0, per_input=30, out=tmp_path)
+    assert sum(tried.values()) > 0 and set(tried) <= set(fuzz_long.GENERATORS)
+    assert failures == []

@@ -13,10 +13,13 @@
 from __future__ import annotations
 
 import json
+import math
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from tokenize import TokenError
 from typing import IO, Any
 
 import numpy as np
@@ -29,6 +32,7 @@ WEIGHTS = "weights.npz"
 CHECKPOINT = "checkpoint.npz"
 HISTORY = "history.json"
 NORMALIZATION = "normalization.npz"
+_NUMERIC = "biufc"  # numpy dtype kinds: bool, signed, unsigned, float, complex
 
 
 def save_arrays(path: Path, arrays: Mapping[str, Array]) -> None:
@@ -41,20 +45,63 @@ def save_arrays(path: Path, arrays: Mapping[str, Array]) -> None:
     atomic_write(path, write)
 
 
+def _refuse(message: str) -> NetspecError:
+    return NetspecError.at(
+        message,
+        hint="netspec stores and reads plain numeric arrays only, as written by np.savez",
+        exit_code=EXIT_RUNTIME,
+    )
+
+
+def _scan(z: zipfile.ZipFile, path: Path, what: str) -> None:
+    """Every member's header, before any data is inflated: numeric dtypes only, and a shape
+    that accounts for exactly the member's unpacked size (a truncated or bomb-like archive
+    is refused before it allocates)."""
+    for info in z.infolist():
+        with z.open(info) as member:
+            try:
+                version = np.lib.format.read_magic(member)  # type: ignore[arg-type]
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read(member)  # type: ignore[arg-type]
+            except (ValueError, SyntaxError, TokenError, EOFError) as e:  # a corrupt header
+                raise _refuse(
+                    f"{what} {path}: member {info.filename} is not an array ({e})"
+                ) from None
+            offset = member.tell()
+        name = info.filename.removesuffix(".npy")
+        if dtype.kind not in _NUMERIC:
+            raise _refuse(
+                f"{what} {path}: array '{name}' has dtype {dtype}"
+                + (", which would need unpickling" if dtype.hasobject else ", not numbers")
+            )
+        declared = math.prod(shape) * dtype.itemsize
+        if declared != info.file_size - offset:
+            raise _refuse(
+                f"{what} {path}: array '{name}' declares shape {list(shape)} "
+                f"({declared:,} bytes) but holds {info.file_size - offset:,} bytes"
+            )
+
+
 def load_arrays(path: Path, what: str = "weights file") -> dict[str, Array]:
-    """Every array of an .npz; object arrays are refused (they would need unpickling)."""
+    """Every array of an .npz; object (pickled) and non-numeric arrays are refused."""
     if not path.is_file():
         raise NetspecError.at(f"{what} {path} does not exist", exit_code=EXIT_RUNTIME)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        with zipfile.ZipFile(path) as z:
+            _scan(z, path, what)
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
     except ValueError as e:  # numpy's refusal of object arrays, and malformed headers
+        raise _refuse(f"{what} {path} cannot be read without unpickling ({e})") from None
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as e:
         raise NetspecError.at(
-            f"{what} {path} cannot be read without unpickling ({e})",
-            hint="netspec stores and reads plain numeric arrays only",
-            exit_code=EXIT_RUNTIME,
+            f"{what} {path} is not a readable .npz archive: {e}", exit_code=EXIT_RUNTIME
         ) from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
+    except (NotImplementedError, RuntimeError) as e:  # zipfile: encrypted, unknown compression
         raise NetspecError.at(
             f"{what} {path} is not a readable .npz archive: {e}", exit_code=EXIT_RUNTIME
         ) from None
@@ -67,7 +114,7 @@ def check_weights(
     for name, shape in expected.items():
         if name not in weights:
             raise NetspecError.at(
-                f"{source} has no tensor '{name}' (shape {list(shape)}) that the network needs",
+                f"the network needs tensor '{name}' (shape {list(shape)}), missing in {source}",
                 hint="were these weights trained for another network or version of the spec?",
                 exit_code=EXIT_RUNTIME,
             )
@@ -82,7 +129,7 @@ def check_weights(
     extra = sorted(set(weights) - set(expected))
     if extra:
         raise NetspecError.at(
-            f"{source} has tensors the network does not have: {', '.join(extra[:5])}"
+            f"{source}: tensors the network does not have: {', '.join(extra[:5])}"
             + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""),
             exit_code=EXIT_RUNTIME,
         )
@@ -132,9 +179,56 @@ def load_checkpoint(path: Path) -> Checkpoint:
         prefix, _, name = key.partition("/")
         if prefix in groups:
             groups[prefix][name] = value
+    _check_optimizer(groups["optimizer"], groups["params"], path)
     return Checkpoint(
         params=groups["params"],
         optimizer=groups["optimizer"],
-        meta=decode_json(arrays["meta"]),
+        meta=_meta(arrays["meta"], path),
         best=groups["best"] or None,
     )
+
+
+def _check_optimizer(state: dict[str, Array], params: dict[str, Array], path: Path) -> None:
+    """A step counter, and every moment shaped like the parameter it belongs to."""
+    if "step" not in state or state["step"].size != 1:
+        raise NetspecError.at(
+            f"{path} is not a netspec checkpoint: it has no optimizer step counter",
+            exit_code=EXIT_RUNTIME,
+        )
+    for key, value in state.items():
+        _, _, name = key.partition(".")
+        if name and (name not in params or params[name].shape != value.shape):
+            raise NetspecError.at(
+                f"{path}: optimizer state '{key}' does not match a parameter of the checkpoint",
+                exit_code=EXIT_RUNTIME,
+            )
+
+
+def _meta(array: Array, path: Path) -> dict[str, Any]:
+    """The checkpoint's JSON record, with the fields a resume reads checked."""
+    try:
+        meta = decode_json(array)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise NetspecError.at(
+            f"{path} is not a netspec checkpoint: its meta record is not JSON ({e})",
+            exit_code=EXIT_RUNTIME,
+        ) from None
+    ok = (
+        isinstance(meta, dict)
+        and isinstance(meta.get("epoch"), int)
+        and meta["epoch"] >= 0
+        and isinstance(meta.get("rng"), dict)
+        and isinstance(meta.get("history", []), list)
+    )
+    if ok:
+        try:  # the loop's bit-generator state, as resume will restore it
+            np.random.default_rng().bit_generator.state = meta["rng"]
+        except (KeyError, TypeError, ValueError):
+            ok = False
+    if not ok:
+        raise NetspecError.at(
+            f"{path} is not a netspec checkpoint: its meta record lacks a valid epoch, "
+            "rng state or history",
+            exit_code=EXIT_RUNTIME,
+        )
+    return meta  # type: ignore[no-any-return]

@@ -13,11 +13,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from netspec.cli import _EXTENSIONS, command
+from netspec.engine.guards import DEFAULT_SHARE, parse_limit
+from netspec.errors import EXIT_RUNTIME, NetspecError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.console import Console
     from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
+
+    from netspec.ir import Analysis
 
 
 def _positive_int(text: str) -> int:
@@ -43,6 +49,14 @@ def _add_parsers(sub: Any, spec_command: Callable[[str, str], argparse.ArgumentP
     t.add_argument("--seed", type=int, metavar="N")
     t.add_argument("--out", metavar="DIR", help="output folder (default: runs/<network>/)")
     t.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR")
+    t.add_argument(
+        "--max-memory",
+        type=parse_limit,
+        default="auto",
+        metavar="SIZE",
+        help="refuse a run whose memory estimate exceeds SIZE (e.g. 4G; 'none': no limit; "
+        f"default: {DEFAULT_SHARE:.0%} of the memory available)",
+    )
     e = spec_command("eval", "score trained weights on data")
     e.add_argument("--weights", required=True, metavar="W", help="a weights.npz from train")
     e.add_argument(
@@ -130,12 +144,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
     analysis = api.check(net)
+    out = _guard_training(analysis, args)
     console = Console(stderr=True, soft_wrap=True)
     bar = _Bar(console, live=sys.stderr.isatty())
     try:
         result = api.train(
             analysis,
-            args.out,
+            out,
             data=args.data,
             epochs=args.epochs,
             batch=args.batch,
@@ -144,6 +159,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=bar,
         )
+    except OSError as e:  # disk full, a folder removed mid-run: atomic writes kept the old files
+        from netspec.engine.checkpoint import CHECKPOINT
+
+        kept = out / CHECKPOINT
+        raise NetspecError.at(
+            f"training stopped: cannot write {e.filename or out}: {e.strerror or e}"
+            + (f"; {kept} holds the last good epoch" if kept.is_file() else ""),
+            hint="free some disk space, then continue with --resume"
+            if kept.is_file()
+            else "free some disk space or choose another folder with --out",
+            exit_code=EXIT_RUNTIME,
+        ) from None
     finally:
         bar.close()
     if result.stopped == "early_stopping":
@@ -153,6 +180,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     for path in (result.weights_path, result.history_path, result.checkpoint_path):
         print(path)
     return 130 if result.stopped == "interrupted" else 0
+
+
+def _guard_training(analysis: Analysis, args: argparse.Namespace) -> Path:
+    """The run folder, checked writable with room for checkpoints, after the memory estimate
+    is checked against --max-memory: all before any array is allocated."""
+    from pathlib import Path
+
+    from netspec.engine.guards import check_memory, check_output_dir, checkpoint_bytes, estimate
+    from netspec.engine.optimizers import make_optimizer
+
+    out = Path(args.out if args.out is not None else args.resume or f"runs/{analysis.network.name}")
+    spec = analysis.network.train
+    if spec is None:
+        return out  # api.train says how to write a train section
+    slots = len(make_optimizer(spec.optimizer).slots)
+    batch = args.batch if args.batch is not None else spec.batch
+    check_memory(estimate(analysis, batch, slots), args.max_memory)
+    check_output_dir(out, checkpoint_bytes(analysis, slots))
+    return out
 
 
 @command("eval")

@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from tokenize import TokenError
 from typing import IO, Any, Literal
 
 import numpy as np
@@ -29,6 +30,8 @@ from netspec.recipe import DataSpec
 Array = npt.NDArray[Any]
 Shape = tuple[int, ...]
 Task = Literal["classification", "binary", "regression"]
+# What numpy's .npy header reader raises on a corrupt header (it tokenizes a Python literal).
+_HEADER_ERRORS = (ValueError, SyntaxError, TokenError, EOFError)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def _npy_header(f: IO[bytes], where: str) -> tuple[Shape, np.dtype[Any]]:
             shape, _, dtype = np.lib.format.read_array_header_1_0(f)
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    except ValueError as e:
+    except _HEADER_ERRORS as e:  # numpy parses the header as a Python literal
         raise _fail(f"{where} is not a valid .npy array: {e}") from None
     if dtype.hasobject:
         raise _fail(
@@ -111,12 +114,29 @@ def _npy_header(f: IO[bytes], where: str) -> tuple[Shape, np.dtype[Any]]:
     return tuple(int(d) for d in shape), dtype
 
 
+def _check_size(shape: Shape, dtype: np.dtype[Any], available: int, where: str) -> None:
+    """The header's shape must account for exactly the bytes that follow it: a truncated file,
+    or a header that claims terabytes, is refused before anything is read or allocated."""
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != available:
+        raise _fail(
+            f"{where} declares an array of shape {list(shape)} ({declared:,} bytes of "
+            f"{dtype}) but holds {available:,} bytes of data",
+            "the file is truncated or corrupt: write it again",
+        )
+
+
 def _read_npy(path: Path, check: _Check, role: str) -> Array:
     _exists(path, "data file")
     with path.open("rb") as f:
-        shape, _ = _npy_header(f, str(path))
+        shape, dtype = _npy_header(f, str(path))
+        offset = f.tell()
     check(shape, str(path), role)
-    return np.load(path, allow_pickle=False)  # type: ignore[no-any-return]
+    _check_size(shape, dtype, path.stat().st_size - offset, str(path))
+    try:
+        return np.load(path, allow_pickle=False)  # type: ignore[no-any-return]
+    except (OSError, ValueError) as e:
+        raise _fail(f"cannot read {path}: {e}") from None
 
 
 def _read_npz(spec: DataSpec, check: _Check) -> tuple[Array, Array]:
@@ -132,13 +152,22 @@ def _read_npz(spec: DataSpec, check: _Check) -> tuple[Array, Array]:
                         f"{path} has no array '{name}' (it has: {', '.join(names) or 'none'})",
                         f'name the arrays: npz("{path.name}", x="...", y="...")',
                     )
-                with z.open(f"{name}.npy") as member:
-                    shape, _ = _npy_header(member, f"{path}:{name}")  # type: ignore[arg-type]
+                info = z.getinfo(f"{name}.npy")
+                with z.open(info) as member:
+                    shape, dtype = _npy_header(member, f"{path}:{name}")  # type: ignore[arg-type]
+                    offset = member.tell()
                 check(shape, f"{path}:{name}", role)
-    except zipfile.BadZipFile:
-        raise _fail(f"{path} is not an .npz archive") from None
-    with np.load(path, allow_pickle=False) as z:
-        return z[spec.x], z[y_name]
+                # The zip directory states each member's unpacked size: checked before
+                # inflating, so a small archive cannot expand into a huge allocation.
+                _check_size(shape, dtype, info.file_size - offset, f"{path}:{name}")
+        with np.load(path, allow_pickle=False) as npz:
+            return npz[spec.x], npz[y_name]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
+        raise _fail(f"{path} is not a readable .npz archive: {e}") from None
+    except (NotImplementedError, RuntimeError) as e:  # zipfile: encrypted, unknown compression
+        raise _fail(f"{path} is an archive numpy cannot read: {e}") from None
+    except (OSError, ValueError) as e:  # zlib errors, a CRC mismatch, a corrupt member
+        raise _fail(f"cannot read {path}: {e}") from None
 
 
 def _open_maybe_gz(path: Path) -> IO[bytes]:
@@ -163,14 +192,22 @@ def _read_idx(path: Path, check: _Check, role: str) -> Array:
                 "IDX files start 00 00, a type code (08 for unsigned bytes) and the rank",
             )
         rank = head[3]
-        dims = np.frombuffer(f.read(4 * rank), dtype=">i4")
-        if dims.size != rank:
+        raw_dims = f.read(4 * rank)
+        if len(raw_dims) != 4 * rank:
             raise _fail(f"IDX file {path} ends inside its header")
+        dims = np.frombuffer(raw_dims, dtype=">i4")
         shape = tuple(int(d) for d in dims)
+        if any(d < 0 for d in shape):
+            raise _fail(f"IDX file {path} declares a negative dimension: {list(shape)}")
         check(shape, str(path), role)
         dtype = np.dtype(_IDX_DTYPES[head[2]])
         count = math.prod(shape)
-        raw = f.read(count * dtype.itemsize)
+        if not isinstance(f, gzip.GzipFile):  # a gzip stream's length is known only by reading
+            _check_size(shape, dtype, path.stat().st_size - f.tell(), str(path))
+        try:
+            raw = f.read(count * dtype.itemsize)
+        except (OSError, EOFError) as e:  # a corrupt gzip stream
+            raise _fail(f"cannot read IDX file {path}: {e}") from None
     if len(raw) != count * dtype.itemsize:
         raise _fail(
             f"IDX file {path} is truncated: its header declares {list(shape)} "
@@ -192,8 +229,13 @@ def _read_csv(spec: DataSpec) -> tuple[Array, Array]:
     path = Path(spec.path)
     _exists(path, "data file")
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f, delimiter=delimiter) if r]
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f, delimiter=delimiter) if r]
+    except UnicodeDecodeError as e:
+        raise _fail(f"CSV file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x})") from None
+    except csv.Error as e:
+        raise _fail(f"CSV file {path} cannot be parsed: {e}") from None
     if not rows:
         raise _fail(f"CSV file {path} is empty")
     header: list[str] | None = None

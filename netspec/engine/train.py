@@ -395,7 +395,7 @@ def fit(
         optimizer.load_state_dict(state.optimizer)
         rng.bit_generator.state = state.meta["rng"]
         start_epoch = int(state.meta["epoch"])
-        history = list(state.meta["history"])
+        history = list(state.meta.get("history", []))
         if stopper is not None and state.meta.get("early_stopping") is not None:
             es = state.meta["early_stopping"]
             stopper.best, stopper.best_epoch, stopper.wait = (
@@ -554,6 +554,15 @@ def _save_epoch(
     best = None if stopper is None else stopper.best_params
     ckpt.save_checkpoint(out_dir / ckpt.CHECKPOINT, ckpt.Checkpoint(params, optimizer, meta, best))
     atomic_write_text(out_dir / ckpt.HISTORY, _json(history))
+    from netspec.viz.curves import after_epoch  # matplotlib itself only loads when installed
+
+    after_epoch(
+        out_dir,
+        history,
+        None if stopper is None else stopper.best_epoch,
+        None if stopper is None else stopper.monitor,
+        stopper is not None and stopper.wait > stopper.patience,
+    )
 
 
 def _json(history: list[dict[str, Any]]) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netspec import cli
+from netspec.engine.guards import DEFAULT_SHARE, parse_limit
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 
 if TYPE_CHECKING:
@@ -80,6 +81,14 @@ def _add_commands(
     p.add_argument("--batch-size", type=_positive, default=256)
     p.add_argument("--logits", action="store_true", help="keep raw outputs (.net models)")
     p.add_argument("-o", "--output", help="save outputs: .npy (one output) or .npz")
+    p.add_argument(
+        "--max-memory",
+        type=parse_limit,
+        default="auto",
+        metavar="SIZE",
+        help="refuse a model whose memory estimate exceeds SIZE (e.g. 4G; 'none': no limit; "
+        f"default: {DEFAULT_SHARE:.0%} of the memory available)",
+    )
 
 
 cli._EXTENSIONS.append(_add_commands)
@@ -245,6 +254,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         params = load_arrays(_weights_file(args.weights))
         norm = _normalization(_weights_file(args.weights))
     inputs = _inputs(args.input, _input_names(args))
+    _guard_memory(args, inputs)
     outputs, provider = api.predict(
         args.model,
         inputs,
@@ -261,6 +271,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _save(Path(args.output), outputs)
         cli._err(f"wrote {args.output}")
     return 0
+
+
+def _guard_memory(args: argparse.Namespace, inputs: Mapping[str, Array]) -> None:
+    """Refuse, before the model runs, one whose memory estimate exceeds --max-memory."""
+    from netspec.engine.guards import check_memory
+
+    rows = max((len(a) if a.ndim else 1 for a in inputs.values()), default=1)
+    batch = max(1, min(args.batch_size, rows))
+    if Path(args.model).suffix == ".onnx":
+        from netspec.onnx.runtime import estimate_memory, load_model
+
+        est = estimate_memory(load_model(args.model), batch, Path(args.model).name)
+    else:
+        from netspec import api
+        from netspec.engine.guards import estimate
+
+        est = estimate(api.check(api.load(args.model, args.network)), batch, None)
+    check_memory(est, args.max_memory)
 
 
 def _show(outputs: Mapping[str, Array], meta: Mapping[str, str], top: int) -> None:

@@ -6,6 +6,7 @@ line, so the session's actual providers are checked after it is created.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from netspec.engine.guards import Estimate
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 from netspec.ops.base import Array
 
@@ -68,6 +70,35 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     if not model.graph.node and not model.graph.output:
         raise _fail(f"{path} is not a valid ONNX model: it has an empty graph")
     return model
+
+
+def estimate_memory(model: onnx.ModelProto, batch: int, name: str) -> Estimate:
+    """Initializers plus every tensor of the graph for `batch` rows, with per-sample sizes from
+    ONNX shape inference (the first axis is the batch); tensors of unknown size count 0."""
+
+    def itemsize(elem_type: int) -> int:
+        try:
+            return int(onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize)
+        except (KeyError, TypeError, ValueError):
+            return 4
+
+    params = sum(math.prod(t.dims) * itemsize(t.data_type) for t in model.graph.initializer)
+    try:
+        graph = onnx.shape_inference.infer_shapes(model).graph
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        graph = model.graph
+    inits = {t.name for t in model.graph.initializer}
+    sizes: dict[str, int] = {}
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        tensor = info.type.tensor_type
+        if info.name in inits or not tensor.HasField("shape") or not tensor.shape.dim:
+            continue
+        dims = tensor.shape.dim[1:]
+        if all(d.HasField("dim_value") for d in dims):
+            count = math.prod(d.dim_value for d in dims)
+            sizes[info.name] = count * itemsize(tensor.elem_type) * batch
+    largest = sorted(sizes.items(), key=lambda item: -item[1])[:3]
+    return Estimate(f"running {name} (batch {batch})", params, 0, sum(sizes.values()), largest)
 
 
 def session(model: onnx.ModelProto, provider: Provider) -> tuple[ort.InferenceSession, str]:

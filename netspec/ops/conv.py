@@ -157,6 +157,67 @@ def crop(dxp: Array, pads: Pads, sizes: Sequence[int]) -> Array:
     return dxp[(slice(None), slice(None), *inner)]
 
 
+def _tap_region(
+    offset: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Shape
+) -> tuple[slice, ...]:
+    """The input positions kernel tap `offset` reads for every output position (a strided slice)."""
+    return tuple(
+        slice(t * d, t * d + (o - 1) * s + 1, s)
+        for t, d, o, s in zip(offset, dilation, out, stride, strict=True)
+    )
+
+
+def channels_major(x: Array, pads: Pads) -> Array:
+    """(N, C, *S) -> zero-padded (C, N, *Sp): the one copy of the input a convolution makes.
+
+    Channels first and batch second is the layout in which the im2col matrix below is
+    (C*K, N*O), so the whole batch is one GEMM whose (F, N*O) result needs one transpose.
+    """
+    n, c, *sizes = x.shape
+    padded = [h + lo + hi for h, (lo, hi) in zip(sizes, pads, strict=True)]
+    xc = np.zeros((c, n, *padded), dtype=x.dtype)
+    inner = tuple(slice(lo, lo + h) for (lo, _), h in zip(pads, sizes, strict=True))
+    xc[(slice(None), slice(None), *inner)] = np.moveaxis(x, 1, 0)
+    return xc
+
+
+# The im2col matrix of this many bytes is built and consumed per chunk of the batch, so that it
+# stays in the L2/L3 cache between its copy and its GEMM (the whole-batch matrix is K times the
+# input and would make every pass over it a trip to DRAM).
+CHUNK_BYTES = 1 << 26
+
+
+def batch_chunks(n: int, bytes_per_sample: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges over the batch, each with an im2col matrix of about CHUNK_BYTES."""
+    step = max(1, CHUNK_BYTES // max(bytes_per_sample, 1))
+    return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+
+
+def im2col(
+    xc: Array, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Shape
+) -> Array:
+    """(C, N, *Sp) -> (C, *K, N, *O): one strided copy per kernel tap, each a contiguous block."""
+    c, n = xc.shape[:2]
+    cols = np.empty((c, math.prod(kernel), n, *out), dtype=xc.dtype)
+    for k, offset in enumerate(itertools.product(*(range(kk) for kk in kernel))):
+        cols[:, k] = xc[(slice(None), slice(None), *_tap_region(offset, stride, dilation, out))]
+    return cols.reshape(c, *kernel, n, *out)
+
+
+def col2im(
+    dcols: Array,
+    shape: Shape,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    out: Shape,
+) -> Array:
+    """The adjoint of im2col: (C, K, N, *O) window gradients summed onto a (C, N, *Sp) input."""
+    return scatter_windows(
+        shape, dcols.dtype, kernel, stride, dilation, out, lambda k, _: dcols[:, k]
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Convolution
 
@@ -243,61 +304,54 @@ class ConvNd(Op):
 
     def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
         x = xs[0]  # (N, C, *S)
-        w = p["weight"]  # (F, C/G, *K)
         k, s, d = self._kernel()
         pads, out = self._geometry(x.shape[1:])
-        xp = pad_input(x, pads)
-        cols = self._cols(xp, k, s, d, out)  # (G, N*O, C/G*K)
-        g, f = self.groups, self.filters
-        wg = w.reshape(g, f // g, -1)  # (G, F/G, C/G*K)
-        y = cols @ wg.transpose(0, 2, 1)  # (G, N*O, F/G)
-        y = y.reshape(g, x.shape[0], *out, f // g)
-        y = np.moveaxis(y, -1, 1).reshape(f, x.shape[0], *out)  # (F, N, *O), F = (G, F/G)
-        y = np.ascontiguousarray(np.moveaxis(y, 0, 1))  # (N, F, *O)
+        n, g, f = x.shape[0], self.groups, self.filters
+        fg, o = f // g, math.prod(out)
+        wg = p["weight"].reshape(g, fg, -1)  # (G, F/G, C/G*K)
+        xc = channels_major(x, pads)  # (C, N, *Sp)
+        y = np.empty((n, f, o), dtype=x.dtype)
+        for lo, hi in batch_chunks(n, x.shape[1] * math.prod(k) * o * x.itemsize):
+            cols = im2col(xc[:, lo:hi], k, s, d, out).reshape(g, -1, (hi - lo) * o)
+            for i in range(g):  # (F/G, C/G*K) @ (C/G*K, n*O): one GEMM per group and chunk
+                yi = (wg[i] @ cols[i]).reshape(fg, hi - lo, o)
+                y[lo:hi, i * fg : (i + 1) * fg] = yi.transpose(1, 0, 2)
         if self.bias:
-            y += p["bias"].reshape(f, *(1,) * len(out))
-        # Keep the padded input rather than the im2col matrix: the matrix is K times larger.
-        return y, (xp, x.shape, pads, out)
-
-    def _cols(
-        self, xp: Array, k: Shape, s: Shape, d: Shape, out: Shape
-    ) -> Array:  # (G, N*O, C/G*K)
-        n, c = xp.shape[:2]
-        g = self.groups
-        win = windows(xp, k, s, d, out)  # (N, C, *O, *K)
-        win = win.reshape(n, g, c // g, *out, *k)
-        nd = len(out)
-        # -> (G, N, *O, C/G, *K); the reshape makes the one im2col copy.
-        order = (1, 0, *range(3, 3 + nd), 2, *range(3 + nd, 3 + 2 * nd))
-        return win.transpose(order).reshape(g, n * math.prod(out), (c // g) * math.prod(k))
+            y += p["bias"][:, None]
+        # Keep the padded input rather than the im2col matrix: the matrix is K times larger,
+        # and rebuilding it in backward costs one cache-resident copy.
+        return y.reshape(n, f, *out), (xc, x.shape, pads, out)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
-        xp, xshape, pads, out = cache
+        xc, xshape, pads, out = cache
         w = p["weight"]
         k, s, d = self._kernel()
         n, c = xshape[:2]
-        g, f, nd = self.groups, self.filters, len(out)
-        # (N, F, *O) -> (G, N*O, F/G)
-        dyg = dy.reshape(n, g, f // g, *out)
-        dyg = dyg.transpose(1, 0, *range(3, 3 + nd), 2).reshape(g, -1, f // g)
-        cols = self._cols(xp, k, s, d, out)  # (G, N*O, C/G*K)
-        # cols^T @ dy then transpose: OpenBLAS runs this long reduction far faster than dy^T @ cols.
-        dw = (cols.transpose(0, 2, 1) @ dyg).transpose(0, 2, 1)  # (G, F/G, C/G*K)
-        grads = {"weight": np.ascontiguousarray(dw).reshape(w.shape)}
+        g, f = self.groups, self.filters
+        fg, o = f // g, math.prod(out)
+        wg = w.reshape(g, fg, -1)  # (G, F/G, C/G*K)
+        dy3 = dy.reshape(n, f, o)
+        dwt = np.zeros((g, wg.shape[2], fg), dtype=dy.dtype)  # dW^T, summed over chunks
+        dx = np.empty(xshape, dtype=dy.dtype)
+        inner = tuple(slice(lo, lo + h) for (lo, _), h in zip(pads, xshape[2:], strict=True))
+        for lo, hi in batch_chunks(n, c * math.prod(k) * o * dy.itemsize):
+            m = (hi - lo) * o
+            dyc = np.ascontiguousarray(dy3[lo:hi].transpose(1, 0, 2)).reshape(g, fg, m)
+            cols = im2col(xc[:, lo:hi], k, s, d, out).reshape(g, -1, m)  # (G, C/G*K, n*O)
+            # (G, C/G*K, n*O) = (C, K, n, *O)
+            dcols = np.empty_like(cols)
+            for i in range(g):
+                # dW^T += cols dy^T: OpenBLAS runs the long n*O reduction far faster with the
+                # tall operand first than as dy cols^T.
+                dwt[i] += cols[i] @ dyc[i].T
+                np.matmul(wg[i].T, dyc[i], out=dcols[i])
+            shape = (c, hi - lo, *xc.shape[2:])
+            dxc = col2im(dcols.reshape(c, -1, hi - lo, *out), shape, k, s, d, out)
+            dx[lo:hi] = np.moveaxis(dxc[(slice(None), slice(None), *inner)], 0, 1)
+        grads = {"weight": np.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(w.shape)}
         if self.bias:
-            grads["bias"] = dy.sum(axis=(0, *range(2, 2 + nd)))
-        dcols = dyg @ w.reshape(g, f // g, -1)  # (G, N*O, C/G*K)
-        dcols = dcols.reshape(g, n, *out, c // g, *k)
-        # -> (*K, N, G, C/G, *O) -> (*K, N, C, *O): taps leading, so each tap's slice read by
-        # the strided adds below is contiguous.
-        order = (*range(3 + nd, 3 + 2 * nd), 1, 0, 2 + nd, *range(2, 2 + nd))
-        dwin = dcols.transpose(order).reshape(*k, n, c, *out)
-
-        def tap(_: int, offset: tuple[int, ...]) -> Array:
-            return dwin[offset]  # (N, C, *O)
-
-        dxp = scatter_windows(xp.shape, dy.dtype, k, s, d, out, tap)
-        return [crop(dxp, pads, xshape[2:])], grads
+            grads["bias"] = dy3.sum(axis=(0, 2))
+        return [dx], grads
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         k, s, d = self._kernel()

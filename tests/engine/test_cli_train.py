@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,9 +54,14 @@ def test_train_then_eval_write_files_atomically_and_print_accuracy(project: Path
     out = project / "out"
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint.npz",
+        "curves.png",
         "history.json",
         "weights.npz",
     ]  # and no temporary files left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in out.iterdir():  # atomic writes still get the mode a plain open() gives
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, p.name
     assert len(json.loads((out / "history.json").read_text(encoding="utf-8"))) == 2
     assert "epoch 2/2" in run.stderr and "val_accuracy" in run.stderr
     assert "out/weights.npz" in run.stdout.splitlines()

@@ -1,0 +1,182 @@
+"""Resource guards: refuse, before anything large is allocated, a network whose memory estimate
+exceeds a limit, and an output folder that cannot take a checkpoint.
+
+The estimate is arithmetic on the analysed IR, never a trial allocation:
+
+- parameters and state (float32), plus, when training, their gradients and the optimizer's
+  per-parameter slots (momentum 1, Adam 2, ...);
+- activations: every layer's output for the batch; training keeps them for the backward pass
+  and holds a gradient of the same size, so it counts them twice.
+
+It is an estimate of the arrays netspec owns (NumPy and the interpreter add a little), so the
+default limit is a share of the memory the machine has available, not all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from netspec.errors import EXIT_RUNTIME, NetspecError
+
+if TYPE_CHECKING:  # imported by the CLI at start-up: keep it light
+    from netspec.ir import Analysis
+
+BYTES_PER_FLOAT = 4
+DEFAULT_SHARE = 0.8  # of the memory available when the command starts
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes a run needs, by kind, and the layers that need the most."""
+
+    what: str  # "training Net (batch 64)"
+    params: int
+    optimizer: int  # gradients and optimizer slots; 0 for inference
+    activations: int
+    largest: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.params + self.optimizer + self.activations
+
+
+def estimate(analysis: Analysis, batch: int, slots: int | None) -> Estimate:
+    """Training memory when `slots` (the optimizer's arrays per parameter) is given, else
+    inference memory, for `batch` samples at once."""
+    training = slots is not None
+    per_param = 1 + (1 + slots if slots is not None else 0)  # the array, its gradient, slots
+    per_activation = 2 if training else 1  # training keeps outputs and their gradients
+    layers: list[tuple[str, int]] = []
+    params = optimizer = activations = 0
+    for name in analysis.order:
+        info = analysis.layers.get(name)
+        if info is None:
+            continue
+        weights = (info.params + info.state) * BYTES_PER_FLOAT
+        moving = info.params * BYTES_PER_FLOAT * (per_param - 1)
+        acts = info.activation_bytes * batch * per_activation
+        params += weights
+        optimizer += moving
+        activations += acts
+        layers.append((name, weights + moving + acts))
+    layers.sort(key=lambda item: -item[1])
+    mode = "training" if training else "running"
+    what = f"{mode} {analysis.network.name} (batch {batch})"
+    return Estimate(what, params, optimizer, activations, layers[:3])
+
+
+def check_memory(est: Estimate, limit: int | None) -> None:
+    """Raise (exit code 3) when the estimate exceeds `limit` bytes; None means no limit."""
+    if limit is None or est.total <= limit:
+        return
+    parts = [f"parameters {human_bytes(est.params)}"]
+    if est.optimizer:
+        parts.append(f"gradients and optimizer state {human_bytes(est.optimizer)}")
+    parts.append(f"activations {human_bytes(est.activations)}")
+    largest = ", ".join(f"{name} {human_bytes(size)}" for name, size in est.largest)
+    raise NetspecError.at(
+        f"{est.what} needs an estimated {human_bytes(est.total)} ({', '.join(parts)}), more "
+        f"than the limit of {human_bytes(limit)}; largest layers: {largest}",
+        hint="lower the batch size, make the network smaller, or raise --max-memory "
+        "(--max-memory none turns the check off)",
+        exit_code=EXIT_RUNTIME,
+    )
+
+
+def human_bytes(n: float) -> str:
+    for suffix in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024:
+            return f"{int(n)} B" if suffix == "B" else f"{n:.1f} {suffix}"
+        n /= 1024
+    return f"{n:,.4g} EiB"
+
+
+# ---- the limit --------------------------------------------------------------------------------
+
+
+def parse_limit(text: str) -> int | None:
+    """`--max-memory` values: `auto` (the default limit), `none`, bytes, or a number with
+    K, M, G or T (powers of 1024)."""
+    if text.strip().lower() == "auto":
+        return default_limit()
+    if text.strip().lower() == "none":
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4G, 512M or none, got {text!r}")
+    value = int(float(m.group(1)) * _UNITS[m.group(2)])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the limit must be positive, got {text!r}")
+    return value
+
+
+def available_memory() -> int | None:
+    """Bytes the process may still use: the smaller of the machine's available memory and a
+    cgroup (container) limit, when either can be read."""
+    found: list[int] = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="ascii").strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text(encoding="ascii").strip()
+        if limit != "max":
+            found.append(int(limit) - int(used))
+    except (OSError, ValueError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+        except (OSError, ValueError, AttributeError):
+            return None
+    return max(0, min(found))
+
+
+def default_limit() -> int | None:
+    """The default `--max-memory`: a safe share of the memory available now."""
+    available = available_memory()
+    return None if available is None else int(available * DEFAULT_SHARE)
+
+
+# ---- the output folder ------------------------------------------------------------------------
+
+
+def checkpoint_bytes(analysis: Analysis, slots: int) -> int:
+    """Disk a run folder needs: weights, and a checkpoint with the optimizer's slots and early
+    stopping's best copy, twice over while an atomic write replaces the old file."""
+    arrays = (analysis.total_params + analysis.trainable_params * slots) * BYTES_PER_FLOAT
+    return 2 * (arrays + analysis.total_params * BYTES_PER_FLOAT) + (1 << 20)
+
+
+def check_output_dir(out: Path, need: int) -> None:
+    """Create `out` and prove it writable with `need` bytes free, before training starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out, prefix=".netspec-probe-"):
+            pass
+    except OSError as e:
+        raise NetspecError.at(
+            f"the output folder {out} is not writable: {e.strerror or e}",
+            hint="choose another folder with --out",
+            exit_code=EXIT_RUNTIME,
+        ) from None
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise NetspecError.at(
+            f"the output folder {out} has {human_bytes(free)} free, but the run's weights and "
+            f"checkpoints need about {human_bytes(need)}",
+            hint="free some disk space or choose another folder with --out",
+            exit_code=EXIT_RUNTIME,
+        )
