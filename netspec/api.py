@@ -86,6 +86,7 @@ def export(
     logits: bool = False,
     seed: int = 0,
     normalization: tuple[Any, Any] | None = None,
+    fold_batchnorm: bool = True,
 ) -> dict[str, Any]:
     """Write the network as a checked ONNX model; fresh weights from `seed` when none are given.
 
@@ -113,6 +114,7 @@ def export(
         batch=batch,  # type: ignore[arg-type]
         logits=logits,
         normalization=norm,
+        fold_batchnorm=fold_batchnorm,
     )
     save_model(model, Path(path))
     return export_summary(model)

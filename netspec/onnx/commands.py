@@ -58,6 +58,12 @@ def _add_commands(
     e.add_argument(
         "--logits", action="store_true", help="omit the softmax/sigmoid the loss implies"
     )
+    e.add_argument(
+        "--no-fold-batchnorm",
+        dest="fold_batchnorm",
+        action="store_false",
+        help="keep batchnorm as its own node instead of folding it into the conv before it",
+    )
     e.add_argument("--seed", type=int, default=0, help="seed of fresh weights when none given")
 
     p = sub.add_parser(
@@ -129,6 +135,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         logits=args.logits,
         seed=args.seed,
         normalization=norm,
+        fold_batchnorm=args.fold_batchnorm,
     )
     if norm is not None:
         cli._err("note: the model normalises its input itself, with the training statistics")

@@ -1,8 +1,9 @@
 """Convolutions, written once for n spatial dimensions: conv1d over (C, L), conv2d over (C, H, W).
 
-The NumPy path is im2col: pad once, take a strided view of every window (no copy), and do one
-batched matmul over the groups. The backward pass scatters window gradients back with one strided
-add per kernel offset (col2im). The window machinery here is shared with the pools.
+The NumPy path is im2col: copy the input once into a padded channels-major (C, N, *S) array,
+then, per chunk of the batch, copy one strided slice per kernel tap into a (C*K, N*O) matrix and
+do one 2-D GEMM per group. The backward pass rebuilds that matrix and scatters window gradients
+back with one strided add per kernel tap (col2im). The window machinery is shared with the pools.
 """
 
 from __future__ import annotations
@@ -167,6 +168,16 @@ def _tap_region(
     )
 
 
+def tap_regions(
+    kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Shape
+) -> list[tuple[slice, ...]]:
+    """Every kernel tap's strided slice of the padded input, taps in C order."""
+    return [
+        _tap_region(offset, stride, dilation, out)
+        for offset in itertools.product(*(range(kk) for kk in kernel))
+    ]
+
+
 def channels_major(x: Array, pads: Pads) -> Array:
     """(N, C, *S) -> zero-padded (C, N, *Sp): the one copy of the input a convolution makes.
 
@@ -181,10 +192,11 @@ def channels_major(x: Array, pads: Pads) -> Array:
     return xc
 
 
-# The im2col matrix of this many bytes is built and consumed per chunk of the batch, so that it
-# stays in the L2/L3 cache between its copy and its GEMM (the whole-batch matrix is K times the
-# input and would make every pass over it a trip to DRAM).
-CHUNK_BYTES = 1 << 26
+# The im2col matrix (and its gradient) is built and consumed per chunk of the batch of about
+# this many bytes: it stays in L3 between its copy and its GEMM, and peak memory stays near the
+# activations' instead of K times the input (measured: 4 MiB was as fast as or faster than the
+# whole batch at once, and cut the CIFAR CNN's peak training memory from 5.8x to 1.7x budget).
+CHUNK_BYTES = 1 << 22
 
 
 def batch_chunks(n: int, bytes_per_sample: int) -> list[tuple[int, int]]:

@@ -38,6 +38,7 @@ from netspec.ops.conv import (
     geometry,
     pad_input,
     scatter_windows,
+    tap_regions,
     windows,
 )
 from netspec.ops.window import as_tuple
@@ -145,10 +146,15 @@ class MaxPoolNd(PoolNd):
         x = xs[0]
         k, s, d = self._kernel()
         xp, pads, out = self._padded(x, -np.inf)  # padding never wins a max
-        win = windows(xp, k, s, d, out)  # (N, C, *O, *K)
-        cols = win.reshape(*win.shape[: 2 + len(out)], -1)  # (N, C, *O, prod K)
-        idx = cols.argmax(axis=-1)  # first maximum only: ties send the gradient once
-        y = np.take_along_axis(cols, idx[..., None], axis=-1)[..., 0]
+        # A running max over the taps, each a strided view of the input (N, C, *O): K passes
+        # over the output instead of copying every window. `idx` keeps the first maximum only
+        # (a later tap must be strictly greater), so ties send the gradient once, as argmax.
+        taps = [xp[(slice(None), slice(None), *region)] for region in tap_regions(k, s, d, out)]
+        y = taps[0].copy()
+        idx = np.zeros(y.shape, dtype=np.uint8 if len(taps) < 256 else np.int64)
+        for t, tap in enumerate(taps[1:], start=1):
+            np.copyto(idx, t, where=tap > y)
+            np.maximum(y, tap, out=y)
         return y, (idx, xp.shape, x.shape, pads, out)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:

@@ -133,7 +133,7 @@ def test_onnxruntime_logits_match_the_numpy_engine_in_eval_mode(net: Analysis) -
 
 
 def test_onnx_shape_inference_agrees_with_netspec_for_every_tensor(net: Analysis) -> None:
-    model = to_onnx_model(net, _params(net), logits=True)
+    model = to_onnx_model(net, _params(net), logits=True, fold_batchnorm=False)
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     shapes = {
         v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -219,7 +219,7 @@ def test_only_used_initializers_are_kept_and_names_follow_the_spec(
     analyse: Callable[[str], Analysis],
 ) -> None:
     net = analyse(CNN)
-    model = to_onnx_model(net, _params(net))
+    model = to_onnx_model(net, _params(net), fold_batchnorm=False)  # one node per layer
     used = {i for n in model.graph.node for i in n.input}
     inits = {i.name for i in model.graph.initializer}
     assert inits <= used
@@ -306,3 +306,20 @@ def test_an_op_refusing_a_lowering_is_reported_with_its_layer(
     net = analyse(MLP)
     with pytest.raises(NetspecError, match=r"tanh 'tanh_1' .*opset 13: needs opset >= 99"):
         to_onnx_model(net, _params(net), opset=MIN_OPSET)
+
+
+def test_batchnorm_after_a_conv_is_folded_by_default_with_the_same_outputs(
+    analyse: Callable[[str], Analysis],
+) -> None:
+    net = analyse(CNN)
+    params = _params(net)
+    xs = _inputs(net, batch=3)
+    folded = to_onnx_model(net, params, logits=True)
+    plain = to_onnx_model(net, params, logits=True, fold_batchnorm=False)
+    ops = [n.op_type for n in folded.graph.node]
+    assert "BatchNormalization" not in ops  # every batchnorm here follows a conv
+    assert [n.op_type for n in plain.graph.node].count("BatchNormalization") == 3
+    assert len(folded.graph.node) == len(plain.graph.node) - 3
+    onnx.checker.check_model(folded, full_check=True)
+    np.testing.assert_allclose(_ort(folded, xs), _ort(plain, xs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_ort(folded, xs), _numpy(net, params, xs), rtol=1e-4, atol=1e-5)
