@@ -16,7 +16,7 @@ from netspec.engine.init import init_params
 from netspec.ir import Analysis, Network
 from netspec.onnx.export import to_onnx_model
 from netspec.ops.base import Array, Ctx
-from tests.onnx.test_export import _inputs, _numpy, _ort
+from tests.onnx.test_export import _inputs, _numpy, _ort, _params
 
 SPECS = sorted((Path(__file__).resolve().parent.parent.parent / "specs").glob("*.net"))
 
@@ -33,9 +33,8 @@ class Exported:
 def _calibrated(spec: Analysis, xs: dict[str, Array]) -> dict[str, Array]:
     """Weights whose batchnorm statistics are those of real activations, as after training.
 
-    Random running statistics let 600 residual blocks (ResNet-1202) overflow in eval mode, and
-    NaN would then compare equal to NaN. One training-mode pass with momentum 1 sets every
-    running mean and variance to its batch's; the export ignores momentum.
+    One training-mode pass with momentum 1 sets every running mean and variance to its
+    batch's (the export ignores momentum). Only for networks that overflow otherwise.
     """
     data = spec.network.model_dump()
     for node in data["nodes"]:
@@ -51,7 +50,14 @@ def _calibrated(spec: Analysis, xs: dict[str, Array]) -> dict[str, Array]:
 def exported(request: pytest.FixtureRequest) -> Exported:
     analysis = api.check(api.load(request.param))
     xs = _inputs(analysis, batch=2)
-    params = _calibrated(analysis, xs)
+    # Fresh random weights with non-trivial batchnorm statistics, so eval mode matters. Over
+    # ResNet-1202's 600 residual blocks random statistics overflow float32 (and NaN would
+    # compare equal to NaN), so that one gets statistics of its own activations instead.
+    params = _params(analysis)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(_numpy(analysis, params, xs)).all()
+    if not finite:
+        params = _calibrated(analysis, xs)
     return Exported(
         analysis,
         params,
@@ -77,19 +83,9 @@ def test_onnx_shape_inference_gives_netspec_s_shape_for_every_tensor(exported: E
 
 
 def test_onnxruntime_matches_the_numpy_forward_within_1e_4(exported: Exported) -> None:
-    """Against the exact (float64) forward: onnxruntime's float32 result is within 1e-4 of the
-    output's scale, or no further off than netspec's own float32 forward. The second clause is
-    for depth: over ResNet-152's 150 normalised layers both float32 engines drift ~4e-4."""
-    spec, params, xs = exported.analysis, exported.params, exported.xs
-    got = _ort(exported.model, xs)
-    want32 = _numpy(spec, params, xs)
-    p64 = {k: v.astype(np.float64) for k, v in params.items()}
-    x64 = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in xs.items()}
-    (exact,) = Executor(spec, np.float64).forward(x64, p64, Ctx(train=False))[0].values()
-    assert np.isfinite(exact).all() and np.abs(exact).max() > 0
+    want = _numpy(exported.analysis, exported.params, exported.xs)
+    got = _ort(exported.model, exported.xs)  # as exported: batchnorm folded into convs
+    assert np.isfinite(want).all() and np.abs(want).max() > 0
     # Relative to the output's scale: logits near zero make elementwise ratios meaningless.
-    scale = np.abs(exact).max()
-    ort_error = np.abs(got - exact).max() / scale
-    numpy_error = np.abs(want32 - exact).max() / scale
-    assert ort_error <= max(1e-4, 1.5 * numpy_error), (ort_error, numpy_error)
-    np.testing.assert_array_equal(got.argmax(axis=-1), exact.argmax(axis=-1))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_array_equal(got.argmax(axis=-1), want.argmax(axis=-1))
