@@ -42,6 +42,18 @@ def test_mutated_specs_fail_cleanly(tmp_path: Path, index: int, seed: int, round
     check_bytes(data, tmp_path)
 
 
+@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
+def test_every_spec_file_survives_seeded_mutations(tmp_path: Path, spec: Path) -> None:
+    """Every file in specs/, the big ones too (the hypothesis run above samples small ones)."""
+    source = spec.read_bytes()
+    for seed in range(8):
+        rng = random.Random(seed)
+        data = source
+        for _ in range(1 + seed % 3):
+            data = mutate(data, rng)
+        check_bytes(data, tmp_path)
+
+
 @BOUNDED
 @given(seed=st.integers(min_value=0))
 def test_random_well_formed_networks_fail_cleanly(tmp_path: Path, seed: int) -> None:
