@@ -20,6 +20,7 @@ import pytest
 
 from netspec.cli import main
 from netspec.errors import EXIT_RUNTIME, EXIT_SPEC, EXIT_USAGE
+from tests.subprocess_cli import netspec
 
 SPEC = """
 network Tiny {
@@ -35,16 +36,6 @@ train Tiny {
   batch = 16
 }
 """
-
-
-def netspec(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "netspec", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> None:

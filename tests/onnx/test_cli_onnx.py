@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from netspec import api, cli
 from netspec.engine.checkpoint import save_arrays
 from netspec.engine.init import init_params
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE
+from tests.subprocess_cli import netspec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,16 +42,6 @@ def files(tmp_path: Path) -> dict[str, Path]:
     np.save(good, rng.normal(size=(5, 2, 6, 6)).astype(np.float32))
     np.save(bad, rng.normal(size=(5, 6, 6)).astype(np.float32))
     return {"spec": spec, "weights": weights, "x": good, "bad": bad}
-
-
-def _netspec(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "netspec", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 def test_export_then_predict_agrees_with_the_numpy_engine_on_the_same_weights(
@@ -111,8 +100,8 @@ def test_predict_on_cuda_without_the_cuda_provider_fails_clearly(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
     model = tmp_path / "m.onnx"
-    assert _netspec("export", files["spec"], "-o", model).returncode == 0
-    r = _netspec("predict", model, "--input", files["x"], "--provider", "cuda")
+    assert netspec("export", files["spec"], "-o", model).returncode == 0
+    r = netspec("predict", model, "--input", files["x"], "--provider", "cuda")
     assert r.returncode == EXIT_RUNTIME
     assert "the CUDA execution provider is not available: install onnxruntime-gpu" in r.stderr
     assert "Traceback" not in r.stderr
@@ -133,16 +122,16 @@ def test_bad_models_inputs_and_weights_give_clean_errors(
     model = tmp_path / "m.onnx"
     if case == "corrupt":
         model.write_bytes(b"\x08\x07not an onnx model at all")
-        r = _netspec("predict", model, "--input", files["x"])
+        r = netspec("predict", model, "--input", files["x"])
     elif case == "missing":
-        r = _netspec("predict", tmp_path / "nothing.onnx", "--input", files["x"])
+        r = netspec("predict", tmp_path / "nothing.onnx", "--input", files["x"])
     elif case == "shape":
         assert cli.main(["export", str(files["spec"]), "-o", str(model)]) == 0
-        r = _netspec("predict", model, "--input", files["bad"])
+        r = netspec("predict", model, "--input", files["bad"])
     else:
         broken = tmp_path / "broken.npz"
         broken.write_bytes(b"PK\x03\x04 truncated")
-        r = _netspec("predict", files["spec"], "--weights", broken, "--input", files["x"])
+        r = netspec("predict", files["spec"], "--weights", broken, "--input", files["x"])
     assert r.returncode == EXIT_RUNTIME, r.stderr
     assert message in r.stderr
     assert "Traceback" not in r.stderr
