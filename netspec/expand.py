@@ -28,6 +28,7 @@ from netspec.recipe import TrainSpec
 
 MAX_NODES = 200_000  # a spec that expands past this is refused, not ground through
 MAX_DEPTH = 50  # block nesting
+MAX_SPEC_BYTES = 16 * 2**20  # a spec file; ResNet-1202 takes 2 KB
 PARAM_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
     "float": (float, int),
@@ -85,6 +86,15 @@ def _load(
 ) -> None:
     resolved = path.resolve()
     if text is None:
+        if not path.is_file():
+            what = "a folder" if path.is_dir() else "not a regular file"
+            raise _err(f"cannot read {path}: it is {what}", None)
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise _err(
+                f"{path} is {path.stat().st_size:,} bytes; a spec is at most "
+                f"{MAX_SPEC_BYTES:,} (use blocks and repetition for big networks)",
+                None,
+            )
         try:
             raw = path.read_bytes()
         except OSError as e:

@@ -118,6 +118,11 @@ def check_weights(
                 hint="were these weights trained for another network or version of the spec?",
                 exit_code=EXIT_RUNTIME,
             )
+        if weights[name].dtype.kind != "f":
+            raise NetspecError.at(
+                f"{source}: tensor '{name}' has dtype {weights[name].dtype}; weights are floats",
+                exit_code=EXIT_RUNTIME,
+            )
         got = tuple(weights[name].shape)
         if got != tuple(shape):
             raise NetspecError.at(

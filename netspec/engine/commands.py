@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -35,8 +36,15 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -46,7 +54,7 @@ def _add_parsers(sub: Any, spec_command: Callable[[str, str], argparse.ArgumentP
     t.add_argument("--epochs", type=_positive_int, metavar="N")
     t.add_argument("--batch", type=_positive_int, metavar="N")
     t.add_argument("--lr", type=_positive_float, metavar="X", help="base learning rate")
-    t.add_argument("--seed", type=int, metavar="N")
+    t.add_argument("--seed", type=_seed, metavar="N")
     t.add_argument("--out", metavar="DIR", help="output folder (default: runs/<network>/)")
     t.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR")
     t.add_argument(
@@ -55,7 +63,7 @@ def _add_parsers(sub: Any, spec_command: Callable[[str, str], argparse.ArgumentP
         default="auto",
         metavar="SIZE",
         help="refuse a run whose memory estimate exceeds SIZE (e.g. 4G; 'none': no limit; "
-        f"default: {DEFAULT_SHARE:.0%} of the memory available)",
+        f"default: {DEFAULT_SHARE * 100:.0f}%% of the memory available)",  # %% for argparse
     )
     e = spec_command("eval", "score trained weights on data")
     e.add_argument("--weights", required=True, metavar="W", help="a weights.npz from train")

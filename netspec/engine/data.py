@@ -314,7 +314,18 @@ def _as_input(x: Array, input_shape: Shape, input_dtype: str, where: str) -> Arr
         return x.astype(np.int64)
     if x.dtype.kind not in "biuf":
         raise _fail(f"{where} has dtype {x.dtype}; netspec reads numbers only")
+    _finite(x, where, "features")
     return x.astype(np.float32)
+
+
+def _finite(a: Array, where: str, what: str) -> None:
+    """NaN or inf in the data would surface later as a NaN loss blamed on the learning rate."""
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        row = int(np.argwhere(~np.isfinite(a.reshape(a.shape[0], -1)))[0][0])
+        raise _fail(
+            f"{where}: the {what} hold NaN or infinite values (first at row {row})",
+            "clean or impute the data before training",
+        )
 
 
 def prepare_targets(y: Array, output_shape: Shape, task: Task, where: str) -> Array:
@@ -323,6 +334,14 @@ def prepare_targets(y: Array, output_shape: Shape, task: Task, where: str) -> Ar
     classification: integer labels in [0, classes), or one-hot rows (converted to indices); a
     single-output classifier (binary hinge) takes 0/1 or -1/1 targets like a binary one.
     """
+    if y.dtype.kind not in "biuf":
+        raise _fail(f"{where}: the targets have dtype {y.dtype}; netspec reads numbers only")
+    _finite(y, where, "targets")
+    if task == "binary" and y.size and (y.min() < 0 or y.max() > 1):
+        raise _fail(
+            f"{where}: binary targets must lie in [0, 1], got {y.min():g}..{y.max():g}",
+            "binary_cross_entropy takes 0/1 labels (or probabilities)",
+        )
     if task == "classification" and math.prod(output_shape) > 1:
         n_classes = output_shape[-1]
         if y.ndim == 2 and y.shape[1] == n_classes and n_classes > 1:

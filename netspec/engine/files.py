@@ -11,8 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from netspec.errors import EXIT_RUNTIME, NetspecError
+
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    if path.is_dir():
+        raise NetspecError.at(
+            f"cannot write {path}: it is a folder",
+            hint="name a file, e.g. -o out/model.onnx",
+            exit_code=EXIT_RUNTIME,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -29,8 +29,15 @@ def _batch(text: str) -> int | str:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
+    if not 1 <= value < 2**31:  # ONNX dims are int64; a batch past 2**31 is a typo
         raise argparse.ArgumentTypeError(f"expected 'dynamic' or a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -64,7 +71,7 @@ def _add_commands(
         action="store_false",
         help="keep batchnorm as its own node instead of folding it into the conv before it",
     )
-    e.add_argument("--seed", type=int, default=0, help="seed of fresh weights when none given")
+    e.add_argument("--seed", type=_seed, default=0, help="seed of fresh weights when none given")
 
     p = sub.add_parser(
         "predict",
@@ -93,7 +100,7 @@ def _add_commands(
         default="auto",
         metavar="SIZE",
         help="refuse a model whose memory estimate exceeds SIZE (e.g. 4G; 'none': no limit; "
-        f"default: {DEFAULT_SHARE:.0%} of the memory available)",
+        f"default: {DEFAULT_SHARE * 100:.0f}%% of the memory available)",  # %% for argparse
     )
 
 

@@ -91,6 +91,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
         out = (first if first.is_dir() else first.parent) / curves.CURVES
     else:
         raise NetspecError.at("several runs need -o, e.g. -o compare.png", exit_code=EXIT_USAGE)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise NetspecError.at(
+            f"cannot draw curves as {out.suffix or 'a file without a suffix'}",
+            hint="use .png, .svg or .pdf",
+            exit_code=EXIT_USAGE,
+        )
     panels = curves.save(runs, out)
     print(f"wrote {out}: {panels} panel(s), {len(runs)} run(s)")
     return 0

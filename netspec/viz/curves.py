@@ -113,6 +113,12 @@ def save(runs: list[Run], path: Path) -> int:
 def load_run(folder: Path) -> Run:
     """A run folder's history.json (and early stopping's best, from its checkpoint meta)."""
     path = folder / "history.json" if folder.is_dir() else folder
+    if not path.is_file():
+        raise NetspecError.at(
+            f"no training history at {path}",
+            hint="give a run folder that holds history.json",
+            exit_code=EXIT_RUNTIME,
+        )
     try:
         history = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -121,6 +127,16 @@ def load_run(folder: Path) -> Run:
         ) from None
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
         raise NetspecError.at(f"{path} is not a netspec history", exit_code=EXIT_RUNTIME)
+    numeric = [
+        k
+        for r in history
+        for k, v in r.items()
+        if k != "epoch" and isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    if not numeric or not all(isinstance(r.get("epoch"), int) for r in history):
+        raise NetspecError.at(
+            f"{path} holds no epochs with numbers to plot", exit_code=EXIT_RUNTIME
+        )
     label = (path.parent if path.name == "history.json" else path).name
     return Run(label, history)
 

@@ -1,0 +1,133 @@
+"""Inputs a hostile user found: each gets its documented exit code and a message, no traceback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netspec.cli import COMMANDS, main
+from netspec.engine.checkpoint import save_arrays
+from netspec.errors import EXIT_RUNTIME, EXIT_SPEC, EXIT_USAGE
+
+XOR = """
+network Xor {
+  input x: [2]
+  dense(2) tanh
+  dense(1)
+}
+train Xor { data = "xor.npz"  loss = binary_cross_entropy  optimizer = sgd(lr=0.5)  epochs = 2 }
+"""
+
+
+@pytest.fixture
+def xor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    np.savez(tmp_path / "xor.npz", x=x, y=np.array([[0], [1], [1], [0]], np.float32))
+    (tmp_path / "xor.net").write_text(XOR)
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_prints_its_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([command, "--help"]) == 0
+    assert "usage: netspec" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "xor.net", "--seed", "-1"],
+        ["export", "xor.net", "--seed", "-1"],
+        ["train", "xor.net", "--lr", "inf"],
+        ["export", "xor.net", "--batch", "99999999999999999999"],
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(
+    xor: Path, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, *args)[0] == EXIT_USAGE
+
+
+@pytest.mark.parametrize("command", ["compile", "export"])
+def test_an_output_path_that_is_a_folder_is_refused(
+    xor: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (xor / "out").mkdir()
+    code, err = run(capsys, command, "xor.net", "-o", "out")
+    assert code == EXIT_RUNTIME and "cannot write out: it is a folder" in err
+
+
+def test_specs_that_are_not_regular_files_are_refused_at_once(
+    xor: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.mkfifo(xor / "pipe.net")  # reading it would block forever
+    code, err = run(capsys, "check", "pipe.net")
+    assert code == EXIT_SPEC and "not a regular file" in err
+    code, err = run(capsys, "check", "/dev/zero")  # endless
+    assert code == EXIT_SPEC and "not a regular file" in err
+
+
+def test_plot_refuses_missing_or_empty_histories_and_unknown_formats(
+    xor: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = xor / "run"
+    run_dir.mkdir()
+    os.mkfifo(run_dir / "history.json")
+    assert run(capsys, "plot", "run")[0] == EXIT_RUNTIME
+    (run_dir / "history.json").unlink()
+    (run_dir / "history.json").write_text('[{"epoch": 1}]')
+    code, err = run(capsys, "plot", "run")
+    assert code == EXIT_RUNTIME and "no epochs with numbers" in err
+    (run_dir / "history.json").write_text('[{"epoch": 1, "loss": 0.5}]')
+    code, err = run(capsys, "plot", "run", "-o", "curves.foo")
+    assert code == EXIT_USAGE and "use .png, .svg or .pdf" in err
+
+
+def test_binary_targets_outside_0_1_are_refused(
+    xor: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.savez(xor / "bad.npz", x=np.zeros((4, 2), np.float32), y=np.array([[0], [1], [2], [-1]]))
+    code, err = run(capsys, "train", "xor.net", "--data", "bad.npz", "--out", "r")
+    assert code == EXIT_RUNTIME and "binary targets must lie in [0, 1], got -1..2" in err
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "words"),
+    [
+        (np.full((4, 2), np.nan, np.float32), np.zeros((4, 1)), "features hold NaN"),
+        (np.zeros((4, 2), np.float32), np.array([[0], [np.inf], [1], [0]]), "targets hold NaN"),
+        (np.zeros((4, 2), np.float32), np.zeros((4, 1), np.complex64), "dtype complex64"),
+    ],
+)
+def test_non_finite_or_complex_data_is_refused_at_load(
+    xor: Path, x: np.ndarray, y: np.ndarray, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.savez(xor / "bad.npz", x=x, y=y)
+    code, err = run(capsys, "train", "xor.net", "--data", "bad.npz", "--out", "r")
+    assert code == EXIT_RUNTIME and words in err
+
+
+def test_weights_that_are_not_floats_are_refused(
+    xor: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = {
+        "dense_1.weight": np.zeros((2, 2), np.complex64),
+        "dense_1.bias": np.zeros(2, np.float32),
+        "dense_2.weight": np.zeros((1, 2), np.float32),
+        "dense_2.bias": np.zeros(1, np.float32),
+    }
+    save_arrays(xor / "w.npz", weights)
+    np.save(xor / "x.npy", np.zeros((1, 2), np.float32))
+    code, err = run(capsys, "predict", "xor.net", "--weights", "w.npz", "--input", "x.npy")
+    assert code == EXIT_RUNTIME and "has dtype complex64; weights are floats" in err
