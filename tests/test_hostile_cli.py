@@ -131,3 +131,11 @@ def test_weights_that_are_not_floats_are_refused(
     np.save(xor / "x.npy", np.zeros((1, 2), np.float32))
     code, err = run(capsys, "predict", "xor.net", "--weights", "w.npz", "--input", "x.npy")
     assert code == EXIT_RUNTIME and "has dtype complex64; weights are floats" in err
+
+
+def test_eval_accepts_a_run_folder_like_export_and_predict(
+    xor: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "xor.net", "--out", "run"]) == 0
+    assert main(["eval", "xor.net", "--weights", "run"]) == 0
+    assert "loss" in capsys.readouterr().out

@@ -107,6 +107,12 @@ def load_arrays(path: Path, what: str = "weights file") -> dict[str, Array]:
         ) from None
 
 
+def weights_file(path: str | Path) -> Path:
+    """`--weights` may name the weights file or the run folder that holds it."""
+    p = Path(path)
+    return p / WEIGHTS if p.is_dir() else p
+
+
 def check_weights(
     weights: Mapping[str, Array], expected: Mapping[str, tuple[int, ...]], source: str
 ) -> None:

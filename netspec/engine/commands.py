@@ -215,7 +215,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
     analysis = api.check(net)
-    ev = api.evaluate(analysis, args.weights, data=args.data)
+    from netspec.engine.checkpoint import weights_file
+
+    ev = api.evaluate(analysis, weights_file(args.weights), data=args.data)
     if args.json:
         out = {"samples": ev.samples, "data": ev.source, **ev.metrics, "confusion": ev.confusion}
         print(json.dumps(out, indent=1))

@@ -108,10 +108,9 @@ cli._EXTENSIONS.append(_add_commands)
 
 
 def _weights_file(path: str) -> Path:
-    from netspec.engine.checkpoint import WEIGHTS
+    from netspec.engine.checkpoint import weights_file
 
-    p = Path(path)
-    return p / WEIGHTS if p.is_dir() else p
+    return weights_file(path)
 
 
 @cli.command("export")
