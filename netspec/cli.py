@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -186,14 +187,35 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # ---- parser ----------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    """An argparse type: an integer >= 1 (a usage error otherwise)."""
+# Argparse types for numbers: a bad value is a usage error (exit 2), never a traceback later.
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _bounded_int(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (seeds)."""
+    return _bounded_int(text, 0)
+
+
+def _bounded_int(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
     return value
 
 
@@ -219,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = spec_command("check", "validate a spec and print its layer table")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.add_argument("--strict", action="store_true", help="fail on warnings too")
-    c.add_argument("--batch", type=_positive, default=1, help="batch size for the memory estimate")
+    c.add_argument(
+        "--batch", type=positive_int, default=1, help="batch size for the memory estimate"
+    )
     c = spec_command("compile", "write the IR with inferred shapes as JSON")
     c.add_argument("-o", "--output", help="output file (default: stdout)")
     sub.add_parser("schema", help="print the IR's JSON Schema")

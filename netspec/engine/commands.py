@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from netspec import cli
 from netspec.cli import _EXTENSIONS, command
 from netspec.engine.guards import DEFAULT_SHARE, parse_limit
 from netspec.errors import EXIT_RUNTIME, NetspecError
@@ -27,34 +27,13 @@ if TYPE_CHECKING:
     from netspec.ir import Analysis
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _add_parsers(sub: Any, spec_command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     t = spec_command("train", "train a network by its `train` section")
     t.add_argument("--data", metavar="PATH", help="read the training data from PATH instead")
-    t.add_argument("--epochs", type=_positive_int, metavar="N")
-    t.add_argument("--batch", type=_positive_int, metavar="N")
-    t.add_argument("--lr", type=_positive_float, metavar="X", help="base learning rate")
-    t.add_argument("--seed", type=_seed, metavar="N")
+    t.add_argument("--epochs", type=cli.positive_int, metavar="N")
+    t.add_argument("--batch", type=cli.positive_int, metavar="N")
+    t.add_argument("--lr", type=cli.positive_float, metavar="X", help="base learning rate")
+    t.add_argument("--seed", type=cli.non_negative_int, metavar="N")
     t.add_argument("--out", metavar="DIR", help="output folder (default: runs/<network>/)")
     t.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR")
     t.add_argument(

@@ -34,23 +34,6 @@ def _batch(text: str) -> int | str:
     return value
 
 
-def _seed(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _add_commands(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     spec_command: Callable[[str, str], argparse.ArgumentParser],
@@ -71,7 +54,9 @@ def _add_commands(
         action="store_false",
         help="keep batchnorm as its own node instead of folding it into the conv before it",
     )
-    e.add_argument("--seed", type=_seed, default=0, help="seed of fresh weights when none given")
+    e.add_argument(
+        "--seed", type=cli.non_negative_int, default=0, help="seed of fresh weights when none given"
+    )
 
     p = sub.add_parser(
         "predict",
@@ -90,8 +75,8 @@ def _add_commands(
     p.add_argument("--weights", help="weights for a .net spec")
     p.add_argument("--network", help="which network of a .net file")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--top", type=_positive, default=5, help="classes shown per example")
-    p.add_argument("--batch-size", type=_positive, default=256)
+    p.add_argument("--top", type=cli.positive_int, default=5, help="classes shown per example")
+    p.add_argument("--batch-size", type=cli.positive_int, default=256)
     p.add_argument("--logits", action="store_true", help="keep raw outputs (.net models)")
     p.add_argument("-o", "--output", help="save outputs: .npy (one output) or .npz")
     p.add_argument(
