@@ -636,7 +636,8 @@ def evaluate(
     names = {m.name for m in wanted}
     if loss.task != "regression":
         wanted += [Metric(name=n) for n in ("accuracy", "confusion") if n not in names]
-    scores = score(loss, spec, outputs, ds.y) | compute_metrics(wanted, outputs, ds.y, loss.task)
+    # `wanted` includes the recipe's metrics: computing `score` too would do them twice.
+    scores = {"loss": loss(outputs, ds.y)[0]} | compute_metrics(wanted, outputs, ds.y, loss.task)
     confusion = scores.pop("confusion", None)
     return Evaluation(
         {k: float(v) for k, v in scores.items() if isinstance(v, float | int)},

@@ -127,7 +127,8 @@ class _Lowering:
     def param(self, local: str) -> str:
         name = f"{self._node}.{local}"
         if name not in self._graph.params:
-            raise ValueError(f"asks for parameter '{local}', which it does not declare")
+            # A bug in the op, not an opset limit: KeyError escapes `_lower_node`'s ValueError net.
+            raise KeyError(f"{self._node} asks for parameter '{local}', which it does not declare")
         self._graph.initializers.setdefault(name, self._graph.params[name])
         return name
 
