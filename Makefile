@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint docs fuzz bench clean
+.PHONY: demo test lint docs tables fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ docs: $(VENV)/.plot
 	$(BIN)/netspec graph examples/digits_cnn.net -o docs/digits_cnn.html
 	$(BIN)/netspec train examples/digits_cnn.net --out build/docs_digits_cnn
 	$(BIN)/netspec plot build/docs_digits_cnn -o docs/digits_cnn_curves.png
+
+# The parser's LALR tables, stored so that no start rebuilds them; redo after editing the
+# grammar (a test fails until then). A fixed hash seed keeps the file's diff minimal.
+tables: $(VENV)/.runtime
+	PYTHONHASHSEED=0 $(BIN)/python -c "from netspec.syntax import write_tables; write_tables()"
 
 # The fuzz suite's long mode: NETSPEC_FUZZ_SECONDS (default 300) of random and mutated specs.
 fuzz: $(VENV)/.dev

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from lark.exceptions import UnexpectedInput
 
 from netspec import syntax as ast
 from netspec.errors import NetspecError, render
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_body(body: str) -> tuple[ast.Stmt, ...]:
@@ -115,3 +120,56 @@ def test_terminal_names_never_leak_into_messages() -> None:
     text = syntax_error("network N { dense(3 }")
     for raw in ("RPAR", "LPAR", "RBRACE", "COMMA", "_NL"):
         assert raw not in text
+
+
+# ---- stored parser tables ---------------------------------------------------------------------
+
+
+def test_the_stored_parser_tables_match_the_grammar() -> None:
+    """`make tables` was run after the last grammar edit (else every start rebuilds them)."""
+    from netspec import _parser_tables as stored
+
+    grammar = ast.GRAMMAR.read_text(encoding="utf-8")
+    assert ast._fingerprint(grammar) == stored.FINGERPRINT, "grammar changed: run `make tables`"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for d in ("specs", "examples", "tests/diagnostics") for p in ROOT.glob(f"{d}/*.net")),
+)
+def test_the_stored_parser_and_the_compiled_grammar_agree(path: Path) -> None:
+    """Same trees on every bundled file, and the same first error where there is one."""
+    compiled = ast._build_parser(ast.GRAMMAR.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    results = []
+    for parser in (ast._parser(), compiled):
+        try:
+            results.append(parser.parse(text))
+        except UnexpectedInput as err:
+            results.append((type(err).__name__, err.line, err.column))
+    assert results[0] == results[1]
+
+
+def test_stale_tables_are_ignored_and_the_grammar_is_compiled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from netspec import _parser_tables as stored
+
+    source = "network N {\n  input x: [4]\n  dense(2) relu\n}\n"
+    fresh = ast._parser().parse(source)
+    monkeypatch.setattr(stored, "FINGERPRINT", "stale")
+    monkeypatch.setattr(stored, "TABLES", {})  # would fail to load if it were used
+    ast._parser.cache_clear()
+    try:
+        rebuilt = ast._parser()
+        assert rebuilt.parse(source) == fresh
+    finally:
+        ast._parser.cache_clear()
+
+
+def test_the_stored_parser_reports_positions_like_the_compiled_one() -> None:
+    """Spans come from `propagate_positions`, an option the stored tables must carry."""
+    body = parse_body("input x: [4]\n  dense(2)   relu")
+    chain = body[1]
+    assert isinstance(chain, ast.Chain)
+    assert (chain.calls[1].span.line, chain.calls[1].span.column) == (3, 14)
