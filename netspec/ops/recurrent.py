@@ -38,7 +38,11 @@ def _expect_sequence(x: Shape) -> None:
 
 
 class _Recurrent(Op):
-    """Shared scan, BPTT and ONNX lowering; a subclass gives one step and its derivative."""
+    """Shared scan, BPTT and ONNX lowering.
+
+    A subclass gives one step and its derivative, or (the LSTM) its own scan and scan_back;
+    either way the cache holds the (N, T, H) hidden states second, which seq_grad's callers read.
+    """
 
     hidden: int = Field(ge=1)
     return_sequences: bool = False
@@ -253,31 +257,96 @@ class Lstm(_Recurrent):
     onnx_op: ClassVar[str] = "LSTM"
     onnx_order: ClassVar[tuple[int, ...]] = (0, 3, 1, 2)  # ONNX i, o, f, c
 
-    def step(self, gi: Array, h: Array, c: Array | None, w_hh: Array, b_hh: Array) -> Any:
-        assert c is not None
-        a = gi + h @ w_hh.T + b_hh  # (N, 4H)
-        i, f, g, o = np.split(a, 4, axis=1)
-        i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
-        c_new = f * c + i * g
-        tc = np.tanh(c_new)
-        return o * tc, c_new, (i, f, g, o, c, tc)
+    # The LSTM has its own scan: it is the recurrent layer people train most. The state lives
+    # in time-major buffers (each step's slice contiguous), every step works in place, one tanh
+    # serves all four gates, and what BPTT needs from the gates is computed for all steps at
+    # once. Measured (batch 64, T 32, 32 -> 128, 1 thread): forward 5.8 -> 4.5 ms, backward
+    # unchanged at ~10.5 ms, of which ~6 ms are GEMMs (see benchmarks/README.md).
 
-    def step_back(
-        self, dh: Array, dc: Array | None, cache: Any, w_hh: Array
-    ) -> tuple[Array, Array, Array, Array | None]:
-        assert dc is not None
-        i, f, g, o, c_prev, tc = cache
-        dc = dc + dh * o * (1 - tc * tc)
-        da = np.concatenate(
-            [
-                dc * g * i * (1 - i),
-                dc * c_prev * f * (1 - f),
-                dc * i * (1 - g * g),
-                dh * tc * o * (1 - o),
-            ],
-            axis=1,
-        )
-        return da, da, da @ w_hh, dc * f
+    def _gate_scale(self, dtype: Any) -> Array:
+        """sigmoid(z) = 0.5 + 0.5 tanh(z / 2): one tanh serves all four gates (g is tanh(z))."""
+        h = self.hidden
+        scale = np.full(4 * h, 0.5, dtype=dtype)
+        scale[2 * h : 3 * h] = 1.0
+        return scale
+
+    def scan(self, x: Array, p: Params, reverse: bool = False) -> tuple[Array, Any]:
+        if reverse:
+            x = x[:, ::-1]
+        n, t, _ = x.shape
+        hd = self.hidden
+        xt = np.ascontiguousarray(x.transpose(1, 0, 2))  # (T, N, F): each step contiguous
+        gates = xt @ p["weight_ih"].T  # (T, N, 4H), pre-activation; both biases add here
+        gates += p["bias_ih"] + p["bias_hh"]
+        scale = self._gate_scale(gates.dtype)
+        shift = 0.5 * (scale == 0.5).astype(gates.dtype)
+        w_hh_t = p["weight_hh"].T
+        c = np.zeros((t + 1, n, hd), dtype=gates.dtype)  # c[k + 1] after step k
+        h = np.zeros_like(c)
+        tc = np.empty((t, n, hd), dtype=gates.dtype)
+        for k in range(t):
+            a = gates[k]
+            a += h[k] @ w_hh_t
+            a *= scale
+            np.tanh(a, out=a)
+            a *= scale
+            a += shift  # a is now sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
+            i, f, g, o = a[:, :hd], a[:, hd : 2 * hd], a[:, 2 * hd : 3 * hd], a[:, 3 * hd :]
+            np.multiply(f, c[k], out=c[k + 1])
+            c[k + 1] += i * g
+            np.tanh(c[k + 1], out=tc[k])
+            np.multiply(o, tc[k], out=h[k + 1])
+        hs = h[1:].transpose(1, 0, 2)  # (N, T, H) in scan order
+        out = hs[:, ::-1] if reverse else hs
+        return out, (xt, hs, (gates, c, h, tc), reverse)
+
+    def scan_back(self, dhs: Array, cache: Any, p: Params) -> tuple[Array, Grads]:
+        xt, hs, (gates, c, h, tc), reverse = cache
+        if reverse:
+            dhs = dhs[:, ::-1]
+        n, t, hd = hs.shape
+        dhs_t = dhs.transpose(1, 0, 2)  # (T, N, H)
+        i, f, g, o = (gates[..., j * hd : (j + 1) * hd] for j in range(4))
+        # Every factor that does not depend on the carried gradients, for all steps at once:
+        # da_{i,f,g} = dc * factor[:, :, :3], da_o = dh * factor[:, :, 3], dc += dh * dc_dh.
+        factor = np.empty((t, n, 4, hd), dtype=gates.dtype)
+        for j, (gate, times) in enumerate(((i, g), (f, c[:-1]), (g, None), (o, tc))):
+            out = factor[:, :, j]  # sigmoid' = s (1 - s), tanh' = 1 - g^2, then the chain
+            if times is None:
+                np.multiply(gate, gate, out=out)
+                np.subtract(1, out, out=out)
+                out *= i
+            else:
+                np.subtract(1, gate, out=out)
+                out *= gate
+                out *= times
+        dc_dh = np.multiply(tc, tc)
+        np.subtract(1, dc_dh, out=dc_dh)
+        dc_dh *= o
+        w_hh = p["weight_hh"]
+        da = np.empty((t, n, 4, hd), dtype=gates.dtype)
+        dh_carry = np.zeros((n, hd), dtype=gates.dtype)  # da_{k+1} W_hh
+        dc_carry = np.zeros_like(dh_carry)  # dc_{k+1} * f_{k+1}
+        dh = np.empty_like(dh_carry)
+        dc = np.empty_like(dh_carry)
+        for k in reversed(range(t)):
+            np.add(dh_carry, dhs_t[k], out=dh)
+            np.multiply(dh, dc_dh[k], out=dc)
+            dc += dc_carry
+            np.multiply(dc[:, None, :], factor[k, :, :3], out=da[k, :, :3])
+            np.multiply(dh, factor[k, :, 3], out=da[k, :, 3])
+            np.matmul(da[k].reshape(n, 4 * hd), w_hh, out=dh_carry)
+            np.multiply(dc, f[k], out=dc_carry)
+        da2 = da.reshape(t * n, 4 * hd)
+        db = da2.sum(axis=0)
+        grads = {
+            "weight_ih": da2.T @ xt.reshape(t * n, -1),
+            "weight_hh": da2.T @ h[:-1].reshape(t * n, hd),
+            "bias_ih": db,
+            "bias_hh": db.copy(),
+        }
+        dx = (da2 @ p["weight_ih"]).reshape(t, n, -1).transpose(1, 0, 2)  # (N, T, F)
+        return (dx[:, ::-1] if reverse else dx), grads
 
     @classmethod
     def examples(cls) -> list[Example]:
