@@ -197,10 +197,7 @@ def _predict_numpy(
     ]
     outs = {o: np.concatenate([p[o] for p in parts]) for o in net.outputs}
     loss = None if logits or net.train is None else net.train.loss
-    done = {"softmax", "log_softmax", "sigmoid"}
-    for o in net.outputs:
-        if net.node(o).op.op in done:
-            continue
+    for o in net.outputs:  # the loss's activation, as in training and in the exported model
         if loss == "cross_entropy":
             outs[f"{o}.probs"] = np.exp(log_softmax(outs.pop(o)))
         elif loss == "binary_cross_entropy":

@@ -292,6 +292,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _err("error: out of memory")
         return EXIT_RUNTIME
+    except Exception as e:  # a bug in netspec, not in the input: say so, keep the trace short
+        if args.debug:
+            raise
+        _err(
+            f"internal error: {type(e).__name__}: {e}\n"
+            "this is a bug in netspec; rerun with --debug for the traceback and report it"
+        )
+        return EXIT_RUNTIME
 
 
 def run() -> None:

@@ -109,3 +109,21 @@ def test_hostile_files_never_show_a_traceback(tmp_path: Path, content: bytes) ->
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "error" in proc.stderr
+    assert "internal error" not in proc.stderr
+
+
+def test_a_bug_in_netspec_is_one_line_naming_it_and_debug_shows_the_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netspec import api
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(api, "analyse_network", broken)
+    spec = write(tmp_path, LENET)
+    assert main(["check", spec]) == 3
+    err = capsys.readouterr().err
+    assert "internal error: ZeroDivisionError: a bug" in err and "--debug" in err
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", "check", spec])

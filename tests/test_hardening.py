@@ -42,6 +42,7 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[str], code: int, *wor
     err = proc.stderr.strip()
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in err and "Traceback" not in proc.stdout
+    assert "internal error" not in err, err  # a netspec bug, caught by main's last resort
     assert err and "\n\n" not in err, err  # one paragraph
     assert "error" in err
     for word in words:

@@ -34,7 +34,7 @@ def xor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     code = main(list(args))
     err = capsys.readouterr().err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "internal error" not in err, err
     return code, err
 
 

@@ -26,9 +26,9 @@ Choices a user may want to know:
 
 The `step` activation (perceptron): its true derivative is zero, so by default its backward is
 the straight-through estimator (the gradient passes unchanged). With ``perceptron_rule = true``,
-a network whose only trainable layer is a dense layer feeding `step` is trained by Rosenblatt's
-rule instead, ``w += lr * (y - y_hat) x`` and ``b += lr * (y - y_hat)``, summed over the batch,
-with the recipe's learning rate (and schedule) and no optimizer state.
+a network whose only trainable layer feeds `step` is trained by Rosenblatt's rule instead (any
+other network is refused): ``w += lr * (y - y_hat) x`` and ``b += lr * (y - y_hat)``, summed
+over the batch, with the recipe's learning rate (and schedule) and no optimizer state.
 """
 
 from __future__ import annotations
@@ -254,17 +254,17 @@ def _clip(grads: Params, max_norm: float) -> None:
 
 
 def perceptron_layer(analysis: Analysis) -> str | None:
-    """The dense node a perceptron rule trains: the only trainable node, feeding `step`."""
+    """The layer a perceptron rule trains: the only trainable one, feeding a threshold unit.
+
+    A threshold unit is an op without a useful derivative (`step`); no op is named here.
+    """
     trainable = {n.rpartition(".")[0] for n in trainable_names(analysis)}
     if len(trainable) != 1:
         return None
-    (dense,) = trainable
-    nodes = analysis.network.nodes
-    if next(n for n in nodes if n.name == dense).op.op != "dense":
-        return None
-    consumers = [n for n in nodes if dense in n.inputs]
-    if len(consumers) == 1 and consumers[0].op.op == "step":
-        return dense
+    (layer,) = trainable
+    consumers = [n for n in analysis.network.nodes if layer in n.inputs]
+    if len(consumers) == 1 and not consumers[0].op.differentiable:
+        return layer
     return None
 
 
@@ -383,6 +383,13 @@ def fit(
     names = trainable_names(analysis)
     penalised = penalised_names(analysis)
     perceptron = perceptron_layer(analysis) if spec.perceptron_rule else None
+    if spec.perceptron_rule and perceptron is None:
+        raise NetspecError.at(
+            "perceptron_rule = true needs a network whose only trainable layer feeds a "
+            "threshold unit (e.g. `dense(1) step`)",
+            hint="remove perceptron_rule to train by gradient descent (step's backward is "
+            "straight-through)",
+        )
     history: list[dict[str, Any]] = []
     start_epoch = 0
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -441,7 +448,7 @@ def fit(
                     exit_code=EXIT_RUNTIME,
                 )
             if perceptron is not None:
-                _perceptron_step(params, tape, perceptron, out[io.output], yb, lr_now)
+                _perceptron_step(executor, tape, params, io.output, out[io.output], yb, lr_now)
             else:
                 grads = executor.backward(tape, {io.output: dout}, params)
                 if spec.l1 or spec.l2:
@@ -525,13 +532,22 @@ def fit(
 
 
 def _perceptron_step(
-    params: Params, tape: Any, dense: str, y_hat: Array, target: Array, lr: float
+    executor: Executor,
+    tape: Any,
+    params: Params,
+    output: str,
+    y_hat: Array,
+    target: Array,
+    lr: float,
 ) -> None:
-    x = tape.caches[dense]  # Dense's cache is its input (N, F)
-    err = (target.reshape(y_hat.shape) - y_hat).astype(y_hat.dtype)  # (N, U)
-    params[f"{dense}.weight"] += np.float32(lr) * (err.T @ x)
-    if f"{dense}.bias" in params:
-        params[f"{dense}.bias"] += np.float32(lr) * err.sum(axis=0)
+    """Rosenblatt's rule, w += lr (y - y_hat) x, as one plain gradient step.
+
+    The threshold unit's backward is straight-through, so backpropagating (y_hat - y) gives the
+    layer exactly (y_hat - y)^T x for its weights and the summed error for its bias.
+    """
+    err = (y_hat - target.reshape(y_hat.shape)).astype(y_hat.dtype)
+    for name, grad in executor.backward(tape, {output: err}, params).items():
+        params[name] -= np.asarray(lr, dtype=grad.dtype) * grad
 
 
 def _save_epoch(

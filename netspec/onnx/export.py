@@ -25,7 +25,7 @@ from netspec import __version__
 from netspec.engine.checkpoint import check_weights
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 from netspec.ir import Analysis, Network, Node
-from netspec.ops.base import Array, OnnxNode, Params, Shape
+from netspec.ops.base import Array, OnnxNode, OpsetError, Params, Shape
 
 MIN_OPSET = 13
 
@@ -45,8 +45,6 @@ _ORT_MAX_OPSET: tuple[tuple[tuple[int, int], int], ...] = (
 Batch = Literal["dynamic"] | int
 DYNAMIC_BATCH = "N"  # the symbolic name of a dynamic batch axis
 _LOSS_ACTIVATION = {"cross_entropy": "Softmax", "binary_cross_entropy": "Sigmoid"}
-# Ops that already end in probabilities: no second activation is appended after them.
-_ALREADY_NORMALISED = {"softmax", "log_softmax", "sigmoid"}
 _DTYPES: dict[str, int] = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
 
 
@@ -127,7 +125,7 @@ class _Lowering:
     def param(self, local: str) -> str:
         name = f"{self._node}.{local}"
         if name not in self._graph.params:
-            # A bug in the op, not an opset limit: KeyError escapes `_lower_node`'s ValueError net.
+            # A bug in the op, not an opset limit: it must not look like an OpsetError.
             raise KeyError(f"{self._node} asks for parameter '{local}', which it does not declare")
         self._graph.initializers.setdefault(name, self._graph.params[name])
         return name
@@ -210,7 +208,7 @@ def _lower_node(graph: _Graph, node: Node, io: _Lowering) -> list[OnnxNode] | No
             layer=node.name,
             exit_code=EXIT_RUNTIME,
         ) from None
-    except ValueError as e:  # ShapeError included: the op says why (often: needs opset >= k)
+    except OpsetError as e:
         raise _opset_error(node, graph.opset, str(e)) from None
 
 
@@ -308,8 +306,9 @@ def to_onnx_model(
     graph_outputs = []
     for out in outputs:
         final = out
-        last = net.node(out).op.op
-        if activation is not None and not logits and last not in _ALREADY_NORMALISED:
+        # The loss's own activation, as training applied it (a final softmax before
+        # cross_entropy is refused by the analysis, so it is never applied twice).
+        if activation is not None and not logits:
             final = graph.fresh(f"{out}.probs")
             graph.nodes.append(helper.make_node(activation, [out], [final], final))
         dtype = dtypes.get(alias.get(out, out), TensorProto.FLOAT)

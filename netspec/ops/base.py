@@ -54,6 +54,14 @@ class OnnxNode:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
+class OpsetError(Exception):
+    """Raised by `to_onnx` when the requested opset cannot express the op; says what it needs.
+
+    The exporter reports it against the layer with a hint to raise --opset. Any other exception
+    from a lowering is a bug in the op and is not dressed up as an opset limit.
+    """
+
+
 class OnnxIO(Protocol):
     """What the exporter offers an op while lowering it."""
 

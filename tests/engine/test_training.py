@@ -101,6 +101,19 @@ def test_perceptron_rule_is_rosenblatts_update_and_learns_and(tmp_path: Path) ->
     np.testing.assert_array_equal(outputs(a, trained.params, x), t)
 
 
+def test_perceptron_rule_on_a_network_it_cannot_train_is_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "and.npz", x=np.zeros((4, 2), np.float32), y=np.zeros((4, 1), np.float32))
+    a = spec_file(
+        tmp_path,
+        "input x: [2]\n dense(3) tanh\n dense(1) step",
+        'data = "and.npz"  loss = mse  epochs = 1  perceptron_rule = true',
+    )
+    assert a.network.train is not None
+    with pytest.raises(NetspecError, match="only trainable layer feeds a threshold unit"):
+        loop.fit(a, a.network.train, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 # ---- repeatability, resume, early stopping ------------------------------------------------------
 
 # Dropout draws from the loop's generator, so a resume must restore its state exactly.
@@ -243,6 +256,27 @@ def test_l2_penalty_adds_twice_l2_w_to_the_gradient() -> None:
     total = loop._penalty({"d.weight": w}, grads, ["d.weight"], l1=0.0, l2=0.1)
     assert total == pytest.approx(0.1 * 5)
     np.testing.assert_allclose(grads["d.weight"], 2 * 0.1 * w)
+
+
+def test_l1_penalty_adds_l1_sign_w_and_matches_torch_autograd() -> None:
+    import torch
+
+    w = np.array([1.5, -2.0, 0.25, -0.5], np.float64)
+    grads = {"d.weight": np.full(4, 0.3)}
+    total = loop._penalty({"d.weight": w}, grads, ["d.weight"], l1=0.01, l2=0.0)
+    tw = torch.tensor(w, requires_grad=True)
+    ref = 0.01 * tw.abs().sum()
+    ref.backward()
+    assert total == pytest.approx(ref.item())
+    np.testing.assert_allclose(grads["d.weight"], 0.3 + tw.grad.numpy())
+
+
+def test_l1_and_l2_together_add_both_terms() -> None:
+    w = np.array([2.0, -1.0])
+    grads = {"d.weight": np.zeros(2)}
+    total = loop._penalty({"d.weight": w}, grads, ["d.weight"], l1=0.1, l2=0.01)
+    assert total == pytest.approx(0.1 * 3 + 0.01 * 5)
+    np.testing.assert_allclose(grads["d.weight"], 0.1 * np.sign(w) + 2 * 0.01 * w)
 
 
 def test_clip_norm_rescales_the_global_gradient_norm() -> None:

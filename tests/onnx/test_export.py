@@ -297,14 +297,29 @@ def test_an_op_refusing_a_lowering_is_reported_with_its_layer(
     analyse: Callable[[str], Analysis], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from netspec.ops.activation import Tanh
-    from netspec.ops.base import OnnxIO, OnnxNode
+    from netspec.ops.base import OnnxIO, OnnxNode, OpsetError
 
     def refuse(self: Tanh, io: OnnxIO) -> list[OnnxNode]:
-        raise ValueError(f"needs opset >= 99, got {io.opset}")
+        raise OpsetError(f"needs opset >= 99, got {io.opset}")
 
     monkeypatch.setattr(Tanh, "to_onnx", refuse)
     net = analyse(MLP)
     with pytest.raises(NetspecError, match=r"tanh 'tanh_1' .*opset 13: needs opset >= 99"):
+        to_onnx_model(net, _params(net), opset=MIN_OPSET)
+
+
+def test_a_bug_in_a_lowering_is_not_reported_as_an_opset_limit(
+    analyse: Callable[[str], Analysis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netspec.ops.activation import Tanh
+    from netspec.ops.base import OnnxIO, OnnxNode
+
+    def broken(self: Tanh, io: OnnxIO) -> list[OnnxNode]:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(Tanh, "to_onnx", broken)
+    net = analyse(MLP)
+    with pytest.raises(ValueError, match="a bug"):
         to_onnx_model(net, _params(net), opset=MIN_OPSET)
 
 
@@ -323,3 +338,18 @@ def test_batchnorm_after_a_conv_is_folded_by_default_with_the_same_outputs(
     onnx.checker.check_model(folded, full_check=True)
     np.testing.assert_allclose(_ort(folded, xs), _ort(plain, xs), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_ort(folded, xs), _numpy(net, params, xs), rtol=1e-4, atol=1e-5)
+
+
+def test_probabilities_are_the_loss_activation_of_the_outputs_whatever_the_last_layer(
+    analyse: Callable[[str], Analysis],
+) -> None:
+    """cross_entropy after a sigmoid trains softmax(sigmoid(z)): export and predict say so too."""
+    from netspec import api
+
+    net = analyse(MLP.replace("out = dense(3)", "dense(3)\n  out = sigmoid"))
+    params = _params(net)
+    xs = _inputs(net, batch=4)
+    probs = _ort(to_onnx_model(net, params), xs)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    numpy_probs = api._predict_numpy(net, xs, params, batch=4, logits=False)["out.probs"]
+    np.testing.assert_allclose(probs, numpy_probs, rtol=1e-5, atol=1e-7)

@@ -1,5 +1,5 @@
-"""Activations, normalisation, shape ops and embedding against torch (float64, autograd), plus
-the behaviour torch cannot check: dropout statistics, rrelu's random slopes, shape errors."""
+"""Activations, normalisation, dense, shape ops and embedding against torch (float64, autograd),
+plus the behaviour torch cannot check: dropout statistics, rrelu's random slopes, shape errors."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from netspec.ops.activation import (
     erf,
 )
 from netspec.ops.base import Array, Ctx, Example, Op, Params
+from netspec.ops.dense import Dense
 from netspec.ops.embedding import Embedding
 from netspec.ops.norm import BatchNorm, Dropout, Lrn
 from netspec.ops.shape import Pad, Reshape
@@ -390,3 +391,30 @@ def test_forward_keeps_float32(example: Example, train: bool) -> None:
     y, _ = op.forward(xs, p, Ctx(train=train))
     assert y.dtype == np.float32
     assert y.shape[1:] == op.infer_shape(shapes)
+
+
+# ---- dense -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("op", "shape"),
+    [(Dense(units=3), (4, 5)), (Dense(units=4, bias=False), (2, 6)), (Dense(units=2), (3, 4, 5))],
+    ids=["bias", "no-bias", "per-step"],
+)
+def test_dense_matches_torch_linear_forward_and_all_gradients(
+    op: Dense, shape: tuple[int, ...]
+) -> None:
+    x = rng.normal(size=shape)
+    p = {k: rng.normal(size=s) for k, s in op.param_shapes([shape[1:]]).items()}
+    y, dy, dxs, dps = run(op, x, p)
+    names = sorted(p)  # bias, weight
+    ref, (dx, *dparams) = torch_grads(
+        lambda t, *ws: tf.linear(t, **dict(zip(names, ws, strict=True))),
+        x,
+        dy,
+        *(p[k] for k in names),
+    )
+    close(y, ref)
+    close(dxs[0], dx)
+    for k, g in zip(names, dparams, strict=True):
+        close(dps[k], g)
