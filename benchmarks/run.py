@@ -403,7 +403,10 @@ def main() -> None:
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"numpy {np.__version__} BLAS threads {threads}, torch {torch.__version__} threads "
-        f"{torch.get_num_threads()}; float32 GEMM peak {peak:.1f} GFLOP/s; reps {reps}"
+        f"{torch.get_num_threads()}; float32 GEMM peak {peak:.1f} GFLOP/s; reps {reps}; "
+        # Some machines pin OpenBLAS to older kernels (Haswell = AVX2 on an AVX-512 CPU, half
+        # the GEMM speed); torch's oneDNN ignores it, so the line says which one ran.
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset: detected)')}"
     )
     print(HEADER)
     records: list[dict[str, Any]] = []
