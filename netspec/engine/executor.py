@@ -7,12 +7,13 @@ shortcut, inception branches) the gradients arriving from each consumer are summ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from netspec.engine.allocator import keep_freed_memory
 from netspec.ir import Analysis, Node
 from netspec.ops.base import Array, Ctx, Params
 
@@ -44,6 +45,7 @@ class _Step:
     locals: tuple[str, ...]  # param and state names the op sees
     trainable: tuple[str, ...]  # the subset that gets gradients
     needs_grad: bool  # a trainable array at or upstream of this node
+    input_grad: bool  # some input needs a gradient: its op's backward must compute it
     is_input: bool
 
 
@@ -51,6 +53,7 @@ class Executor:
     """Forward and backward over an `Analysis`; parameters are passed in, never stored."""
 
     def __init__(self, analysis: Analysis, dtype: npt.DTypeLike = np.float32) -> None:
+        keep_freed_memory()  # every step reallocates the same arrays: reuse, don't page-fault
         self.dtype = np.dtype(dtype)
         self.outputs = analysis.network.outputs
         nodes = {n.name: n for n in analysis.network.nodes}
@@ -66,6 +69,7 @@ class Executor:
                     locals=(*trainable, *info.state_shapes),
                     trainable=trainable,
                     needs_grad=needs[name],
+                    input_grad=any(needs[i] for i in node.inputs),
                     is_input=not node.inputs and node.op.arity == 0,
                 )
             )
@@ -91,13 +95,15 @@ class Executor:
         """Outputs by output name, and a tape of caches for `backward`."""
         values: dict[str, Array] = {}
         tape = Tape()
+        first_layer_ctx = replace(ctx, input_grad=False)
         for k, step in enumerate(self.steps):
             name = step.node.name
             if step.is_input:
                 values[name] = self._cast(inputs[name])
                 continue
             xs = [values[i] for i in step.node.inputs]
-            y, cache = step.node.op.forward(xs, self._slice(step, params), ctx)
+            step_ctx = ctx if step.input_grad else first_layer_ctx
+            y, cache = step.node.op.forward(xs, self._slice(step, params), step_ctx)
             values[name] = y
             if step.needs_grad:
                 tape.caches[name] = cache

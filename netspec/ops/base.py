@@ -42,6 +42,9 @@ class Ctx:
 
     train: bool = False
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    # False when nothing upstream of the op is trainable (a network's first layer): backward
+    # may then return None for its inputs and skip that work, as PyTorch's needs_input_grad.
+    input_grad: bool = True
 
 
 @dataclass(frozen=True)

@@ -332,10 +332,10 @@ class ConvNd(Op):
             y += p["bias"][:, None]
         # Keep the padded input rather than the im2col matrix: the matrix is K times larger,
         # and rebuilding it in backward costs one cache-resident copy.
-        return y.reshape(n, f, *out), (xc, x.shape, pads, out)
+        return y.reshape(n, f, *out), (xc, x.shape, pads, out, ctx.input_grad)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
-        xc, xshape, pads, out = cache
+        xc, xshape, pads, out, input_grad = cache
         w = p["weight"]
         k, s, d = self._kernel()
         n, c = xshape[:2]
@@ -344,18 +344,20 @@ class ConvNd(Op):
         wg = w.reshape(g, fg, -1)  # (G, F/G, C/G*K)
         dy3 = dy.reshape(n, f, o)
         dwt = np.zeros((g, wg.shape[2], fg), dtype=dy.dtype)  # dW^T, summed over chunks
-        dx = np.empty(xshape, dtype=dy.dtype)
+        dx = np.empty(xshape, dtype=dy.dtype) if input_grad else None
         inner = tuple(slice(lo, lo + h) for (lo, _), h in zip(pads, xshape[2:], strict=True))
         for lo, hi in batch_chunks(n, c * math.prod(k) * o * dy.itemsize):
             m = (hi - lo) * o
             dyc = np.ascontiguousarray(dy3[lo:hi].transpose(1, 0, 2)).reshape(g, fg, m)
             cols = im2col(xc[:, lo:hi], k, s, d, out).reshape(g, -1, m)  # (G, C/G*K, n*O)
-            # (G, C/G*K, n*O) = (C, K, n, *O)
-            dcols = np.empty_like(cols)
             for i in range(g):
                 # dW^T += cols dy^T: OpenBLAS runs the long n*O reduction far faster with the
                 # tall operand first than as dy cols^T.
                 dwt[i] += cols[i] @ dyc[i].T
+            if dx is None:
+                continue  # the first layer: nothing upstream wants the input's gradient
+            dcols = np.empty_like(cols)  # (G, C/G*K, n*O) = (C, K, n, *O)
+            for i in range(g):
                 np.matmul(wg[i].T, dyc[i], out=dcols[i])
             shape = (c, hi - lo, *xc.shape[2:])
             dxc = col2im(dcols.reshape(c, -1, hi - lo, *out), shape, k, s, d, out)

@@ -63,16 +63,16 @@ class Dense(Op):
         y = x @ p["weight"].T  # (N, [T,] U)
         if self.bias:
             y += p["bias"]
-        return y, x
+        return y, (x, ctx.input_grad)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
-        x = cache
+        x, input_grad = cache
         x2 = x.reshape(-1, x.shape[-1])  # (N*T, F)
         dy2 = dy.reshape(-1, dy.shape[-1])  # (N*T, U)
         grads = {"weight": dy2.T @ x2}  # (U, F)
         if self.bias:
             grads["bias"] = dy2.sum(axis=0)
-        return [dy @ p["weight"]], grads
+        return [dy @ p["weight"] if input_grad else None], grads
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         x, w = io.inputs[0], io.param("weight")

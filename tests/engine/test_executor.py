@@ -107,6 +107,27 @@ def test_backward_frees_every_cache_on_the_tape() -> None:
     assert tape.caches == {}
 
 
+def test_only_layers_fed_by_trainable_ones_compute_their_input_gradient() -> None:
+    """The first conv and a first dense skip dx (PyTorch does too); later layers compute it."""
+    analysis = analyse(
+        "  input x: [1, 6, 6]\n  a = conv2d(2, 3)\n  b = x -> flatten\n  c = b -> dense(4)\n"
+        "  d = a -> flatten\n  e = concat(c, d, axis=0)\n  dense(2)"
+    )
+    ex = Executor(analysis)
+    flags = {s.node.name: s.input_grad for s in ex.steps if not s.is_input}
+    assert flags == {"a": False, "b": False, "c": False, "d": True, "e": True, "dense_1": True}
+    params = init_params(analysis, np.random.default_rng(0))
+    _, tape = ex.forward({"x": np.ones((2, 1, 6, 6))}, params, Ctx(train=True))
+    for name in ("a", "c"):
+        op = next(n.op for n in analysis.network.nodes if n.name == name)
+        p = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"{name}.")}
+        shape = analysis.layers[name].output_shape
+        assert shape is not None
+        dy = np.ones((2, *shape), np.float32)
+        dxs, grads = op.backward(dy, tape.caches[name], p)
+        assert dxs == [None] and grads["weight"].any(), name
+
+
 def test_float_inputs_are_cast_to_the_executor_dtype_and_token_ids_pass_unconverted() -> None:
     analysis = analyse("  input x: int64[5]\n  embedding(10, 4)\n  flatten\n  dense(2)")
     params = init_params(analysis, np.random.default_rng(0), dtype=np.float32)

@@ -136,6 +136,29 @@ def test_backward_matches_central_finite_differences_in_float64(
         )
 
 
+@pytest.mark.parametrize(("cls", "k", "ex"), CASES)
+def test_skipping_the_input_gradient_leaves_the_parameter_gradients_unchanged(
+    cls: type[Op], k: int, ex: Example
+) -> None:
+    """Ctx(input_grad=False) (a first layer) may drop dx, and must change nothing else."""
+    rng = np.random.default_rng(300 + k)
+    op = ex.op
+    xs, p = _inputs(op, ex, rng, np.float32), _params(op, ex, rng, np.float32)
+    y, full = _forward(op, xs, p, train=True)
+    first = Ctx(train=True, rng=np.random.default_rng(7), input_grad=False)
+    y_first, lean = op.forward(xs, copy.deepcopy(p), first)
+    np.testing.assert_array_equal(y_first, y)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    dxs, grads = op.backward(dy.copy(), full, p)
+    dxs_first, grads_first = op.backward(dy.copy(), lean, p)
+    assert grads_first.keys() == grads.keys()
+    for name, g in grads.items():
+        np.testing.assert_array_equal(grads_first[name], g, err_msg=name)
+    for dx, dx_first in zip(dxs, dxs_first, strict=True):
+        if dx_first is not None:
+            np.testing.assert_array_equal(dx_first, dx)
+
+
 def _model_and_data(op: Op, ex: Example, k: int) -> tuple[onnx.ModelProto, list[Array], Array]:
     rng = np.random.default_rng(200 + k)
     analysis = _one_node_analysis(op, ex)
