@@ -90,8 +90,14 @@ class _Recurrent(Op):
         raise NotImplementedError
 
     # ---- NumPy scan --------------------------------------------------------------------------
-    def scan(self, x: Array, p: Params, reverse: bool = False) -> tuple[Array, Any]:
-        """All hidden states (N, T, H) in input time order; reverse reads x from the end."""
+    def scan(
+        self, x: Array, p: Params, reverse: bool = False, input_grad: bool = True
+    ) -> tuple[Array, Any]:
+        """All hidden states (N, T, H) in input time order; reverse reads x from the end.
+
+        The cache keeps the hidden states second (Bidirectional and seq_grad read them) and
+        input_grad last: without it scan_back returns None for dx and skips its GEMM.
+        """
         if reverse:
             x = x[:, ::-1]
         n, t, _ = x.shape
@@ -105,11 +111,11 @@ class _Recurrent(Op):
             hs[:, k] = h
             steps.append(sc)
         out = hs[:, ::-1] if reverse else hs
-        return out, (x, hs, steps, reverse)
+        return out, (x, hs, steps, reverse, input_grad)
 
-    def scan_back(self, dhs: Array, cache: Any, p: Params) -> tuple[Array, Grads]:
+    def scan_back(self, dhs: Array, cache: Any, p: Params) -> tuple[Array | None, Grads]:
         """BPTT: dhs (N, T, H) on every hidden state, in input time order."""
-        x, hs, steps, reverse = cache
+        x, hs, steps, reverse, input_grad = cache
         if reverse:
             dhs = dhs[:, ::-1]
         n, t, h = hs.shape
@@ -128,11 +134,13 @@ class _Recurrent(Op):
             "bias_ih": gi2.sum(axis=0),
             "bias_hh": gh2.sum(axis=0),
         }
+        if not input_grad:
+            return None, grads
         dx = dgi @ p["weight_ih"]  # (N, T, F)
         return (dx[:, ::-1] if reverse else dx), grads
 
     def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
-        hs, cache = self.scan(xs[0], p)
+        hs, cache = self.scan(xs[0], p, input_grad=ctx.input_grad)
         return (hs if self.return_sequences else hs[:, -1]), cache
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
@@ -270,7 +278,9 @@ class Lstm(_Recurrent):
         scale[2 * h : 3 * h] = 1.0
         return scale
 
-    def scan(self, x: Array, p: Params, reverse: bool = False) -> tuple[Array, Any]:
+    def scan(
+        self, x: Array, p: Params, reverse: bool = False, input_grad: bool = True
+    ) -> tuple[Array, Any]:
         if reverse:
             x = x[:, ::-1]
         n, t, _ = x.shape
@@ -298,10 +308,10 @@ class Lstm(_Recurrent):
             np.multiply(o, tc[k], out=h[k + 1])
         hs = h[1:].transpose(1, 0, 2)  # (N, T, H) in scan order
         out = hs[:, ::-1] if reverse else hs
-        return out, (xt, hs, (gates, c, h, tc), reverse)
+        return out, (xt, hs, (gates, c, h, tc), reverse, input_grad)
 
-    def scan_back(self, dhs: Array, cache: Any, p: Params) -> tuple[Array, Grads]:
-        xt, hs, (gates, c, h, tc), reverse = cache
+    def scan_back(self, dhs: Array, cache: Any, p: Params) -> tuple[Array | None, Grads]:
+        xt, hs, (gates, c, h, tc), reverse, input_grad = cache
         if reverse:
             dhs = dhs[:, ::-1]
         n, t, hd = hs.shape
@@ -345,6 +355,8 @@ class Lstm(_Recurrent):
             "bias_ih": db,
             "bias_hh": db.copy(),
         }
+        if not input_grad:
+            return None, grads
         dx = (da2 @ p["weight_ih"]).reshape(t, n, -1).transpose(1, 0, 2)  # (N, T, F)
         return (dx[:, ::-1] if reverse else dx), grads
 
@@ -476,7 +488,7 @@ class Bidirectional(Op):
         layer = self.layer
         ys, caches = [], []
         for d, reverse in (("fwd", False), ("bwd", True)):
-            hs, cache = layer.scan(xs[0], _sub(p, d), reverse)
+            hs, cache = layer.scan(xs[0], _sub(p, d), reverse, ctx.input_grad)
             ys.append(hs if layer.return_sequences else hs[:, 0 if reverse else -1])
             caches.append(cache)
         return np.concatenate(ys, axis=-1), caches
@@ -490,7 +502,7 @@ class Bidirectional(Op):
         ):
             dhs = self.layer.seq_grad(dy_d, c[1].shape, reverse)
             dx_d, g = self.layer.scan_back(dhs, c, _sub(p, d))
-            dx = dx_d if dx is None else dx + dx_d
+            dx = dx_d if dx is None or dx_d is None else dx + dx_d
             grads.update({f"{d}.{k}": v for k, v in g.items()})
         return [dx], grads
 

@@ -128,6 +128,20 @@ def test_only_layers_fed_by_trainable_ones_compute_their_input_gradient() -> Non
         assert dxs == [None] and grads["weight"].any(), name
 
 
+@pytest.mark.parametrize("layer", ["lstm(4)", "rnn(4)", "bidirectional(gru(4))"])
+def test_a_first_recurrent_layer_skips_its_input_gradient(layer: str) -> None:
+    analysis = analyse(f"  input x: [5, 3]\n  r = {layer}\n  dense(2)")
+    params = init_params(analysis, np.random.default_rng(0))
+    ex = Executor(analysis)
+    _, tape = ex.forward({"x": np.ones((2, 5, 3))}, params, Ctx(train=True))
+    op = next(n.op for n in analysis.network.nodes if n.name == "r")
+    p = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("r.")}
+    dxs, grads = op.backward(
+        np.ones((2, 8 if "bi" in layer else 4), np.float32), tape.caches["r"], p
+    )
+    assert dxs == [None] and all(g.any() for g in grads.values())
+
+
 def test_float_inputs_are_cast_to_the_executor_dtype_and_token_ids_pass_unconverted() -> None:
     analysis = analyse("  input x: int64[5]\n  embedding(10, 4)\n  flatten\n  dense(2)")
     params = init_params(analysis, np.random.default_rng(0), dtype=np.float32)

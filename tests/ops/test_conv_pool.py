@@ -252,6 +252,9 @@ MAXPOOL2D_CASES = [
     (MaxPool2d(kernel=3, stride=2, ceil_mode=True), (2, 8, 9)),
     # ceil_mode whose last window would start in the right padding: dropped, as in torch.
     (MaxPool2d(kernel=2, stride=2, padding=1, ceil_mode=True), (2, 7, 5)),
+    # Windows that tile the input take the axis-by-axis path: odd sizes, k > 2, padding.
+    (MaxPool2d(kernel=3), (2, 8, 7)),
+    (MaxPool2d(kernel=(3, 2), padding=1, ceil_mode=True), (2, 7, 6)),
 ]
 
 
@@ -263,12 +266,24 @@ def test_maxpool2d_matches_torch_forward_and_input_gradient(op: MaxPool2d, shape
     assert_matches_torch(op, shape, fn)
 
 
-def test_maxpool2d_sends_a_tied_gradient_to_one_input_like_torch() -> None:
-    op = MaxPool2d(kernel=3, stride=2, padding=1)
-    x = np.ones((1, 2, 6, 6))
-    dy = np.random.default_rng(0).standard_normal((1, *op.infer_shape([(2, 6, 6)])))
+@pytest.mark.parametrize(
+    "op", [MaxPool2d(kernel=3, stride=2, padding=1), MaxPool2d(kernel=2), MaxPool2d(kernel=3)]
+)
+@pytest.mark.parametrize("values", ["ones", "few levels"])
+def test_maxpool2d_sends_a_tied_gradient_to_one_input_like_torch(
+    op: MaxPool2d, values: str
+) -> None:
+    """Ties (all-zero windows after a ReLU) go to the first maximum in row-major order."""
+    rng = np.random.default_rng(0)
+    shape = (2, 3, 7, 6)
+    x = np.ones(shape) if values == "ones" else rng.integers(0, 3, shape).astype(np.float64)
+    dy = rng.standard_normal((shape[0], *op.infer_shape([shape[1:]])))
     _, dx, _ = run_numpy(op, x, {}, dy)
-    _, tdx, _ = torch_grads(lambda t, _: F.max_pool2d(t, 3, 2, 1), x, {}, dy)
+
+    def fn(t: torch.Tensor, _: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.max_pool2d(t, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
+
+    _, tdx, _ = torch_grads(fn, x, {}, dy)
     np.testing.assert_allclose(dx, tdx, rtol=1e-12)
     np.testing.assert_allclose(dx.sum(), dy.sum(), rtol=1e-12)  # no gradient counted twice
 
