@@ -268,6 +268,7 @@ class Maxout(Op):
     positional: ClassVar[tuple[str, ...]] = ("k",)
     category: ClassVar[str] = "activation"
     summary: ClassVar[str] = "max over groups of k units or channels: `maxout(k)`; [C] -> [C/k]"
+    has_torch_twin: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs

@@ -119,7 +119,8 @@ class Op(BaseModel):
     summary: ClassVar[str] = ""
     # The input dtype an op needs, when not float (embedding takes int64 indices).
     input_dtype: ClassVar[str] = "float32"
-    # The PyTorch twin used by the contract test, if one exists (see tests/ops/twins.py).
+    # True when a test compares this op with PyTorch (forward and gradients, float64); the
+    # tests register each comparison (tests/ops/twins.py) and test_contract checks the two agree.
     has_torch_twin: ClassVar[bool] = False
     # Read by the weight initialiser: a rectifier asks the layer feeding it for He/MSRA init,
     # and init-transparent ops (batchnorm, dropout) are looked through on the way.

@@ -226,7 +226,6 @@ class Dropout(Op):
     positional: ClassVar[tuple[str, ...]] = ("p",)
     category: ClassVar[str] = "norm"
     summary: ClassVar[str] = "zero values with probability p in training only: `dropout(0.5)`"
-    has_torch_twin: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         return inputs[0]

@@ -50,6 +50,7 @@ class _Recurrent(Op):
 
     positional: ClassVar[tuple[str, ...]] = ("hidden",)
     category: ClassVar[str] = "recurrent"
+    has_torch_twin: ClassVar[bool] = True
     gates: ClassVar[int] = 1
     has_cell: ClassVar[bool] = False  # an LSTM's c, carried beside h
     onnx_op: ClassVar[str] = ""
@@ -465,6 +466,7 @@ class Bidirectional(Op):
 
     positional: ClassVar[tuple[str, ...]] = ("layer",)
     category: ClassVar[str] = "recurrent"
+    has_torch_twin: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "both directions of a recurrent layer, joined: `bidirectional(lstm(128))`; "
         "[2H] or [T, 2H]; params fwd.*, bwd.*"

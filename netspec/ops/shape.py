@@ -57,6 +57,7 @@ class Reshape(Op):
 
     positional: ClassVar[tuple[str, ...]] = ("shape",)
     category: ClassVar[str] = "shape"
+    has_torch_twin: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "same values, new per-sample shape: `reshape([4, 7, 7])`, one -1 allowed"
     )

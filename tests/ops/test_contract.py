@@ -1,12 +1,14 @@
 """The op contract, checked for every registered op and every one of its examples.
 
 A new op that misses any part of the contract fails here: there is no list to remember.
-The torch comparison lives in the per-op test files (where `has_torch_twin` is set).
+The torch comparisons live in the per-op test files; each is registered with `against_torch`,
+and the last test here checks the registry against every op's `has_torch_twin`.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from netspec.onnx.export import to_onnx_model
 from netspec.ops import OP_CLASSES, AnyOp
 from netspec.ops.base import Array, Ctx, Example, Op
 from netspec.ops.io import Input
+
+from .twins import MODULES, TORCH_CHECKED
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 2  # batch
@@ -205,3 +209,11 @@ def test_every_op_has_a_summary_and_examples(cls: type[Op]) -> None:
 def test_every_op_has_a_readme_row(cls: type[Op]) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert any(line.startswith(f"| `{cls.kind()}` |") for line in readme)
+
+
+def test_has_torch_twin_flags_exactly_the_ops_the_tests_compare_with_torch() -> None:
+    for module in MODULES:
+        importlib.import_module(module)  # registers its against_torch marks
+    flagged = {cls.kind() for cls in OP_CLASSES if cls.has_torch_twin}
+    assert TORCH_CHECKED - flagged == set(), "compared with torch: set has_torch_twin = True"
+    assert flagged - TORCH_CHECKED == set(), "has_torch_twin without a torch comparison"

@@ -22,6 +22,8 @@ from netspec.ops.pool import (
     MaxPool2d,
 )
 
+from .twins import against_torch
+
 BATCH = 2
 
 
@@ -95,6 +97,7 @@ CONV2D_CASES: list[tuple[Conv2d, Shape, tuple[int, ...] | None]] = [
 
 
 @pytest.mark.parametrize(("op", "shape", "torch_pad"), CONV2D_CASES)
+@against_torch("conv2d")
 def test_conv2d_matches_torch_forward_and_all_gradients(
     op: Conv2d, shape: Shape, torch_pad: tuple[int, ...] | None
 ) -> None:
@@ -126,6 +129,7 @@ def test_conv2d_same_padding_with_stride_one_matches_torch_same() -> None:
         Conv1d(filters=2, kernel=2, dilation=3, padding=1, bias=False),
     ],
 )
+@against_torch("conv1d")
 def test_conv1d_matches_torch_forward_and_all_gradients(op: Conv1d) -> None:
     def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.conv1d(
@@ -259,6 +263,7 @@ MAXPOOL2D_CASES = [
 
 
 @pytest.mark.parametrize(("op", "shape"), MAXPOOL2D_CASES)
+@against_torch("maxpool2d")
 def test_maxpool2d_matches_torch_forward_and_input_gradient(op: MaxPool2d, shape: Shape) -> None:
     def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.max_pool2d(x, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
@@ -302,6 +307,7 @@ AVGPOOL2D_CASES = [
 
 
 @pytest.mark.parametrize(("op", "shape"), AVGPOOL2D_CASES)
+@against_torch("avgpool2d")
 def test_avgpool2d_matches_torch_divisors_and_gradient(op: AvgPool2d, shape: Shape) -> None:
     def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         stride = op.stride if op.stride is not None else op.kernel
@@ -317,6 +323,7 @@ def test_avgpool2d_matches_torch_divisors_and_gradient(op: AvgPool2d, shape: Sha
         MaxPool1d(kernel=2, dilation=2),
     ],
 )
+@against_torch("maxpool1d")
 def test_maxpool1d_matches_torch(op: MaxPool1d) -> None:
     def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.max_pool1d(x, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
@@ -331,6 +338,7 @@ def test_maxpool1d_matches_torch(op: MaxPool1d) -> None:
         AvgPool1d(kernel=3, stride=2, padding=1, ceil_mode=True, count_include_pad=True),
     ],
 )
+@against_torch("avgpool1d")
 def test_avgpool1d_matches_torch(op: AvgPool1d) -> None:
     def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.avg_pool1d(x, op.kernel, op.stride, op.padding, op.ceil_mode, op.count_include_pad)
@@ -338,12 +346,14 @@ def test_avgpool1d_matches_torch(op: AvgPool1d) -> None:
     assert_matches_torch(op, (3, 10), fn)
 
 
+@against_torch("global_avgpool")
 def test_global_avgpool_matches_torch_and_keeps_unit_spatial_axes() -> None:
     op = GlobalAvgPool()
     assert op.infer_shape([(3, 5, 4)]) == (3, 1, 1)
     assert_matches_torch(op, (3, 5, 4), lambda x, _: F.adaptive_avg_pool2d(x, 1))
 
 
+@against_torch("global_maxpool")
 def test_global_maxpool_matches_torch_and_keeps_unit_spatial_axes() -> None:
     op = GlobalMaxPool()
     assert op.infer_shape([(3, 5, 4)]) == (3, 1, 1)
