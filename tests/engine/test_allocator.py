@@ -44,7 +44,7 @@ def _mmapped_bytes() -> int:
 
 @glibc
 def test_executor_serves_large_arrays_from_the_heap() -> None:
-    Executor(analyse("input x: [4]\ndense(3)"))  # applies the setting, as training does
+    Executor(analyse("input x: [4]\ndense(3)"))  # its module applied the setting on import
     assert allocator.keep_freed_memory()
     before = _mmapped_bytes()
     big = np.ones(8 << 20, dtype=np.uint8)  # 8 MiB: above glibc's 128 KiB default threshold
