@@ -214,9 +214,9 @@ def tiled_max(xp: Array, kernel: Sequence[int], out: Shape) -> tuple[Array, list
 def tiled_max_back(dy: Array, picks: list[Array], kernel: Sequence[int], shape: Shape) -> Array:
     """The adjoint of tiled_max: each output's gradient to its window's winner, zeros elsewhere.
 
-    Unwinds the axes in the order tiled_max reduced them, so each pass writes every k-th element
-    of one axis once. An infinite dy also turns the losers' zeros into NaN (inf * 0); training
-    has stopped on a non-finite loss long before.
+    Unwinds the axes in the reverse of tiled_max's order (the first axis first), so each pass
+    writes every k-th element of one axis once. An infinite dy also turns the losers' zeros
+    into NaN (inf * 0); training has stopped on a non-finite loss long before.
     """
     g = dy
     for axis, pick in enumerate(picks):
