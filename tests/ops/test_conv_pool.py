@@ -321,6 +321,9 @@ def test_avgpool2d_matches_torch_divisors_and_gradient(op: AvgPool2d, shape: Sha
     [
         MaxPool1d(kernel=3, stride=2, padding=1, ceil_mode=True),
         MaxPool1d(kernel=2, dilation=2),
+        # Windows that tile the input: the axis-by-axis path, in one dimension.
+        MaxPool1d(kernel=2),
+        MaxPool1d(kernel=3, padding=1, ceil_mode=True),
     ],
 )
 @against_torch("maxpool1d")
