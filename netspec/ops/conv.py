@@ -1,9 +1,10 @@
 """Convolutions, written once for n spatial dimensions: conv1d over (C, L), conv2d over (C, H, W).
 
-The NumPy path is im2col: copy the input once into a padded channels-major (C, N, *S) array,
-then, per chunk of the batch, copy one strided slice per kernel tap into a (C*K, N*O) matrix and
-do one 2-D GEMM per group. The backward pass rebuilds that matrix and scatters window gradients
-back with one strided add per kernel tap (col2im). The window machinery is shared with the pools.
+The NumPy path is im2col (`Grid`): copy the input once into a padded channels-major buffer,
+then, per chunk of the batch, copy one slice per kernel tap into a (C*K, N*M) matrix and do one
+2-D GEMM per group. The backward pass rebuilds that matrix and scatters window gradients back
+with one add per kernel tap (col2im). With stride 1 each tap is a contiguous slice of the
+flattened input ("wide" grid); the strided window helpers are shared with the pools.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -178,56 +180,136 @@ def tap_regions(
     ]
 
 
-def channels_major(x: Array, pads: Pads) -> Array:
-    """(N, C, *S) -> zero-padded (C, N, *Sp): the one copy of the input a convolution makes.
-
-    Channels first and batch second is the layout in which the im2col matrix below is
-    (C*K, N*O), so the whole batch is one GEMM whose (F, N*O) result needs one transpose.
-    """
-    n, c, *sizes = x.shape
-    padded = [h + lo + hi for h, (lo, hi) in zip(sizes, pads, strict=True)]
-    xc = np.zeros((c, n, *padded), dtype=x.dtype)
-    inner = tuple(slice(lo, lo + h) for (lo, _), h in zip(pads, sizes, strict=True))
-    xc[(slice(None), slice(None), *inner)] = np.moveaxis(x, 1, 0)
-    return xc
-
-
-# The im2col matrix (and its gradient) is built and consumed per chunk of the batch of about
+# The window matrix (and its gradient) is built and consumed per chunk of the batch of about
 # this many bytes: it stays in L3 between its copy and its GEMM, and peak memory stays near the
 # activations' instead of K times the input (measured: 4 MiB was as fast as or faster than the
-# whole batch at once, and cut the CIFAR CNN's peak training memory from 5.8x to 1.7x budget).
-CHUNK_BYTES = 1 << 22
+# whole batch at once, and cut the CIFAR CNN's peak training memory from 5.8x to 1.7x budget;
+# with the wider stride-1 grid, 2 MiB is as fast again and keeps LeNet b256 at 1.64x, not 2.05x).
+CHUNK_BYTES = 1 << 21
 
 
 def batch_chunks(n: int, bytes_per_sample: int) -> list[tuple[int, int]]:
-    """[lo, hi) ranges over the batch, each with an im2col matrix of about CHUNK_BYTES."""
+    """[lo, hi) ranges over the batch, each with a window matrix of about CHUNK_BYTES."""
     step = max(1, CHUNK_BYTES // max(bytes_per_sample, 1))
     return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
 
 
-def im2col(
-    xc: Array, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Shape
-) -> Array:
-    """(C, N, *Sp) -> (C, *K, N, *O): one strided copy per kernel tap, each a contiguous block."""
-    c, n = xc.shape[:2]
-    cols = np.empty((c, math.prod(kernel), n, *out), dtype=xc.dtype)
-    for k, offset in enumerate(itertools.product(*(range(kk) for kk in kernel))):
-        cols[:, k] = xc[(slice(None), slice(None), *_tap_region(offset, stride, dilation, out))]
-    return cols.reshape(c, *kernel, n, *out)
+@dataclass(frozen=True)
+class Grid:
+    """The im2col layout of a convolution: which output positions the window matrix covers.
 
+    The input is copied once into a zero-padded, channels-major buffer (C, N, prod(P) + slack),
+    the layout in which the window matrix is (C*K, N*M): the whole batch chunk is one GEMM.
 
-def col2im(
-    dcols: Array,
-    shape: Shape,
-    kernel: Sequence[int],
-    stride: Sequence[int],
-    dilation: Sequence[int],
-    out: Shape,
-) -> Array:
-    """The adjoint of im2col: (C, K, N, *O) window gradients summed onto a (C, N, *Sp) input."""
-    return scatter_windows(
-        shape, dcols.dtype, kernel, stride, dilation, out, lambda k, _: dcols[:, k]
-    )
+    With stride 1 the grid is *wide*: a column for every output row times every padded column
+    (M = O_0 * P_1 * ... ), not just the O_1 valid ones. Each kernel tap is then one contiguous
+    shifted slice of the flattened buffer, so im2col copies and col2im adds run over whole rows
+    instead of W-float runs (LeNet's 10, ResNet's 8-32). The extra columns read past a row's
+    end; their outputs are dropped, and in backward their output gradient is zero, so they add
+    nothing to dW or dx. The price is GEMMs wider by P_1 / O_1 (1.06x on ResNet-20, 1.4x on
+    LeNet's second conv). Other strides use the exact grid: one strided slice per tap.
+    """
+
+    padded: tuple[int, ...]  # P: the padded input's spatial sizes
+    out: tuple[int, ...]  # O: the output's spatial sizes
+    taps: tuple[tuple[slice, ...], ...]  # exact grid: each tap's strided slice of the input
+    offsets: tuple[int, ...]  # wide grid: each tap's offset in the flattened input
+    wide: bool
+
+    @classmethod
+    def of(
+        cls,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+        dilation: Sequence[int],
+        padded: Sequence[int],
+        out: Sequence[int],
+    ) -> Grid:
+        wide = all(v == 1 for v in stride)
+        steps = [math.prod(padded[i + 1 :]) for i in range(len(padded))]  # C-order strides
+        offsets = tuple(
+            sum(t * d * st for t, d, st in zip(offset, dilation, steps, strict=True))
+            for offset in itertools.product(*(range(k) for k in kernel))
+        )
+        return cls(
+            tuple(padded),
+            tuple(out),
+            tuple(tap_regions(kernel, stride, dilation, tuple(out))),
+            offsets if wide else (),
+            wide,
+        )
+
+    @property
+    def columns(self) -> int:
+        """Window-matrix columns per sample (M)."""
+        if self.wide:
+            return self.out[0] * math.prod(self.padded[1:])
+        return math.prod(self.out)
+
+    @property
+    def slack(self) -> int:
+        """Floats past the padded input that the last wide tap reads (all zero)."""
+        if not self.wide:
+            return 0
+        return max(0, max(self.offsets) + self.columns - math.prod(self.padded))
+
+    def load(self, x: Array, pads: Pads) -> Array:
+        """(N, C, *S) -> the zero-padded channels-major buffer (C, N, prod(P) + slack)."""
+        n, c, *sizes = x.shape
+        buf = np.zeros((c, n, math.prod(self.padded) + self.slack), dtype=x.dtype)
+        inner = tuple(slice(lo, lo + h) for (lo, _), h in zip(pads, sizes, strict=True))
+        self.spatial(buf)[(slice(None), slice(None), *inner)] = np.moveaxis(x, 1, 0)
+        return buf
+
+    def spatial(self, buf: Array) -> Array:
+        """The (C, N, *P) view of a buffer (its slack cut off)."""
+        return buf[:, :, : math.prod(self.padded)].reshape(*buf.shape[:2], *self.padded)
+
+    def im2col(self, buf: Array) -> Array:
+        """(C, n, prod(P) + slack) -> (C, K, n, M): one copy per kernel tap."""
+        c, n = buf.shape[:2]
+        m = self.columns
+        cols = np.empty((c, len(self.taps), n, m), dtype=buf.dtype)
+        if self.wide:
+            for k, off in enumerate(self.offsets):
+                cols[:, k] = buf[:, :, off : off + m]
+        else:
+            xc = self.spatial(buf)
+            for k, region in enumerate(self.taps):
+                cols[:, k] = xc[(slice(None), slice(None), *region)].reshape(c, n, m)
+        return cols
+
+    def col2im(self, dcols: Array) -> Array:
+        """The adjoint of im2col: (C, K, n, M) window gradients summed onto (C, n, *P).
+
+        One add per tap: within a tap the input positions are distinct, so `+=` on the slice
+        never loses a contribution.
+        """
+        c, _, n, m = dcols.shape
+        dbuf = np.zeros((c, n, math.prod(self.padded) + self.slack), dtype=dcols.dtype)
+        if self.wide:
+            for k, off in enumerate(self.offsets):
+                dbuf[:, :, off : off + m] += dcols[:, k]
+        else:
+            dxc = self.spatial(dbuf)
+            for k, region in enumerate(self.taps):
+                dxc[(slice(None), slice(None), *region)] += dcols[:, k].reshape(c, n, *self.out)
+        return self.spatial(dbuf)
+
+    def valid(self, grid: Array) -> Array:
+        """(..., M) on the grid -> a (..., *O) view of the real output positions."""
+        if not self.wide:
+            return grid.reshape(*grid.shape[:-1], *self.out)
+        full = grid.reshape(*grid.shape[:-1], self.out[0], *self.padded[1:])
+        lead = (slice(None),) * (grid.ndim - 1)
+        return full[(*lead, slice(None), *(slice(0, o) for o in self.out[1:]))]
+
+    def scatter_output(self, dy: Array) -> Array:
+        """(n, F, *O) output gradient -> (F, n, M) on the grid, zero on the extra columns."""
+        n, f = dy.shape[:2]
+        grid = (np.zeros if self.wide else np.empty)((f, n, self.columns), dtype=dy.dtype)
+        self.valid(grid)[...] = np.moveaxis(dy, 1, 0)
+        return grid
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,57 +396,61 @@ class ConvNd(Op):
     def init_hint(self) -> Init | None:
         return self.init
 
+    def _grid(self, x: Shape) -> tuple[Pads, Grid]:
+        k, s, d = self._kernel()
+        pads, out = self._geometry(x)
+        padded = tuple(h + lo + hi for h, (lo, hi) in zip(x[1:], pads, strict=True))
+        return pads, Grid.of(k, s, d, padded, out)
+
     def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
         x = xs[0]  # (N, C, *S)
-        k, s, d = self._kernel()
-        pads, out = self._geometry(x.shape[1:])
+        k, _, _ = self._kernel()
+        pads, grid = self._grid(x.shape[1:])
         n, g, f = x.shape[0], self.groups, self.filters
-        fg, o = f // g, math.prod(out)
+        fg, m = f // g, grid.columns
         wg = p["weight"].reshape(g, fg, -1)  # (G, F/G, C/G*K)
-        xc = channels_major(x, pads)  # (C, N, *Sp)
-        y = np.empty((n, f, o), dtype=x.dtype)
-        for lo, hi in batch_chunks(n, x.shape[1] * math.prod(k) * o * x.itemsize):
-            cols = im2col(xc[:, lo:hi], k, s, d, out).reshape(g, -1, (hi - lo) * o)
-            for i in range(g):  # (F/G, C/G*K) @ (C/G*K, n*O): one GEMM per group and chunk
-                yi = (wg[i] @ cols[i]).reshape(fg, hi - lo, o)
-                y[lo:hi, i * fg : (i + 1) * fg] = yi.transpose(1, 0, 2)
+        buf = grid.load(x, pads)  # (C, N, prod(P) + slack)
+        y = np.empty((n, f, *grid.out), dtype=x.dtype)
+        for lo, hi in batch_chunks(n, x.shape[1] * math.prod(k) * m * x.itemsize):
+            cols = grid.im2col(buf[:, lo:hi]).reshape(g, -1, (hi - lo) * m)
+            for i in range(g):  # (F/G, C/G*K) @ (C/G*K, n*M): one GEMM per group and chunk
+                yi = (wg[i] @ cols[i]).reshape(fg, hi - lo, m)
+                y[lo:hi, i * fg : (i + 1) * fg] = np.moveaxis(grid.valid(yi), 0, 1)
         if self.bias:
-            y += p["bias"][:, None]
-        # Keep the padded input rather than the im2col matrix: the matrix is K times larger,
+            y += p["bias"].reshape(f, *(1,) * len(grid.out))
+        # Keep the padded input rather than the window matrix: the matrix is K times larger,
         # and rebuilding it in backward costs one cache-resident copy.
-        return y.reshape(n, f, *out), (xc, x.shape, pads, out, ctx.input_grad)
+        return y, (buf, x.shape, pads, grid, ctx.input_grad)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
-        xc, xshape, pads, out, input_grad = cache
+        buf, xshape, pads, grid, input_grad = cache
         w = p["weight"]
-        k, s, d = self._kernel()
+        k, _, _ = self._kernel()
         n, c = xshape[:2]
         g, f = self.groups, self.filters
-        fg, o = f // g, math.prod(out)
+        fg, m = f // g, grid.columns
         wg = w.reshape(g, fg, -1)  # (G, F/G, C/G*K)
-        dy3 = dy.reshape(n, f, o)
         dwt = np.zeros((g, wg.shape[2], fg), dtype=dy.dtype)  # dW^T, summed over chunks
         dx = np.empty(xshape, dtype=dy.dtype) if input_grad else None
         inner = tuple(slice(lo, lo + h) for (lo, _), h in zip(pads, xshape[2:], strict=True))
-        for lo, hi in batch_chunks(n, c * math.prod(k) * o * dy.itemsize):
-            m = (hi - lo) * o
-            dyc = np.ascontiguousarray(dy3[lo:hi].transpose(1, 0, 2)).reshape(g, fg, m)
-            cols = im2col(xc[:, lo:hi], k, s, d, out).reshape(g, -1, m)  # (G, C/G*K, n*O)
+        for lo, hi in batch_chunks(n, c * math.prod(k) * m * dy.itemsize):
+            cols_n = (hi - lo) * m
+            dyc = grid.scatter_output(dy[lo:hi]).reshape(g, fg, cols_n)  # (G, F/G, n*M)
+            cols = grid.im2col(buf[:, lo:hi]).reshape(g, -1, cols_n)  # (G, C/G*K, n*M)
             for i in range(g):
-                # dW^T += cols dy^T: OpenBLAS runs the long n*O reduction far faster with the
+                # dW^T += cols dy^T: OpenBLAS runs the long n*M reduction far faster with the
                 # tall operand first than as dy cols^T.
                 dwt[i] += cols[i] @ dyc[i].T
             if dx is None:
                 continue  # the first layer: nothing upstream wants the input's gradient
-            dcols = np.empty_like(cols)  # (G, C/G*K, n*O) = (C, K, n, *O)
+            dcols = np.empty_like(cols)  # (G, C/G*K, n*M) = (C, K, n, M)
             for i in range(g):
                 np.matmul(wg[i].T, dyc[i], out=dcols[i])
-            shape = (c, hi - lo, *xc.shape[2:])
-            dxc = col2im(dcols.reshape(c, -1, hi - lo, *out), shape, k, s, d, out)
+            dxc = grid.col2im(dcols.reshape(c, -1, hi - lo, m))  # (C, n, *P)
             dx[lo:hi] = np.moveaxis(dxc[(slice(None), slice(None), *inner)], 0, 1)
         grads = {"weight": np.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(w.shape)}
         if self.bias:
-            grads["bias"] = dy3.sum(axis=(0, 2))
+            grads["bias"] = dy.sum(axis=(0, *range(2, dy.ndim)))
         return [dx], grads
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:

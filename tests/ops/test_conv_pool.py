@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,7 @@ from pydantic import ValidationError
 
 from netspec.errors import ShapeError
 from netspec.ops.base import Array, Ctx, Op, Shape
-from netspec.ops.conv import Conv1d, Conv2d
+from netspec.ops.conv import Conv1d, Conv2d, Grid
 from netspec.ops.pool import (
     AvgPool1d,
     AvgPool2d,
@@ -372,3 +374,36 @@ def test_pool_rejects_padding_that_leaves_a_window_with_padding_only() -> None:
     with pytest.raises(ShapeError, match=r"padding 2 must be smaller than the window span 2"):
         MaxPool2d(kernel=2, padding=2).infer_shape([(1, 6, 6)])
     assert MaxPool2d(kernel=2, padding=1).infer_shape([(1, 6, 6)]) == (1, 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "dilation", "pads"),
+    [
+        ((3, 3), (1, 1), [(1, 1), (1, 1)]),
+        ((2, 3), (2, 1), [(0, 1), (2, 0)]),
+        ((5,), (1,), [(2, 2)]),
+    ],
+)
+def test_the_wide_stride_one_grid_equals_the_exact_grid(
+    kernel: tuple[int, ...], dilation: tuple[int, ...], pads: list[tuple[int, int]]
+) -> None:
+    """Stride 1 takes the wide grid (contiguous taps); its extra columns must change nothing."""
+    rng = np.random.default_rng(0)
+    sizes = (7, 6)[: len(kernel)]
+    x = rng.standard_normal((2, 3, *sizes))
+    padded = tuple(h + lo + hi for h, (lo, hi) in zip(sizes, pads, strict=True))
+    out = tuple(p - d * (k - 1) for p, k, d in zip(padded, kernel, dilation, strict=True))
+    wide = Grid.of(kernel, (1,) * len(kernel), dilation, padded, out)
+    exact = dataclasses.replace(wide, offsets=(), wide=False)
+    assert wide.wide and wide.columns >= exact.columns
+    w = rng.standard_normal((4, 3 * math.prod(kernel)))
+    dy = rng.standard_normal((2, 4, *out))
+    results = []
+    for grid in (wide, exact):
+        cols = grid.im2col(grid.load(x, pads)).reshape(w.shape[1], -1)
+        y = grid.valid((w @ cols).reshape(4, 2, grid.columns))
+        dcols = w.T @ grid.scatter_output(dy).reshape(4, -1)
+        dx = grid.col2im(dcols.reshape(3, -1, 2, grid.columns))
+        results.append((np.array(y), dx))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)
