@@ -321,13 +321,25 @@ def _stopper(spec: TrainSpec, has_val: bool) -> Stopper | None:
 # ---- the loop ------------------------------------------------------------------------------------
 
 
-def _check_recipe(spec: TrainSpec, loss: Loss) -> None:
+def _check_recipe(spec: TrainSpec, loss: Loss, io: Io) -> None:
     if loss.task == "regression":
         bad = [m.name for m in spec.metrics if m.name in CLASSIFICATION_METRICS]
         if bad:
             raise NetspecError.at(
                 f"metrics {', '.join(bad)} need a classification loss, not {spec.loss}",
                 hint="use mse, mae or r2 for regression",
+                exit_code=EXIT_SPEC,
+            )
+        return
+    units = io.output_shape[-1] if io.output_shape else 1
+    classes = 2 if units == 1 else units  # one sigmoid unit: two classes
+    for m in spec.metrics:
+        if m.name == "top_k" and m.k >= classes:
+            raise NetspecError.at(
+                f"top_k(k={m.k}) on {classes} classes is always 1: every class is in the top "
+                f"{m.k} (output shape {list(io.output_shape)})",
+                hint=f"use k < {classes}"
+                + (", e.g. top_k(k=2)" if classes > 2 else " or accuracy"),
                 exit_code=EXIT_SPEC,
             )
 
@@ -368,8 +380,8 @@ def fit(
     if lr is not None:
         opt_spec = type(opt_spec).model_validate(opt_spec.model_dump() | {"lr": lr})
     loss = LOSSES[spec.loss]
-    _check_recipe(spec, loss)
     io = io_of(analysis)
+    _check_recipe(spec, loss, io)
     init_rng, data_rng, rng = _streams(spec.seed)
     splits = load_splits(analysis, spec, data, data_rng)
     train, val = splits.train, splits.val

@@ -104,3 +104,21 @@ def test_train_without_a_train_section_is_a_spec_error(project: Path) -> None:
     run = netspec("train", "bare.net", cwd=project)
     assert run.returncode == 1
     assert "no train section" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_a_top_k_that_covers_every_class_is_a_spec_error(project: Path, k: int) -> None:
+    """top_k(k) on k or fewer classes always reads 1.0: say so before training, not after."""
+    spec = SPEC.replace("metrics = [accuracy]", f"metrics = [accuracy, top_k(k={k})]")
+    (project / "topk.net").write_text(spec, encoding="utf-8")
+    run = netspec("train", "topk.net", "--out", "out", cwd=project)
+    assert run.returncode == 1
+    assert f"top_k(k={k}) on 3 classes is always 1" in run.stderr
+    assert "k < 3" in run.stderr and "Traceback" not in run.stderr
+    assert not list(project.glob("out/*"))  # refused before anything was trained
+
+    ok = spec.replace(f"top_k(k={k})", "top_k(k=2)")
+    (project / "topk.net").write_text(ok, encoding="utf-8")
+    run = netspec("train", "topk.net", "--out", "out", "--epochs", "1", cwd=project)
+    assert run.returncode == 0, run.stderr
+    assert "top_2_accuracy" in run.stderr
