@@ -4,7 +4,7 @@ The NumPy path is im2col (`Grid`): copy the input once into a padded channels-ma
 then, per chunk of the batch, copy one slice per kernel tap into a (C*K, N*M) matrix and do one
 2-D GEMM per group. The backward pass rebuilds that matrix and scatters window gradients back
 with one add per kernel tap (col2im). With stride 1 each tap is a contiguous slice of the
-flattened input ("wide" grid); the strided window helpers are shared with the pools.
+flattened input ("wide" grid). Window geometry and the strided views are in window.py.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, ValidationInfo, field_validator
 
 from netspec.errors import ShapeError
@@ -35,151 +34,17 @@ from netspec.ops.base import (
     numel,
 )
 from netspec.ops.init import Init, InitName
-from netspec.ops.window import as_tuple, dropped, out_size, resolve_padding
-
-PosInt = Annotated[int, Field(ge=1)]
-NonNegInt = Annotated[int, Field(ge=0)]
-# One value for every spatial dimension, or one per dimension (length checked per op).
-Sizes = PosInt | tuple[PosInt, ...]
-# An int pads both sides; n values pad each dimension symmetrically; 2n values are ONNX's
-# (begin..., end...); "same"/"valid" are resolved against the input size.
-PaddingAttr = NonNegInt | tuple[NonNegInt, ...] | Literal["same", "valid"]
-
-Pads = list[tuple[int, int]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Window geometry and the strided-view machinery shared with pool.py
-
-
-def check_sizes(value: Any, info: ValidationInfo, ndim: int) -> Any:
-    """Field validator body: a list attribute needs one value per spatial dimension."""
-    if isinstance(value, tuple) and len(value) != ndim:
-        raise ValueError(f"{info.field_name} needs 1 or {ndim} values, got {len(value)}")
-    return value
-
-
-def check_padding(value: Any, ndim: int) -> Any:
-    if isinstance(value, tuple) and len(value) not in (ndim, 2 * ndim):
-        raise ValueError(
-            f"padding needs 1, {ndim} or {2 * ndim} values (per dimension, or begin... end...), "
-            f"got {len(value)}"
-        )
-    return value
-
-
-def geometry(
-    sizes: Sequence[int],
-    kernel: Sequence[int],
-    stride: Sequence[int],
-    dilation: Sequence[int],
-    padding: PaddingAttr,
-    ceil: bool = False,
-) -> tuple[Pads, tuple[int, ...]]:
-    """Explicit (before, after) pads and the output size of every spatial dimension."""
-    pads = resolve_padding(padding, sizes, kernel, stride, dilation)
-    out = tuple(
-        out_size(h, k, s, d, p, ceil)
-        for h, k, s, d, p in zip(sizes, kernel, stride, dilation, pads, strict=True)
-    )
-    return pads, out
-
-
-def dropped_warnings(
-    sizes: Sequence[int],
-    kernel: Sequence[int],
-    stride: Sequence[int],
-    dilation: Sequence[int],
-    pads: Pads,
-    out: Sequence[int],
-) -> list[str]:
-    """A warning (at most one) naming each dimension whose last real rows no window reaches."""
-    units = ("row", "column") if len(sizes) == 2 else ("position",) * len(sizes)
-    parts = []
-    for unit, h, k, s, d, p, o in zip(
-        units, sizes, kernel, stride, dilation, pads, out, strict=True
-    ):
-        n = dropped(h, k, s, d, p, o)
-        if n > 0:
-            dil = f", dilation {d}" if d > 1 else ""
-            parts.append(
-                f"the last {n} input {unit}(s) ({h} {unit}s, kernel {k}, stride {s}{dil}, "
-                f"padding {p[0]}+{p[1]})"
-            )
-    if not parts:
-        return []
-    return [f"the window never covers {' nor '.join(parts)}: they are silently dropped"]
-
-
-def pad_input(x: Array, pads: Pads, value: float = 0.0) -> Array:
-    """Pad the spatial axes (2 onward) of a batch-first (N, C, *spatial) array."""
-    if not any(lo or hi for lo, hi in pads):
-        return x
-    return np.pad(x, [(0, 0), (0, 0), *pads], constant_values=value)
-
-
-def windows(
-    xp: Array, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Shape
-) -> Array:
-    """A (N, C, *out, *kernel) view of every window of the padded input; nothing is copied."""
-    n = len(kernel)
-    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
-    view = sliding_window_view(xp, span, axis=tuple(range(2, 2 + n)))  # (N, C, *P, *span)
-    starts = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, stride, strict=True))
-    taps = tuple(slice(None, None, d) for d in dilation)
-    return view[(slice(None), slice(None), *starts, *taps)]
-
-
-def scatter_windows(
-    shape: Shape,
-    dtype: Any,
-    kernel: Sequence[int],
-    stride: Sequence[int],
-    dilation: Sequence[int],
-    out: Shape,
-    piece: Callable[[int, tuple[int, ...]], Array],
-) -> Array:
-    """col2im: sum per-window gradients back onto a padded input of `shape`.
-
-    `piece(k, offset)` gives the (N, C, *out) gradient that kernel tap `offset` (flat index `k`,
-    C order) sends to its input positions. One strided add per tap: within a tap the positions
-    are distinct, so `+=` on the slice never loses a contribution.
-    """
-    dxp = np.zeros(shape, dtype=dtype)
-    for k, offset in enumerate(itertools.product(*(range(kk) for kk in kernel))):
-        region = tuple(
-            slice(t * d, t * d + (o - 1) * s + 1, s)
-            for t, d, o, s in zip(offset, dilation, out, stride, strict=True)
-        )
-        dxp[(slice(None), slice(None), *region)] += piece(k, offset)
-    return dxp
-
-
-def crop(dxp: Array, pads: Pads, sizes: Sequence[int]) -> Array:
-    """Drop the padding again: the inverse of pad_input for gradients."""
-    inner = tuple(slice(lo, lo + h) for (lo, _), h in zip(pads, sizes, strict=True))
-    return dxp[(slice(None), slice(None), *inner)]
-
-
-def _tap_region(
-    offset: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Shape
-) -> tuple[slice, ...]:
-    """The input positions kernel tap `offset` reads for every output position (a strided slice)."""
-    return tuple(
-        slice(t * d, t * d + (o - 1) * s + 1, s)
-        for t, d, o, s in zip(offset, dilation, out, stride, strict=True)
-    )
-
-
-def tap_regions(
-    kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], out: Shape
-) -> list[tuple[slice, ...]]:
-    """Every kernel tap's strided slice of the padded input, taps in C order."""
-    return [
-        _tap_region(offset, stride, dilation, out)
-        for offset in itertools.product(*(range(kk) for kk in kernel))
-    ]
-
+from netspec.ops.window import (
+    PaddingAttr,
+    Pads,
+    Sizes,
+    as_tuple,
+    check_padding,
+    check_sizes,
+    dropped_warnings,
+    geometry,
+    tap_regions,
+)
 
 # The window matrix (and its gradient) is built and consumed per chunk of the batch of about
 # this many bytes: it stays in L3 between its copy and its GEMM, and peak memory stays near the

@@ -1,8 +1,9 @@
 """Max and average pooling (1-D and 2-D), and the global pools that end a CNN.
 
-They reuse conv.py's window view and col2im. Max pool backward routes each output's gradient to
-the one argmax of its window (a mask would double-count ties); average pool divisors follow
-PyTorch and ONNX exactly, including ceil_mode windows that hang off the end.
+They share window.py's geometry, window view and scatter with the convs. Max pool backward
+routes each output's gradient to the one argmax of its window (a mask would double-count ties);
+average pool divisors follow PyTorch and ONNX exactly, including ceil_mode windows that hang
+off the end.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from netspec.ops.base import (
     Shape,
     expect_rank,
 )
-from netspec.ops.conv import (
+from netspec.ops.window import (
     PaddingAttr,
     Pads,
     Sizes,
+    as_tuple,
     check_padding,
     check_sizes,
     crop,
@@ -41,7 +43,6 @@ from netspec.ops.conv import (
     tap_regions,
     windows,
 )
-from netspec.ops.window import as_tuple
 
 
 class PoolNd(Op):
