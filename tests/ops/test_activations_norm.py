@@ -14,7 +14,6 @@ import torch.nn.functional as tf
 from pydantic import ValidationError
 
 from netspec.errors import NetspecError, ShapeError
-from netspec.ops import activation, embedding, norm, shape
 from netspec.ops.activation import (
     Elu,
     Gelu,
@@ -32,7 +31,7 @@ from netspec.ops.activation import (
     Tanh,
     erf,
 )
-from netspec.ops.base import Array, Ctx, Example, Op, Params
+from netspec.ops.base import Array, Ctx, Op, Params
 from netspec.ops.dense import Dense
 from netspec.ops.embedding import Embedding
 from netspec.ops.norm import BatchNorm, Dropout, Lrn
@@ -381,33 +380,6 @@ def test_embedding_refuses_ids_outside_the_vocabulary() -> None:
         Embedding(vocab=7, dim=3).forward(
             [np.array([[2, -1]])], {"weight": np.zeros((7, 3))}, Ctx()
         )
-
-
-# ---- every op of these modules --------------------------------------------------------------
-
-OPS = [
-    ex
-    for module in (activation, norm, shape, embedding)
-    for cls in vars(module).values()
-    if isinstance(cls, type) and issubclass(cls, Op) and cls.__module__ == module.__name__
-    for ex in cls.examples()
-]
-
-
-@pytest.mark.parametrize("example", OPS, ids=lambda e: repr(e.op))
-@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_forward_keeps_float32(example: Example, train: bool) -> None:
-    op, shapes = example.op, example.inputs
-    xs = [
-        rng.integers(0, 2, (2, *s)) if op.input_dtype == "int64" else rng.normal(size=(2, *s))
-        for s in shapes
-    ]
-    xs = [x.astype(np.float32) if x.dtype.kind == "f" else x for x in xs]
-    p: Params = {n: np.full(s, 0.5, np.float32) for n, s in op.param_shapes(shapes).items()}
-    p |= {n: op.initial_state(n, s) for n, s in op.state_shapes(shapes).items()}
-    y, _ = op.forward(xs, p, Ctx(train=train))
-    assert y.dtype == np.float32
-    assert y.shape[1:] == op.infer_shape(shapes)
 
 
 # ---- dense -----------------------------------------------------------------------------------

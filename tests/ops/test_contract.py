@@ -95,6 +95,18 @@ def test_forward_shape_and_parameter_arrays_match_the_shape_rules(
 
 
 @pytest.mark.parametrize(("cls", "k", "ex"), CASES)
+def test_inference_forward_keeps_float32_and_the_shape_rule(
+    cls: type[Op], k: int, ex: Example
+) -> None:
+    rng = np.random.default_rng(k)
+    op = ex.op
+    xs, p = _inputs(op, ex, rng, np.float32), _params(op, ex, rng, np.float32)
+    y, _ = _forward(op, xs, p, train=False)
+    assert y.dtype == np.float32, "float32 in must stay float32"
+    assert y.shape == (N, *op.infer_shape(ex.inputs))
+
+
+@pytest.mark.parametrize(("cls", "k", "ex"), CASES)
 def test_backward_matches_central_finite_differences_in_float64(
     cls: type[Op], k: int, ex: Example
 ) -> None:
