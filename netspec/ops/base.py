@@ -233,5 +233,23 @@ class Elementwise(Op):
         return [OnnxNode(self.onnx_op, (io.inputs[0],), (io.output,), self.onnx_attrs())]
 
 
+def channel_sums(a: Array, b: Array | None = None) -> Array:
+    """Per-channel sums of a (or of a * b) over (N, C, S) arrays: BLAS dot products, no temporary.
+
+    For batchnorm's statistics and a conv's bias gradient. Measured on a ResNet-20 activation
+    (32, 16, 32, 32): 0.03 ms against numpy's 0.07-0.10 ms for a.sum(axis=(0, 2)) and 0.11 ms
+    for (a * b).sum(axis=(0, 2)); on LeNet's first conv output (64, 6, 784) 0.016 against 0.045.
+    """
+    n, c, s = a.shape
+    if s < 16:  # features of a dense layer (s = 1): rows too short for a dot product to pay
+        return (a if b is None else a * b).sum(axis=(0, 2))
+    rows = np.ascontiguousarray(a).reshape(n * c, s)
+    if b is None:
+        sums = rows @ np.ones(s, dtype=a.dtype)  # one GEMV
+    else:  # one dot product per (sample, channel) row
+        sums = rows[:, None, :] @ np.ascontiguousarray(b).reshape(n * c, s, 1)
+    return sums.reshape(n, c).sum(axis=0)
+
+
 def numel(shape: Shape) -> int:
     return math.prod(shape)

@@ -22,25 +22,9 @@ from netspec.ops.base import (
     Op,
     Params,
     Shape,
+    channel_sums,
     expect_rank,
 )
-
-
-def _channel_sums(a: Array, b: Array | None = None) -> Array:
-    """Per-channel sums of a (or of a * b) over (N, C, S) arrays: BLAS dot products, no temporary.
-
-    Measured on a ResNet-20 activation (32, 16, 32, 32): 0.03 ms against numpy's 0.07 ms for
-    a.sum(axis=(0, 2)) and 0.11 ms for (a * b).sum(axis=(0, 2)).
-    """
-    n, c, s = a.shape
-    if s < 16:  # features of a dense layer (s = 1): rows too short for a dot product to pay
-        return (a if b is None else a * b).sum(axis=(0, 2))
-    rows = np.ascontiguousarray(a).reshape(n * c, s)
-    if b is None:
-        sums = rows @ np.ones(s, dtype=a.dtype)  # one GEMV
-    else:  # one dot product per (sample, channel) row
-        sums = rows[:, None, :] @ np.ascontiguousarray(b).reshape(n * c, s, 1)
-    return sums.reshape(n, c).sum(axis=0)
 
 
 def _per_channel(a: Array, x: Array) -> Array:
@@ -98,9 +82,9 @@ class BatchNorm(Op):
         x3 = x.reshape(x.shape[0], x.shape[1], -1)  # (N, C, S)
         m = x3.shape[0] * x3.shape[2]  # values per channel
         if ctx.train:
-            mean = _channel_sums(x3) / m
+            mean = channel_sums(x3) / m
             xhat = x3 - mean[:, None]
-            var = _channel_sums(xhat, xhat) / m  # biased: what the batch is normalised with
+            var = channel_sums(xhat, xhat) / m  # biased: what the batch is normalised with
             unbiased = var * (m / max(m - 1, 1))
             for name, batch in (("running_mean", mean), ("running_var", unbiased)):
                 run = p[name]
@@ -119,7 +103,7 @@ class BatchNorm(Op):
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
         xhat, inv_std, train = cache  # xhat (N, C, S)
         dy3 = dy.reshape(xhat.shape)
-        sum_dy, sum_dy_xhat = _channel_sums(dy3), _channel_sums(dy3, xhat)
+        sum_dy, sum_dy_xhat = channel_sums(dy3), channel_sums(dy3, xhat)
         grads = {"weight": sum_dy_xhat, "bias": sum_dy}
         scale = p["weight"].astype(dy.dtype, copy=False) * inv_std  # (C,)
         if not train:  # running statistics are constants: only the affine map remains
