@@ -297,7 +297,8 @@ class Lstm(_Recurrent):
         tc = np.empty((t, n, hd), dtype=gates.dtype)
         for k in range(t):
             a = gates[k]
-            a += h[k] @ w_hh_t
+            if k:  # h[0] is zero: the first step has no recurrent product
+                a += h[k] @ w_hh_t
             a *= scale
             np.tanh(a, out=a)
             a *= scale
@@ -346,13 +347,15 @@ class Lstm(_Recurrent):
             dc += dc_carry
             np.multiply(dc[:, None, :], factor[k, :, :3], out=da[k, :, :3])
             np.multiply(dh, factor[k, :, 3], out=da[k, :, 3])
-            np.matmul(da[k].reshape(n, 4 * hd), w_hh, out=dh_carry)
-            np.multiply(dc, f[k], out=dc_carry)
+            if k:  # nothing flows into the fixed zero initial state
+                np.matmul(da[k].reshape(n, 4 * hd), w_hh, out=dh_carry)
+                np.multiply(dc, f[k], out=dc_carry)
         da2 = da.reshape(t * n, 4 * hd)
         db = da2.sum(axis=0)
         grads = {
             "weight_ih": da2.T @ xt.reshape(t * n, -1),
-            "weight_hh": da2.T @ h[:-1].reshape(t * n, hd),
+            # Step 0 multiplied the zero initial state: leave it out of the product.
+            "weight_hh": da2[n:].T @ h[1:-1].reshape((t - 1) * n, hd),
             "bias_ih": db,
             "bias_hh": db.copy(),
         }

@@ -60,18 +60,20 @@ def torch_grad_name(local: str) -> str:
     return f"{local.removeprefix('fwd.')}_l0"
 
 
+# One step has no recurrent product at all (the LSTM skips it); four have three.
+@pytest.mark.parametrize("steps", [1, T])
 @pytest.mark.parametrize("bidir", [False, True], ids=["plain", "bidirectional"])
 @pytest.mark.parametrize("seq", [False, True], ids=["last", "sequence"])
 @pytest.mark.parametrize(("kind", "nonlin"), KINDS)
 @against_torch("rnn", "lstm", "gru", "bidirectional")
 def test_recurrent_matches_torch_outputs_and_every_gradient_in_float64(
-    kind: str, nonlin: str | None, seq: bool, bidir: bool
+    kind: str, nonlin: str | None, seq: bool, bidir: bool, steps: int
 ) -> None:
     op, mod = make(kind, nonlin, seq, bidir)
     p = params_from(mod, bidir)
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((N, T, F))
-    dy_shape = (N, T, H * (2 if bidir else 1)) if seq else (N, H * (2 if bidir else 1))
+    x = rng.standard_normal((N, steps, F))
+    dy_shape = (N, steps, H * (2 if bidir else 1)) if seq else (N, H * (2 if bidir else 1))
     dy = rng.standard_normal(dy_shape)
 
     y, cache = op.forward([x], p, Ctx())
@@ -81,11 +83,11 @@ def test_recurrent_matches_torch_outputs_and_every_gradient_in_float64(
     yt = torch_output(mod, xt, seq, bidir)
     (yt * torch.tensor(dy)).sum().backward()
 
-    assert y.shape == (N, *op.infer_shape([(T, F)])) == tuple(yt.shape)
+    assert y.shape == (N, *op.infer_shape([(steps, F)])) == tuple(yt.shape)
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
     assert dx is not None and xt.grad is not None
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-12)
-    assert set(grads) == set(p) == set(op.param_shapes([(T, F)]))
+    assert set(grads) == set(p) == set(op.param_shapes([(steps, F)]))
     for local, g in grads.items():
         tg = getattr(mod, torch_grad_name(local)).grad
         np.testing.assert_allclose(g, tg.numpy(), rtol=1e-9, atol=1e-12, err_msg=local)
