@@ -95,6 +95,8 @@ CONV2D_CASES: list[tuple[Conv2d, Shape, tuple[int, ...] | None]] = [
     (Conv2d(filters=3, kernel=3, stride=2, padding="same"), (2, 7, 6), (0, 1, 1, 1)),
     # ONNX-style begin..., end... pads.
     (Conv2d(filters=2, kernel=3, padding=(1, 0, 2, 1)), (2, 6, 6), (0, 1, 1, 2)),
+    # Padding wider than the kernel (1 row for a 1-row kernel): dx by col2im, not correlation.
+    (Conv2d(filters=2, kernel=(1, 3), padding=(1, 2)), (3, 5, 6), None),
 ]
 
 
@@ -407,3 +409,52 @@ def test_the_wide_stride_one_grid_equals_the_exact_grid(
         results.append((np.array(y), dx))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)
+
+
+# (op, per-sample input shape): stride-1 geometries; the first two have more filters than
+# channels, so backward itself takes col2im there, and the correlation is checked directly.
+CORRELATION_CASES: list[tuple[Conv1d | Conv2d, Shape]] = [
+    (Conv2d(filters=4, kernel=3), (3, 7, 6)),
+    (Conv2d(filters=6, kernel=(3, 2), groups=2, dilation=(2, 1), padding=(2, 0, 1, 1)), (4, 8, 7)),
+    (Conv2d(filters=3, kernel=5, padding=2), (3, 9, 8)),
+    (Conv2d(filters=4, kernel=3, groups=4, padding="same"), (4, 6, 5)),
+    (Conv1d(filters=2, kernel=4, dilation=2, padding=(3, 1)), (3, 12)),
+]
+
+
+@pytest.mark.parametrize(("op", "shape"), CORRELATION_CASES)
+@against_torch("conv1d", "conv2d")
+def test_the_input_gradient_as_a_correlation_with_the_flipped_kernel_matches_torch(
+    op: Conv1d | Conv2d, shape: Shape
+) -> None:
+    x, params, dy = random_case(op, shape)
+    pads, _ = op._geometry(shape)
+    back = [
+        ((k - 1) * d - lo, (k - 1) * d - hi)
+        for k, d, (lo, hi) in zip(op._kernel()[0], op._kernel()[2], pads, strict=True)
+    ]
+    dx = op.input_grad_by_correlation(dy, params["weight"], shape, back)
+    conv = F.conv1d if op.ndim == 1 else F.conv2d
+    tx = torch.tensor(x, requires_grad=True)
+    padded = F.pad(tx, [v for lo_hi in reversed(pads) for v in lo_hi])
+    ty = conv(padded, torch.tensor(params["weight"]), None, 1, 0, op.dilation, op.groups)
+    (ty * torch.tensor(dy)).sum().backward()
+    assert tx.grad is not None
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    # backward picks the correlation exactly when it pays: no more filters than channels.
+    assert (op._correlation_pads(shape[0], pads) is not None) == (op.filters <= shape[0])
+
+
+@pytest.mark.parametrize(
+    ("op", "shape"),
+    [
+        (Conv2d(filters=2, kernel=3, stride=2, padding=1), (3, 7, 7)),  # strided
+        (Conv2d(filters=2, kernel=(1, 3), padding=(1, 2)), (3, 5, 6)),  # padding > (K-1)*D
+        (Conv2d(filters=4, kernel=3, padding=1), (3, 7, 7)),  # more filters than channels
+    ],
+)
+def test_the_correlation_is_not_taken_where_it_does_not_apply_or_pay(
+    op: Conv2d, shape: Shape
+) -> None:
+    pads, _ = op._geometry(shape)
+    assert op._correlation_pads(shape[0], pads) is None
