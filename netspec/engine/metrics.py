@@ -6,7 +6,8 @@ Precision, recall and F1 are macro averages over the classes present in the targ
 predictions (scikit-learn's default label set; a class never predicted has precision 0). The
 confusion matrix has true classes as rows and predicted classes as columns.
 Regression metrics on a classification task compare the probabilities (softmax or sigmoid of
-the outputs) with one-hot targets.
+the outputs) with one-hot targets. The "threshold" task is a perceptron's: its step unit
+outputs 0 or 1, a class label and a regression value at once, so both kinds of metric apply.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _regression_pair(outputs: Array, targets: Array, task: str) -> tuple[Array, 
     """(predictions, targets) as 2-D float arrays of one shape."""
     y = np.asarray(outputs, dtype=np.float64)
     t = np.asarray(targets)
-    if task != "regression":
+    if task not in ("regression", "threshold"):
         if y.ndim == 1 or y.shape[-1] == 1:
             y = sigmoid(y)
             t = (t > 0.5).astype(np.float64)

@@ -214,22 +214,32 @@ def score(
     """The loss and every metric of the recipe on a set of outputs."""
     value, _ = loss(outputs, targets)
     result: dict[str, float | list[list[int]]] = {"loss": value}
-    result.update(compute_metrics(spec.metrics, outputs, targets, loss.task))
+    result.update(compute_metrics(spec.metrics, outputs, targets, metric_task(spec, loss)))
     return result
+
+
+def metric_task(spec: TrainSpec, loss: Loss) -> str:
+    """What the outputs are to the metrics: the loss's task, or a perceptron's 0/1 threshold."""
+    return "threshold" if spec.perceptron_rule else loss.task
 
 
 # ---- penalties, clipping, the perceptron -------------------------------------------------------
 
 
 def penalised_names(analysis: Analysis) -> list[str]:
-    """Trainable weights (not biases, not normalisation parameters) that l1/l2 apply to."""
-    nodes = {n.name: n for n in analysis.network.nodes}
-    out = []
-    for name in trainable_names(analysis):
-        node, _, local = name.rpartition(".")
-        if local.startswith("weight") and nodes[node].op.category != "norm":
-            out.append(name)
-    return out
+    """Trainable weights (not biases, not normalisation parameters) that l1/l2 apply to.
+
+    Walked per node: a global name cannot be split back into node and local name, as both may
+    hold dots (a block's `stage1.0.conv1`, bidirectional's `fwd.weight_ih`).
+    """
+    ops = {n.name: n.op for n in analysis.network.nodes}
+    return sorted(
+        f"{name}.{local}"
+        for name, info in analysis.layers.items()
+        if ops[name].category != "norm"
+        for local in info.param_shapes
+        if local.rpartition(".")[2].startswith("weight")
+    )
 
 
 def _penalty(params: Params, grads: Params, names: Sequence[str], l1: float, l2: float) -> float:
@@ -258,7 +268,7 @@ def perceptron_layer(analysis: Analysis) -> str | None:
 
     A threshold unit is an op without a useful derivative (`step`); no op is named here.
     """
-    trainable = {n.rpartition(".")[0] for n in trainable_names(analysis)}
+    trainable = {name for name, info in analysis.layers.items() if info.param_shapes}
     if len(trainable) != 1:
         return None
     (layer,) = trainable
@@ -322,7 +332,7 @@ def _stopper(spec: TrainSpec, has_val: bool) -> Stopper | None:
 
 
 def _check_recipe(spec: TrainSpec, loss: Loss, io: Io) -> None:
-    if loss.task == "regression":
+    if metric_task(spec, loss) == "regression":
         bad = [m.name for m in spec.metrics if m.name in CLASSIFICATION_METRICS]
         if bad:
             raise NetspecError.at(
@@ -486,7 +496,7 @@ def fit(
                     progress.epoch_start(epoch + 1, spec.epochs, n)
                 total, outs, seen, lr_now = step_epoch(epoch)
                 record: dict[str, Any] = {"epoch": epoch + 1, "loss": total}
-                train_scores = compute_metrics(spec.metrics, outs, seen, loss.task)
+                train_scores = compute_metrics(spec.metrics, outs, seen, metric_task(spec, loss))
                 record.update(_scalars(train_scores, ""))
                 record["val_loss"] = None
                 if val is not None:
@@ -662,10 +672,11 @@ def evaluate(
     outputs = predict(Executor(analysis, np.float32), io, params, ds.x)
     wanted = list(spec.metrics)
     names = {m.name for m in wanted}
-    if loss.task != "regression":
+    task = metric_task(spec, loss)
+    if task != "regression":
         wanted += [Metric(name=n) for n in ("accuracy", "confusion") if n not in names]
     # `wanted` includes the recipe's metrics: computing `score` too would do them twice.
-    scores = {"loss": loss(outputs, ds.y)[0]} | compute_metrics(wanted, outputs, ds.y, loss.task)
+    scores = {"loss": loss(outputs, ds.y)[0]} | compute_metrics(wanted, outputs, ds.y, task)
     confusion = scores.pop("confusion", None)
     return Evaluation(
         {k: float(v) for k, v in scores.items() if isinstance(v, float | int)},

@@ -101,6 +101,25 @@ def test_perceptron_rule_is_rosenblatts_update_and_learns_and(tmp_path: Path) ->
     np.testing.assert_array_equal(outputs(a, trained.params, x), t)
 
 
+def test_a_perceptron_reports_accuracy_and_mse_on_its_0_1_outputs(tmp_path: Path) -> None:
+    """The step unit's output is a class label and a value at once: both metrics apply."""
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    np.savez(tmp_path / "and.npz", x=x, y=np.array([[0], [0], [0], [1]], np.float32))
+    a = spec_file(
+        tmp_path,
+        "input x: [2]\n dense(1) step",
+        'data = "and.npz"  loss = mse  optimizer = sgd(lr=0.1)  epochs = 20  batch = 1\n'
+        "perceptron_rule = true  shuffle = false  metrics = [accuracy, mse]",
+    )
+    assert a.network.train is not None
+    result = loop.fit(a, a.network.train, tmp_path / "run")
+    first, last = result.history[0], result.history[-1]
+    assert first["accuracy"] == pytest.approx(1 - first["mse"])  # 0/1 outputs: mse = error rate
+    assert last["accuracy"] == 1.0 and last["mse"] == 0.0
+    ev = api.evaluate(a, result.weights_path)
+    assert ev.metrics["accuracy"] == 1.0 and ev.confusion == [[3, 0], [0, 1]]
+
+
 def test_perceptron_rule_on_a_network_it_cannot_train_is_refused(tmp_path: Path) -> None:
     np.savez(tmp_path / "and.npz", x=np.zeros((4, 2), np.float32), y=np.zeros((4, 1), np.float32))
     a = spec_file(
@@ -248,6 +267,36 @@ def test_penalties_apply_to_weights_only_never_to_biases_or_batchnorm(tmp_path: 
         'data = "d.npz"',
     )
     assert loop.penalised_names(a) == ["conv2d_1.weight", "dense_1.weight"]
+
+
+def test_penalties_find_weights_whose_node_or_local_names_hold_dots(tmp_path: Path) -> None:
+    a = spec_file(
+        tmp_path,
+        "input x: [5, 3]\n rnn = bidirectional(lstm(4))\n dense(2)",
+        'data = "d.npz"',
+    )
+    assert loop.penalised_names(a) == [
+        "dense_1.weight",
+        "rnn.bwd.weight_hh",
+        "rnn.bwd.weight_ih",
+        "rnn.fwd.weight_hh",
+        "rnn.fwd.weight_ih",
+    ]
+
+
+def test_a_bidirectional_network_trains_with_a_penalty(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 5, 3)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, :, 0].sum(axis=1) > 0).astype(np.int64))
+    a = spec_file(
+        tmp_path,
+        "input x: [5, 3]\n bidirectional(gru(8))\n dense(2)",
+        'data = "d.npz"  loss = cross_entropy  optimizer = adam(lr=0.02)  l2 = 0.0001\n'
+        "batch = 16  epochs = 15  seed = 1",
+    )
+    assert a.network.train is not None
+    result = loop.fit(a, a.network.train, tmp_path / "run")
+    assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
 
 
 def test_l2_penalty_adds_twice_l2_w_to_the_gradient() -> None:
