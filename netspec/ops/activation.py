@@ -242,7 +242,9 @@ class RRelu(Op):
             a = ctx.rng.uniform(self.lower, self.upper, size=x.shape).astype(x.dtype)
         else:
             a = np.asarray((self.lower + self.upper) / 2, dtype=x.dtype)
-        slope = np.where(x >= 0, 1, a).astype(x.dtype)  # cached: backward needs the same draw
+        # Cached: backward needs the same draw. At x = 0 the slope is a, as in torch (and in
+        # leaky_relu here): the gradient at the kink is the negative side's.
+        slope = np.where(x > 0, 1, a).astype(x.dtype)
         return x * slope, slope
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:

@@ -100,6 +100,7 @@ def test_activation_matches_torch_forward_and_backward(
     op: Op, fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...]
 ) -> None:
     x = rng.uniform(-4, 4, shape)
+    x.flat[::5] = 0.0  # at a rectifier's kink too, the gradient follows torch's convention
     y, dy, (dx,), _ = run(op, x)
     ty, (tdx,) = torch_grads(fn, x, dy)
     close(y, ty)
@@ -165,13 +166,17 @@ def test_ops_with_fixed_starting_values_provide_them() -> None:
 def test_rrelu_in_training_draws_slopes_within_bounds_and_reuses_them_backward() -> None:
     op = RRelu(lower=0.1, upper=0.3)
     x = rng.uniform(-2, 2, (64, 50))
+    x[0] = 0.0
     y, dy, (dx,), _ = run(op, x, train=True)
     neg = x < 0
     slopes = y[neg] / x[neg]
     assert slopes.min() >= 0.1 and slopes.max() <= 0.3
     assert slopes.std() > 0.03  # drawn per element, not one shared value
     np.testing.assert_array_equal(y[~neg], x[~neg])
-    close(dx, dy * np.where(neg, y / x, 1.0))
+    close(dx[neg], dy[neg] * slopes)
+    close(dx[x > 0], dy[x > 0])
+    at_kink = dx[0] / dy[0]  # torch: a random slope at 0 too, not 1
+    assert at_kink.min() >= 0.1 and at_kink.max() <= 0.3
 
 
 def test_rrelu_rejects_lower_above_upper() -> None:
