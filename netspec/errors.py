@@ -119,9 +119,8 @@ class SourceCache:
     def line(self, file: str, line: int) -> str | None:
         if file not in self._texts:
             try:
-                self._texts[file] = (
-                    Path(file).read_text(encoding="utf-8", errors="replace").splitlines()
-                )
+                text = Path(file).read_text(encoding="utf-8", errors="replace")
+                self._texts[file] = text.removeprefix("\ufeff").splitlines()
             except OSError:
                 self._texts[file] = []
         lines = self._texts[file]

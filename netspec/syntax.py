@@ -557,6 +557,8 @@ def _syntax_error(err: UnexpectedInput, file: str) -> NetspecError:
 
 def parse(text: str, file: str = "<string>") -> Module:
     """Parse netspec source. Raises NetspecError with the location of the first syntax error."""
+    # Editors on Windows may start UTF-8 files with a byte-order mark; it is not part of the text.
+    text = text.removeprefix("\ufeff")
     SOURCES.add(file, text)
     try:
         tree = _parser().parse(text)

@@ -177,3 +177,20 @@ def test_the_stored_parser_reports_positions_like_the_compiled_one() -> None:
     chain = body[1]
     assert isinstance(chain, ast.Chain)
     assert (chain.calls[1].span.line, chain.calls[1].span.column) == (3, 14)
+
+
+def test_a_byte_order_mark_at_the_start_of_a_file_is_ignored(tmp_path: Path) -> None:
+    from netspec import api
+
+    path = tmp_path / "bom.net"
+    path.write_bytes(b"\xef\xbb\xbfnetwork N { input x: [4]\n  dense(2, foo=1)\n}\n")
+    with pytest.raises(NetspecError) as info:
+        api.load(path)
+    assert render(info.value.diagnostics[0]) == (
+        f"{path}:2:12: error: dense 'dense_1' has no attribute 'foo'\n"
+        "      dense(2, foo=1)\n"
+        "               ^~~~~\n"
+        "  hint: known attributes: units, bias, in_features, init"
+    )
+    module = ast.parse("\ufeffnetwork N {\n  input x: [4]\n}\n", "t.net")
+    assert module.items[0].span.column == 1
