@@ -20,6 +20,8 @@ Choices a user may want to know:
   are restored when the run ends, whether it stopped early or not;
 - checkpoint.npz and history.json are rewritten after each epoch (at most once a second for
   very short epochs; always after the last one), so a resume restarts from an epoch boundary;
+- normalization.npz (the training split's statistics) is written with weights.npz when the
+  recipe normalises, and a stale one is removed when it does not;
 - a non-finite loss stops the run at once; the last checkpoint written is kept;
 - Ctrl-C stops the run, writes weights.npz (the weights of that moment) and history.json, and
   leaves the checkpoint of the last saved epoch for `--resume`.
@@ -434,12 +436,6 @@ def fit(
             )
             stopper.best_params = state.best
 
-    if splits.normalizer is not None:
-        ckpt.save_arrays(
-            out_dir / ckpt.NORMALIZATION,
-            {"shift": np.asarray(splits.normalizer.shift), "scale": splits.normalizer.scale},
-        )
-
     n = len(train)
     size = n if isinstance(opt_spec, BGD) else min(spec.batch, n)
     steps = math.ceil(n / size)
@@ -541,8 +537,9 @@ def fit(
     restore = stopped != "interrupted" and keep_best
     if restore and stopper is not None and stopper.best_params is not None:
         params = stopper.best_params
-    ckpt.save_arrays(out_dir / ckpt.WEIGHTS, params)
     norm = splits.normalizer
+    _save_normalization(out_dir, norm)
+    ckpt.save_arrays(out_dir / ckpt.WEIGHTS, params)
     return FitResult(
         params,
         history,
@@ -551,6 +548,23 @@ def fit(
         None if stopper is None else stopper.best_epoch,
         None if norm is None else (np.asarray(norm.shift), np.asarray(norm.scale)),
     )
+
+
+def _save_normalization(out_dir: Path, normalizer: Normalizer | None) -> None:
+    """Make normalization.npz describe the weights.npz written next: predict and export apply
+    the statistics beside the weights, so a run that does not normalise removes a file left by
+    an earlier run into the same folder (that file only; a folder of that name is not ours).
+
+    Called just before the weights are written, so that a run that fails midway leaves the
+    previous weights with their own statistics.
+    """
+    path = out_dir / ckpt.NORMALIZATION
+    if normalizer is not None:
+        ckpt.save_arrays(
+            path, {"shift": np.asarray(normalizer.shift), "scale": np.asarray(normalizer.scale)}
+        )
+    elif path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)  # one atomic unlink; a link goes, never its target
 
 
 def _perceptron_step(

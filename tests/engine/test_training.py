@@ -257,6 +257,28 @@ def test_non_finite_loss_stops_with_advice_and_keeps_the_last_checkpoint(
     assert after.meta["epoch"] == 1 and same(after.params, before.params)
 
 
+def test_a_run_without_normalisation_removes_an_earlier_runs_statistics(
+    small: Analysis, tmp_path: Path
+) -> None:
+    """predict and export apply the normalization.npz beside the weights: a stale one from an
+    earlier run into the same folder would silently rescale the new model's inputs."""
+    normalising = spec_file(
+        tmp_path, SMALL, SMALL_TRAIN.replace('"d.npz"', 'npz("d.npz", normalize="standard")')
+    )
+    run, stats = tmp_path / "run", tmp_path / "run" / ckpt.NORMALIZATION
+    assert normalising.network.train is not None and small.network.train is not None
+    first = loop.fit(normalising, normalising.network.train, run, epochs=1)
+    assert first.normalization is not None and stats.is_file()
+    (run / "notes.txt").write_text("mine", encoding="utf-8")
+    second = loop.fit(small, small.network.train, run, epochs=1)
+    assert second.normalization is None and not stats.exists()
+    assert (run / "notes.txt").read_text(encoding="utf-8") == "mine"  # only that file goes
+    assert sorted(p.name for p in run.iterdir() if p.suffix == ".npz") == [
+        "checkpoint.npz",
+        "weights.npz",
+    ]
+
+
 # ---- penalties and clipping ------------------------------------------------------------------
 
 
