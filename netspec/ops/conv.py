@@ -1,10 +1,12 @@
 """Convolutions, written once for n spatial dimensions: conv1d over (C, L), conv2d over (C, H, W).
 
-The NumPy path is im2col (`Grid`): copy the input once into a padded channels-major buffer,
-then, per chunk of the batch, copy one slice per kernel tap into a (C*K, N*M) matrix and do one
-2-D GEMM per group. The backward pass rebuilds that matrix and scatters window gradients back
-with one add per kernel tap (col2im). With stride 1 each tap is a contiguous slice of the
-flattened input ("wide" grid). Window geometry and the strided views are in window.py.
+The NumPy path is im2col (`Grid`): per chunk of the batch, copy the input into a zero-padded
+channels-major buffer, copy one slice per kernel tap into a (C*K, M) matrix and do one 2-D GEMM
+per group. The backward pass rebuilds that matrix for dW; dx either scatters window gradients
+back with one add per tap (col2im) or, for stride 1, is itself a correlation of the padded
+output gradient with the flipped kernel. With stride 1 the chunk's samples sit side by side in
+the buffer and each tap is one contiguous slice of it ("wide" grid). Window geometry and the
+strided views are in window.py.
 """
 
 from __future__ import annotations
@@ -50,37 +52,37 @@ from netspec.ops.window import (
 # The window matrix (and its gradient) is built and consumed per chunk of the batch of about
 # this many bytes: it stays in L3 between its copy and its GEMM, and peak memory stays near the
 # activations' instead of K times the input (measured: 4 MiB was as fast as or faster than the
-# whole batch at once, and cut the CIFAR CNN's peak training memory from 5.8x to 1.7x budget;
-# with the wider stride-1 grid, 2 MiB is as fast again and keeps LeNet b256 at 1.64x, not 2.05x).
-CHUNK_BYTES = 1 << 21
-
-
-def batch_chunks(n: int, bytes_per_sample: int) -> list[tuple[int, int]]:
-    """[lo, hi) ranges over the batch, each with a window matrix of about CHUNK_BYTES."""
-    step = max(1, CHUNK_BYTES // max(bytes_per_sample, 1))
-    return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+# whole batch at once, and cut the CIFAR CNN's peak training memory from 5.8x to 1.7x budget).
+# With the samples side by side, bigger chunks also share more padding: 4 MiB is 4-7% faster
+# than 2 MiB on LeNet's and the CIFAR CNN's convs, and no slower on ResNet-20's.
+CHUNK_BYTES = 1 << 22
 
 
 @dataclass(frozen=True)
 class Grid:
-    """The im2col layout of a convolution: which output positions the window matrix covers.
+    """The im2col layout of one chunk of a batch: which positions the window matrix covers.
 
-    The input is copied once into a zero-padded, channels-major buffer (C, N, prod(P) + slack),
-    the layout in which the window matrix is (C*K, N*M): the whole batch chunk is one GEMM.
+    Stride 1 ("wide"): the chunk's n samples are loaded side by side along the last spatial
+    axis of one zero-padded, channels-major buffer (C, prod(B) + slack), B = (P_0, ..., R),
+    neighbours sharing the zero padding between them (a sample's pitch along that axis is
+    S + max(lo, hi), not S + lo + hi). The window matrix has a column for every buffer
+    position of the first O_0 rows (M = O_0 * B_1 * ...), so each kernel tap is one contiguous
+    shifted slice of the buffer: im2col is one copy and col2im one add per (channel, tap) for
+    the whole chunk. Columns that fall between samples are computed and dropped; in backward
+    their output gradient is zero, so they add nothing to dW or dx. The price is GEMMs wider by
+    pitch / O_last (CIFAR's 8x8 maps with padding 2: 1.25x; per-sample rows would be 1.5x).
 
-    With stride 1 the grid is *wide*: a column for every output row times every padded column
-    (M = O_0 * P_1 * ... ), not just the O_1 valid ones. Each kernel tap is then one contiguous
-    shifted slice of the flattened buffer, so im2col copies and col2im adds run over whole rows
-    instead of W-float runs (LeNet's 10, ResNet's 8-32). The extra columns read past a row's
-    end; their outputs are dropped, and in backward their output gradient is zero, so they add
-    nothing to dW or dx. The price is GEMMs wider by P_1 / O_1 (1.06x on ResNet-20, 1.4x on
-    LeNet's second conv). Other strides use the exact grid: one strided slice per tap.
+    Other strides ("exact"): a (C, n, prod(P)) buffer and one strided slice per tap; M = n * O.
     """
 
-    padded: tuple[int, ...]  # P: the padded input's spatial sizes
+    sizes: tuple[int, ...]  # S: the input's spatial sizes
+    pads: tuple[tuple[int, int], ...]  # (before, after) per spatial axis
     out: tuple[int, ...]  # O: the output's spatial sizes
-    taps: tuple[tuple[slice, ...], ...]  # exact grid: each tap's strided slice of the input
-    offsets: tuple[int, ...]  # wide grid: each tap's offset in the flattened input
+    n: int  # samples in the chunk
+    shape: tuple[int, ...]  # the buffer's spatial shape: B (wide) or the padded P (exact)
+    pitch: int  # wide: each sample's span along the last axis of B
+    taps: tuple[tuple[slice, ...], ...]  # exact: each tap's strided slice of the padded input
+    offsets: tuple[int, ...]  # wide: each tap's offset in the flattened buffer
     wide: bool
 
     @classmethod
@@ -90,110 +92,163 @@ class Grid:
         kernel: tuple[int, ...],
         stride: tuple[int, ...],
         dilation: tuple[int, ...],
-        padded: tuple[int, ...],
+        sizes: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
         out: tuple[int, ...],
+        n: int,
     ) -> Grid:
-        """The grid of one geometry; cached, as every step of a run asks for the same few."""
-        wide = all(v == 1 for v in stride)
-        steps = [math.prod(padded[i + 1 :]) for i in range(len(padded))]  # C-order strides
+        """The grid of one geometry and chunk size; cached, as every step asks for the same few."""
+        padded = tuple(s + lo + hi for s, (lo, hi) in zip(sizes, pads, strict=True))
+        if not all(v == 1 for v in stride):
+            taps = tuple(tap_regions(kernel, stride, dilation, out))
+            return cls(sizes, pads, out, n, padded, 0, taps, (), False)
+        (lo, hi), last = pads[-1], sizes[-1]
+        # Far enough apart that a sample's windows see only its own data and zeros, and that
+        # no two samples' outputs share a column.
+        pitch = max(last + max(lo, hi), out[-1])
+        row = n * pitch + max(0, lo + last + hi - pitch)  # the last sample's right padding
+        shape = (*padded[:-1], row)
+        steps = [math.prod(shape[i + 1 :]) for i in range(len(shape))]  # C-order strides
         offsets = tuple(
             sum(t * d * st for t, d, st in zip(offset, dilation, steps, strict=True))
             for offset in itertools.product(*(range(k) for k in kernel))
         )
-        return cls(
-            tuple(padded),
-            tuple(out),
-            tuple(tap_regions(kernel, stride, dilation, tuple(out))),
-            offsets if wide else (),
-            wide,
-        )
+        return cls(sizes, pads, out, n, shape, pitch, (), offsets, True)
 
     @property
     def columns(self) -> int:
-        """Window-matrix columns per sample (M)."""
-        if self.wide:
-            return self.out[0] * math.prod(self.padded[1:])
-        return math.prod(self.out)
+        """Window-matrix columns of the whole chunk (M)."""
+        if not self.wide:
+            return self.n * math.prod(self.out)
+        if len(self.out) == 1:
+            return self.n * self.pitch
+        return self.out[0] * math.prod(self.shape[1:])
 
     @property
     def slack(self) -> int:
-        """Floats past the padded input that the last wide tap reads (all zero)."""
+        """Floats past the buffer that the last wide tap reads (all zero)."""
         if not self.wide:
             return 0
-        return max(0, max(self.offsets) + self.columns - math.prod(self.padded))
+        return max(0, max(self.offsets) + self.columns - math.prod(self.shape))
 
-    def load(self, x: Array, pads: Pads) -> Array:
-        """(N, C, *S) -> the zero-padded channels-major buffer (C, N, prod(P) + slack)."""
-        n, c, *sizes = x.shape
-        buf = np.zeros((c, n, math.prod(self.padded) + self.slack), dtype=x.dtype)
-        inner = tuple(slice(lo, lo + h) for (lo, _), h in zip(pads, sizes, strict=True))
-        self.spatial(buf)[(slice(None), slice(None), *inner)] = np.moveaxis(x, 1, 0)
+    def _data(self, buf: Array) -> Array:
+        """The input's positions in a buffer: a (C, n, *S) view (wide: strided, in place)."""
+        c = buf.shape[0]
+        inner = tuple(slice(lo, lo + s) for (lo, _), s in zip(self.pads, self.sizes, strict=True))
+        if not self.wide:
+            return buf.reshape(c, self.n, *self.shape)[(slice(None), slice(None), *inner)]
+        full = buf[:, : math.prod(self.shape)].reshape(c, *self.shape)
+        lanes = full[..., : self.n * self.pitch].reshape(c, *self.shape[:-1], self.n, self.pitch)
+        data = lanes[(slice(None), *inner[:-1], slice(None), inner[-1])]  # (C, *S[:-1], n, S_last)
+        return np.moveaxis(data, -2, 1)
+
+    def load(self, x: Array) -> Array:
+        """(n, C, *S) -> the zero-padded buffer the window matrix is cut from."""
+        c = x.shape[1]
+        if self.wide:
+            buf = np.zeros((c, math.prod(self.shape) + self.slack), dtype=x.dtype)
+        else:
+            buf = np.zeros((c, self.n * math.prod(self.shape)), dtype=x.dtype)
+        self._data(buf)[...] = np.moveaxis(x, 1, 0)
         return buf
 
-    def spatial(self, buf: Array) -> Array:
-        """The (C, N, *P) view of a buffer (its slack cut off)."""
-        return buf[:, :, : math.prod(self.padded)].reshape(*buf.shape[:2], *self.padded)
+    def unload(self, buf: Array) -> Array:
+        """The adjoint of load's placement: a buffer of gradients -> (n, C, *S) (a view)."""
+        return np.moveaxis(self._data(buf), 0, 1)
 
     def im2col(self, buf: Array) -> Array:
-        """(C, n, prod(P) + slack) -> (C, K, n, M): one copy per kernel tap."""
-        c, n = buf.shape[:2]
-        m = self.columns
-        cols = np.empty((c, len(self.taps), n, m), dtype=buf.dtype)
+        """The buffer -> the (C, K, M) window matrix: one copy per kernel tap."""
+        c, m = buf.shape[0], self.columns
         if self.wide:
+            cols = np.empty((c, len(self.offsets), m), dtype=buf.dtype)
             for k, off in enumerate(self.offsets):
-                cols[:, k] = buf[:, :, off : off + m]
-        else:
-            xc = self.spatial(buf)
-            for k, region in enumerate(self.taps):
-                cols[:, k] = xc[(slice(None), slice(None), *region)].reshape(c, n, m)
+                cols[:, k] = buf[:, off : off + m]
+            return cols
+        cols = np.empty((c, len(self.taps), m), dtype=buf.dtype)
+        xc = buf.reshape(c, self.n, *self.shape)
+        for k, region in enumerate(self.taps):
+            cols[:, k] = xc[(slice(None), slice(None), *region)].reshape(c, m)
         return cols
 
     def col2im(self, dcols: Array) -> Array:
-        """The adjoint of im2col: (C, K, n, M) window gradients summed onto (C, n, *P).
+        """The adjoint of im2col: (C, K, M) window gradients summed into a buffer (unload it).
 
-        One add per tap: within a tap the input positions are distinct, so `+=` on the slice
+        One add per tap: within a tap the buffer positions are distinct, so `+=` on the slice
         never loses a contribution.
         """
-        c, _, n, m = dcols.shape
-        dbuf = np.zeros((c, n, math.prod(self.padded) + self.slack), dtype=dcols.dtype)
+        c, _, m = dcols.shape
         if self.wide:
+            dbuf = np.zeros((c, math.prod(self.shape) + self.slack), dtype=dcols.dtype)
             for k, off in enumerate(self.offsets):
-                dbuf[:, :, off : off + m] += dcols[:, k]
-        else:
-            dxc = self.spatial(dbuf)
-            for k, region in enumerate(self.taps):
-                dxc[(slice(None), slice(None), *region)] += dcols[:, k].reshape(c, n, *self.out)
-        return self.spatial(dbuf)
+                dbuf[:, off : off + m] += dcols[:, k]
+            return dbuf
+        dbuf = np.zeros((c, self.n * math.prod(self.shape)), dtype=dcols.dtype)
+        dxc = dbuf.reshape(c, self.n, *self.shape)
+        for k, region in enumerate(self.taps):
+            dxc[(slice(None), slice(None), *region)] += dcols[:, k].reshape(c, self.n, *self.out)
+        return dbuf
 
     def valid(self, grid: Array) -> Array:
-        """(..., M) on the grid -> a (..., *O) view of the real output positions."""
+        """(F, M) on the grid -> an (F, n, *O) view of the real output positions."""
+        f = grid.shape[0]
         if not self.wide:
-            return grid.reshape(*grid.shape[:-1], *self.out)
-        full = grid.reshape(*grid.shape[:-1], self.out[0], *self.padded[1:])
-        lead = (slice(None),) * (grid.ndim - 1)
-        return full[(*lead, slice(None), *(slice(0, o) for o in self.out[1:]))]
+            return grid.reshape(f, self.n, *self.out)
+        rows = (self.out[0], *self.shape[1:]) if len(self.out) > 1 else (self.n * self.pitch,)
+        lanes = grid.reshape(f, *rows)[..., : self.n * self.pitch]
+        lanes = lanes.reshape(f, *rows[:-1], self.n, self.pitch)
+        inner = tuple(slice(0, o) for o in self.out)
+        return np.moveaxis(lanes[(slice(None), *inner[:-1], slice(None), inner[-1])], -2, 1)
 
     def scatter_output(self, dy: Array) -> Array:
-        """(n, F, *O) output gradient -> (F, n, M) on the grid, zero on the extra columns."""
-        n, f = dy.shape[:2]
-        grid = (np.zeros if self.wide else np.empty)((f, n, self.columns), dtype=dy.dtype)
+        """(n, F, *O) output gradient -> (F, M) on the grid, zero on the extra columns."""
+        f = dy.shape[1]
+        grid = (np.zeros if self.wide else np.empty)((f, self.columns), dtype=dy.dtype)
         self.valid(grid)[...] = np.moveaxis(dy, 1, 0)
         return grid
 
 
-def correlate(buf: Array, wg: Array, grid: Grid, out: Array) -> None:
-    """out (n, G*F/G, *O) = the loaded buffer's windows times weights wg (G, F/G, C/G*K).
+def chunk_grids(
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    sizes: tuple[int, ...],
+    pads: Pads,
+    out: tuple[int, ...],
+    n: int,
+    row_bytes: int,
+) -> list[tuple[int, int, Grid]]:
+    """[lo, hi) ranges over the batch with their grids, each window matrix ~CHUNK_BYTES.
 
-    Per chunk of the batch: im2col, then one (F/G, C/G*K) @ (C/G*K, n*M) GEMM per group, whose
-    valid columns are copied into the batch-first output.
+    row_bytes: the bytes of one window-matrix column (C*K floats).
+    """
+    geometry = (kernel, stride, dilation, sizes, tuple(pads), out)
+    per_sample = Grid.of(*geometry, 1).columns * row_bytes
+    step = max(1, CHUNK_BYTES // max(per_sample, 1))
+    return [
+        (lo, min(lo + step, n), Grid.of(*geometry, min(step, n - lo))) for lo in range(0, n, step)
+    ]
+
+
+def correlate(
+    x: Array, wg: Array, chunks: Sequence[tuple[int, int, Grid]], out: Array, keep: bool
+) -> list[Array]:
+    """out (N, G*F/G, *O) = x's windows (N, C, *S) times weights wg (G, F/G, C/G*K).
+
+    Per chunk of the batch: load, im2col, then one (F/G, C/G*K) @ (C/G*K, M) GEMM per group,
+    whose valid columns are copied into the batch-first output. With keep, returns the loaded
+    buffers (the forward's cache); else each is freed with its chunk.
     """
     g, fg, rows = wg.shape
-    n, m = buf.shape[1], grid.columns
-    for lo, hi in batch_chunks(n, g * rows * m * buf.itemsize):
-        cols = grid.im2col(buf[:, lo:hi]).reshape(g, rows, (hi - lo) * m)
+    bufs = []
+    for lo, hi, grid in chunks:
+        buf = grid.load(x[lo:hi])
+        cols = grid.im2col(buf).reshape(g, rows, grid.columns)
         for i in range(g):
-            yi = (wg[i] @ cols[i]).reshape(fg, hi - lo, m)
+            yi = wg[i] @ cols[i]  # (F/G, M)
             out[lo:hi, i * fg : (i + 1) * fg] = np.moveaxis(grid.valid(yi), 0, 1)
+        if keep:
+            bufs.append(buf)
+    return bufs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,55 +335,53 @@ class ConvNd(Op):
     def init_hint(self) -> Init | None:
         return self.init
 
-    def _grid(self, x: Shape) -> tuple[Pads, Grid]:
+    def _chunks(self, x: Shape, n: int, itemsize: int) -> tuple[Pads, list[tuple[int, int, Grid]]]:
+        """The explicit pads and the batch's chunks with their im2col grids."""
         k, s, d = self._kernel()
         pads, out = self._geometry(x)
-        padded = tuple(h + lo + hi for h, (lo, hi) in zip(x[1:], pads, strict=True))
-        return pads, Grid.of(k, s, d, padded, out)
+        row_bytes = x[0] * math.prod(k) * itemsize  # one window-matrix column: C*K floats
+        return pads, chunk_grids(k, s, d, tuple(x[1:]), pads, out, n, row_bytes)
 
     def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
         x = xs[0]  # (N, C, *S)
-        pads, grid = self._grid(x.shape[1:])
         n, g, f = x.shape[0], self.groups, self.filters
-        buf = grid.load(x, pads)  # (C, N, prod(P) + slack)
-        y = np.empty((n, f, *grid.out), dtype=x.dtype)
-        correlate(buf, p["weight"].reshape(g, f // g, -1), grid, y)
+        pads, chunks = self._chunks(x.shape[1:], n, x.itemsize)
+        out = chunks[0][2].out
+        y = np.empty((n, f, *out), dtype=x.dtype)
+        bufs = correlate(x, p["weight"].reshape(g, f // g, -1), chunks, y, keep=True)
         if self.bias:
             # A separate pass: measured faster than adding it in the layout copy (np.add with a
             # strided output and a broadcast bias runs 1-2x slower than the plain copy and add).
-            y += p["bias"].reshape(f, *(1,) * len(grid.out))
+            y += p["bias"].reshape(f, *(1,) * len(out))
         # Keep the padded input rather than the window matrix: the matrix is K times larger,
         # and rebuilding it in backward costs one cache-resident copy.
-        return y, (buf, x.shape, pads, grid, ctx.input_grad)
+        return y, (bufs, x.shape, pads, chunks, ctx.input_grad)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
-        buf, xshape, pads, grid, input_grad = cache
+        bufs, xshape, pads, chunks, input_grad = cache
         w = p["weight"]
-        k, _, _ = self._kernel()
         n, c = xshape[:2]
         g, f = self.groups, self.filters
-        fg, m = f // g, grid.columns
+        fg = f // g
         wg = w.reshape(g, fg, -1)  # (G, F/G, C/G*K)
         dwt = np.zeros((g, wg.shape[2], fg), dtype=dy.dtype)  # dW^T, summed over chunks
         back_pads = self._correlation_pads(c, pads) if input_grad else None
         # The first layer skips dx (nothing upstream wants it); else col2im builds it per chunk.
         dx = np.empty(xshape, dtype=dy.dtype) if input_grad and back_pads is None else None
-        inner = tuple(slice(lo, lo + h) for (lo, _), h in zip(pads, xshape[2:], strict=True))
-        for lo, hi in batch_chunks(n, c * math.prod(k) * m * dy.itemsize):
-            cols_n = (hi - lo) * m
-            dyc = grid.scatter_output(dy[lo:hi]).reshape(g, fg, cols_n)  # (G, F/G, n*M)
-            cols = grid.im2col(buf[:, lo:hi]).reshape(g, -1, cols_n)  # (G, C/G*K, n*M)
+        for (lo, hi, grid), buf in zip(chunks, bufs, strict=True):
+            m = grid.columns
+            dyc = grid.scatter_output(dy[lo:hi]).reshape(g, fg, m)  # (G, F/G, M)
+            cols = grid.im2col(buf).reshape(g, -1, m)  # (G, C/G*K, M)
             for i in range(g):
-                # dW^T += cols dy^T: OpenBLAS runs the long n*M reduction far faster with the
+                # dW^T += cols dy^T: OpenBLAS runs the long M reduction far faster with the
                 # tall operand first than as dy cols^T.
                 dwt[i] += cols[i] @ dyc[i].T
             if dx is None:
                 continue
-            dcols = np.empty_like(cols)  # (G, C/G*K, n*M) = (C, K, n, M)
+            dcols = np.empty_like(cols)  # (G, C/G*K, M) = (C, K, M)
             for i in range(g):
                 np.matmul(wg[i].T, dyc[i], out=dcols[i])
-            dxc = grid.col2im(dcols.reshape(c, -1, hi - lo, m))  # (C, n, *P)
-            dx[lo:hi] = np.moveaxis(dxc[(slice(None), slice(None), *inner)], 0, 1)
+            dx[lo:hi] = grid.unload(grid.col2im(dcols.reshape(c, -1, m)))
         if back_pads is not None:
             dx = self.input_grad_by_correlation(dy, w, xshape[1:], back_pads)
         grads = {"weight": np.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(w.shape)}
@@ -367,10 +420,11 @@ class ConvNd(Op):
         fg, cg = f // g, c // g
         spatial = tuple(range(3, 3 + len(k)))
         wt = np.flip(w.reshape(g, fg, cg, *k), axis=spatial).swapaxes(1, 2)  # (G, C/G, F/G, *K)
-        padded = tuple(o + lo + hi for o, (lo, hi) in zip(dy.shape[2:], pads, strict=True))
-        grid = Grid.of(k, (1,) * len(k), d, padded, tuple(xshape[1:]))
-        dx = np.empty((dy.shape[0], *xshape), dtype=dy.dtype)
-        correlate(grid.load(dy, pads), np.ascontiguousarray(wt).reshape(g, cg, -1), grid, dx)
+        n, sizes = dy.shape[0], tuple(dy.shape[2:])
+        row_bytes = f * math.prod(k) * dy.itemsize
+        chunks = chunk_grids(k, (1,) * len(k), d, sizes, pads, tuple(xshape[1:]), n, row_bytes)
+        dx = np.empty((n, *xshape), dtype=dy.dtype)
+        correlate(dy, np.ascontiguousarray(wt).reshape(g, cg, -1), chunks, dx, keep=False)
         return dx
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:

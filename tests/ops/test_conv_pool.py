@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import ValidationError
 
 from netspec.errors import ShapeError
+from netspec.ops import conv
 from netspec.ops.base import Array, Ctx, Op, Shape
 from netspec.ops.conv import Conv1d, Conv2d, Grid
 from netspec.ops.pool import (
@@ -23,6 +23,7 @@ from netspec.ops.pool import (
     MaxPool1d,
     MaxPool2d,
 )
+from netspec.ops.window import tap_regions
 
 from .twins import against_torch
 
@@ -381,34 +382,74 @@ def test_pool_rejects_padding_that_leaves_a_window_with_padding_only() -> None:
 @pytest.mark.parametrize(
     ("kernel", "dilation", "pads"),
     [
-        ((3, 3), (1, 1), [(1, 1), (1, 1)]),
-        ((2, 3), (2, 1), [(0, 1), (2, 0)]),
-        ((5,), (1,), [(2, 2)]),
+        ((3, 3), (1, 1), ((1, 1), (1, 1))),
+        ((2, 3), (2, 1), ((0, 1), (2, 0))),  # asymmetric: the pitch is S + max(lo, hi)
+        ((1, 1), (1, 1), ((1, 1), (2, 1))),  # padding beyond the kernel: the pitch is O
+        ((5,), (1,), ((2, 2),)),
+        ((3,), (2,), ((0, 3),)),
     ],
 )
 def test_the_wide_stride_one_grid_equals_the_exact_grid(
-    kernel: tuple[int, ...], dilation: tuple[int, ...], pads: list[tuple[int, int]]
+    kernel: tuple[int, ...], dilation: tuple[int, ...], pads: tuple[tuple[int, int], ...]
 ) -> None:
-    """Stride 1 takes the wide grid (contiguous taps); its extra columns must change nothing."""
+    """Stride 1 lays the samples side by side (contiguous taps); that must change nothing."""
     rng = np.random.default_rng(0)
-    sizes = (7, 6)[: len(kernel)]
-    x = rng.standard_normal((2, 3, *sizes))
+    n, sizes = 3, (7, 6)[: len(kernel)]
+    x = rng.standard_normal((n, 3, *sizes))
     padded = tuple(h + lo + hi for h, (lo, hi) in zip(sizes, pads, strict=True))
     out = tuple(p - d * (k - 1) for p, k, d in zip(padded, kernel, dilation, strict=True))
-    wide = Grid.of(kernel, (1,) * len(kernel), dilation, padded, out)
-    exact = dataclasses.replace(wide, offsets=(), wide=False)
+    stride = (1,) * len(kernel)
+    wide = Grid.of(kernel, stride, dilation, sizes, pads, out, n)
+    taps = tuple(tap_regions(kernel, stride, dilation, out))
+    exact = Grid(sizes, pads, out, n, padded, 0, taps, (), False)
     assert wide.wide and wide.columns >= exact.columns
     w = rng.standard_normal((4, 3 * math.prod(kernel)))
-    dy = rng.standard_normal((2, 4, *out))
+    dy = rng.standard_normal((n, 4, *out))
     results = []
     for grid in (wide, exact):
-        cols = grid.im2col(grid.load(x, pads)).reshape(w.shape[1], -1)
-        y = grid.valid((w @ cols).reshape(4, 2, grid.columns))
-        dcols = w.T @ grid.scatter_output(dy).reshape(4, -1)
-        dx = grid.col2im(dcols.reshape(3, -1, 2, grid.columns))
-        results.append((np.array(y), dx))
+        buf = grid.load(x)
+        np.testing.assert_array_equal(grid.unload(buf), x)
+        y = grid.valid(w @ grid.im2col(buf).reshape(w.shape[1], -1))  # (F, n, *O)
+        dcols = w.T @ grid.scatter_output(dy)
+        dx = grid.unload(grid.col2im(dcols.reshape(3, -1, grid.columns)))
+        results.append((np.array(y), np.array(dx)))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        Conv2d(filters=3, kernel=3, padding=(2, 1, 0, 1)),
+        Conv2d(filters=4, kernel=3, stride=2, padding=1, groups=2),
+        Conv2d(filters=2, kernel=3, padding=1),  # dx by correlation, chunked too
+    ],
+)
+@against_torch("conv2d")
+def test_a_batch_split_into_chunks_of_unequal_size_matches_torch(
+    op: Conv2d, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # one sample per chunk...
+    _, chunks = op._chunks((4, 6, 5), 5, 8)
+    assert [hi - lo for lo, hi, _ in chunks] == [1] * 5
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * chunks[0][2].columns * 4 * 9 * 8)
+    _, chunks = op._chunks((4, 6, 5), 5, 8)  # ...then two, two and a last one of one
+    assert [hi - lo for lo, hi, _ in chunks] == [2, 2, 1]
+
+    def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        (pt, pb), (pl, pr) = op._geometry((4, 6, 5))[0]
+        x = F.pad(x, (pl, pr, pt, pb))
+        return F.conv2d(x, p["weight"], p.get("bias"), op.stride, 0, op.dilation, op.groups)
+
+    x, params, dy = random_case(op, (4, 6, 5))
+    x = np.concatenate([x, x[:1] * 2, -x])  # five samples
+    dy = np.concatenate([dy, dy[:1] / 3, dy[::-1]])
+    y, dx, grads = run_numpy(op, x, params, dy)
+    ty, tdx, tgrads = torch_grads(fn, x, params, dy)
+    np.testing.assert_allclose(y, ty, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, tdx, rtol=1e-10, atol=1e-12)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], tgrads[k], rtol=1e-10, atol=1e-12)
 
 
 # (op, per-sample input shape): stride-1 geometries; the first two have more filters than
