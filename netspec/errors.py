@@ -12,6 +12,7 @@ A diagnostic is rendered the way compilers do::
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -107,6 +108,15 @@ def suggest(name: str, known: Iterable[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
+def _lines(text: str) -> list[str]:
+    """Source lines as the parser counts them: split on "\n" only.
+
+    `str.splitlines` also splits on U+2028, form feeds and lone carriage returns, which would
+    shift every later line against Lark's line numbers. A CRLF file's "\r" is dropped.
+    """
+    return [line.removesuffix("\r") for line in text.removeprefix("\ufeff").split("\n")]
+
+
 class SourceCache:
     """Reads source lines for rendering; sources registered in memory win over the disk."""
 
@@ -114,20 +124,54 @@ class SourceCache:
         self._texts: dict[str, list[str]] = {}
 
     def add(self, file: str, text: str) -> None:
-        self._texts[file] = text.splitlines()
+        self._texts[file] = _lines(text)
 
     def line(self, file: str, line: int) -> str | None:
         if file not in self._texts:
             try:
                 text = Path(file).read_text(encoding="utf-8", errors="replace")
-                self._texts[file] = text.removeprefix("\ufeff").splitlines()
             except OSError:
-                self._texts[file] = []
+                text = ""
+            self._texts[file] = _lines(text) if text else []
         lines = self._texts[file]
         return lines[line - 1] if 0 < line <= len(lines) else None
 
 
 SOURCES = SourceCache()
+
+TAB = 4
+
+
+def _shown(ch: str, at: int) -> str:
+    """How one source character is printed when the display has `at` columns so far.
+
+    Tabs expand to the next tab stop; control and other invisible characters are escaped, so a
+    binary file given as a spec cannot drive the terminal (ESC) or hide what was written.
+    """
+    if ch == "\t":
+        return " " * (TAB - at % TAB)
+    if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+        return ascii(ch)[1:-1]
+    return ch
+
+
+def _display(text: str, column: int, end_column: int) -> tuple[str, int, int]:
+    """The printable line and the 0-based display columns of [column, end_column)."""
+    out: list[str] = []
+    at = 0
+    start = end = None
+    for i, ch in enumerate(text):
+        if i == column - 1:
+            start = at
+        if i == end_column - 1:
+            end = at
+        piece = _shown(ch, at)
+        out.append(piece)
+        at += len(piece)
+    # Past the end of the line (an error at the end of the file): one column per position.
+    start = at + column - 1 - len(text) if start is None else start
+    end = at + end_column - 1 - len(text) if end is None else end
+    return "".join(out), start, end
 
 
 def render(diagnostic: Diagnostic, sources: SourceCache = SOURCES) -> str:
@@ -138,13 +182,14 @@ def render(diagnostic: Diagnostic, sources: SourceCache = SOURCES) -> str:
     if span is not None:
         text = sources.line(span.file, span.line)
         if text is not None:
-            text = text.expandtabs(4)
-            width = 1
+            end_column = span.column + 1
             if span.end_line == span.line and span.end_column is not None:
-                width = max(1, span.end_column - span.column)
-            width = min(width, max(1, len(text) - span.column + 1))
-            out.append(f"    {text}")
-            out.append("    " + " " * (span.column - 1) + "^" + "~" * (width - 1))
+                end_column = max(end_column, span.end_column)
+            end_column = min(end_column, max(span.column + 1, len(text) + 1))  # not past the line
+            shown, start, end = _display(text, span.column, end_column)
+            width = max(1, end - start)
+            out.append(f"    {shown}")
+            out.append("    " + " " * start + "^" + "~" * (width - 1))
     if diagnostic.hint:
         out.append(f"  hint: {diagnostic.hint}")
     return "\n".join(out)

@@ -194,3 +194,35 @@ def test_a_byte_order_mark_at_the_start_of_a_file_is_ignored(tmp_path: Path) -> 
     )
     module = ast.parse("\ufeffnetwork N {\n  input x: [4]\n}\n", "t.net")
     assert module.items[0].span.column == 1
+
+
+def _rendered(source: str, line: int, column: int, end_column: int) -> str:
+    from netspec.errors import Diagnostic, Severity, SourceCache, Span
+
+    sources = SourceCache()
+    sources.add("t.net", source)
+    span = Span(file="t.net", line=line, column=column, end_line=line, end_column=end_column)
+    return render(Diagnostic(Severity.ERROR, "m", span), sources)
+
+
+def test_the_caret_follows_tabs_in_the_source_line() -> None:
+    # "\tdense(2, foo=1)": foo is at column 11; the tab shows as four spaces.
+    assert _rendered("\tdense(2, foo=1)\n", 1, 11, 16) == (
+        "t.net:1:11: error: m\n        dense(2, foo=1)\n                 ^~~~~"
+    )
+    assert _rendered("  \tx\ty\n", 1, 6, 7) == ("t.net:1:6: error: m\n        x   y\n            ^")
+
+
+def test_lines_are_counted_as_the_parser_counts_them() -> None:
+    # U+2028, a form feed and a lone CR end no line for Lark; CRLF ends one line.
+    text = "# a \u2028 b \f c \r d\r\nnetwork N {\r\n  dense(2)\r\n"
+    assert _rendered(text, 3, 3, 8) == ("t.net:3:3: error: m\n      dense(2)\n      ^~~~~")
+    assert _rendered(text, 1, 1, 2).splitlines()[1] == "    # a \\u2028 b \\x0c c \\r d"
+
+
+def test_control_characters_in_the_source_line_are_escaped() -> None:
+    shown = _rendered("dense(2) \x1b[31m\x00x\n", 1, 10, 11)
+    assert shown == "t.net:1:10: error: m\n    dense(2) \\x1b[31m\\x00x\n             ^~~~"
+    assert "\x1b" not in shown and "\x00" not in shown
+    # The caret still finds a culprit after an escaped character.
+    assert _rendered("\x00 dense(\n", 1, 3, 8).splitlines()[2] == "         ^~~~~"
