@@ -228,6 +228,13 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _chain(names: list[str]) -> str:
+    """A long block chain, shortened to its two ends."""
+    if len(names) <= 6:
+        return " -> ".join(names)
+    return f"{' -> '.join(names[:3])} -> ... -> {' -> '.join(names[-2:])}"
+
+
 def _show(v: Any) -> str:
     if isinstance(v, Symbol):
         return f"the unknown name '{v.name}'"
@@ -565,10 +572,18 @@ class _Expander:
 
     def block(self, call: ast.Call, scope: _Scope, current: str, local: str | None) -> str:
         block = self.program.blocks[call.name]
-        if call.name in self.block_stack or len(self.block_stack) >= MAX_DEPTH:
+        if call.name in self.block_stack:
+            cycle = self.block_stack[self.block_stack.index(call.name) :]
             raise _err(
-                f"block '{call.name}' instantiates itself (via {' -> '.join(self.block_stack)})",
+                f"block '{call.name}' instantiates itself (via {' -> '.join(cycle)})",
                 call.span,
+            )
+        if len(self.block_stack) >= MAX_DEPTH:
+            raise _err(
+                f"block '{call.name}' would nest blocks {len(self.block_stack) + 1} deep; "
+                f"netspec allows at most {MAX_DEPTH}",
+                call.span,
+                f"the chain: {_chain(self.block_stack)} -> {call.name}",
             )
         env = dict(self.consts)
         params = {p.name: p for p in block.params}

@@ -126,6 +126,32 @@ def test_a_recursive_block_is_refused(build: Build) -> None:
     assert "block 'B' instantiates itself" in msg
 
 
+def test_a_cycle_through_several_blocks_names_only_the_cycle(build: Build, tmp_path: Path) -> None:
+    text = (
+        "block A() { B() }\nblock B() { C() }\nblock C() { B() }\nnetwork N { input x: [4]\n A() }"
+    )
+    (msg,) = errors_of(build, text)
+    assert msg.startswith(
+        f"{tmp_path / 't.net'}:3:13: error: block 'B' instantiates itself (via B -> C)"
+    )
+
+
+def test_nesting_past_the_depth_limit_is_not_called_recursion(build: Build, tmp_path: Path) -> None:
+    # 51 distinct blocks, each using the next: no cycle, one level too deep.
+    blocks = "".join(f"block B{i}() {{ B{i + 1}() }}\n" for i in range(50))
+    text = blocks + "block B50() { relu }\nnetwork N { input x: [4]\n B0() }"
+    (msg,) = errors_of(build, text)
+    assert msg == (
+        f"{tmp_path / 't.net'}:50:15: error: block 'B50' would nest blocks 51 deep; "
+        "netspec allows at most 50\n"
+        "    block B49() { B50() }\n"
+        "                  ^~~~~\n"
+        "  hint: the chain: B0 -> B1 -> B2 -> ... -> B48 -> B49 -> B50"
+    )
+    # One level less is fine.
+    build(text.replace("B49() { B50() }", "B49() { relu }"))
+
+
 def test_a_repetition_count_must_be_positive(build: Build) -> None:
     (msg,) = errors_of(build, "network N { input x: [4]\n dense(2) * 0 }")
     assert "a repetition count must be an integer >= 1, got 0" in msg
