@@ -191,8 +191,11 @@ def evaluate(e: ast.Expr, env: dict[str, Any]) -> Any:
                 "%": lambda: a % b,
             }
             result = ops[op]()
-            if isinstance(result, int) and abs(result) > 10**12:
-                raise _err(f"{result} is too large", span)
+            if isinstance(result, int) and abs(result) > ast.MAX_INT:
+                raise _err(
+                    f"{result} is too large; netspec allows at most {ast.MAX_INT:,}",
+                    span,
+                )
             return result
         case ast.FunCall(name=name, args=args):
             out: dict[str, Any] = {"name": name, "args": []}

@@ -26,6 +26,17 @@ from netspec.errors import SOURCES, NetspecError, Span
 # grammar/ at the top of the repository; netspec/grammar links to it so wheels carry it.
 GRAMMAR = Path(__file__).resolve().parent / "grammar" / "netspec.lark"
 TABLES = Path(__file__).resolve().parent / "_parser_tables.py"
+# The largest integer a spec may hold, written or computed: no real network needs more, and
+# beyond it sizes overflow the float32/int64 arithmetic of the back ends.
+MAX_INT = 10**12
+
+
+def _abridged(digits: str) -> str:
+    """A long numeral, shortened for a message."""
+    if len(digits) <= 30:
+        return digits
+    return f"{digits[:12]}...{digits[-4:]} ({len(digits):,} characters)"
+
 
 # ---------------------------------------------------------------------------------------------
 # AST
@@ -304,7 +315,15 @@ class _ToAst(Transformer[Token, Any]):
 
     # literals --------------------------------------------------------------------------------
     def int_(self, tok: list[Token]) -> Num:
-        return Num(int(tok[0].replace("_", "")), self._span(tok[0]))
+        digits = tok[0].replace("_", "").lstrip("0") or "0"
+        # Compare digits before converting: Python refuses to convert over 4,300 of them.
+        if len(digits) > len(str(MAX_INT)) or int(digits) > MAX_INT:
+            raise NetspecError.at(
+                f"the integer {_abridged(str(tok[0]))} is too large; "
+                f"netspec allows at most {MAX_INT:,}",
+                self._span(tok[0]),
+            )
+        return Num(int(digits), self._span(tok[0]))
 
     def float_(self, tok: list[Token]) -> Num:
         return Num(float(tok[0].replace("_", "")), self._span(tok[0]))

@@ -226,3 +226,18 @@ def test_control_characters_in_the_source_line_are_escaped() -> None:
     assert "\x1b" not in shown and "\x00" not in shown
     # The caret still finds a culprit after an escaped character.
     assert _rendered("\x00 dense(\n", 1, 3, 8).splitlines()[2] == "         ^~~~~"
+
+
+def test_an_integer_literal_past_the_limit_is_refused_where_it_is_written() -> None:
+    assert syntax_error(f"const A = {ast.MAX_INT}\nconst B = {ast.MAX_INT + 1}\n") == (
+        "t.net:2:11: error: the integer 1000000000001 is too large; "
+        "netspec allows at most 1,000,000,000,000\n"
+        "    const B = 1000000000001\n"
+        "              ^~~~~~~~~~~~~"
+    )
+    # Longer than Python converts to int: still the same located message, abridged.
+    message = syntax_error("const A = " + "9" * 5000 + "\n").splitlines()[0]
+    assert message == (
+        "t.net:1:11: error: the integer 999999999999...9999 (5,000 characters) is too large; "
+        "netspec allows at most 1,000,000,000,000"
+    )
