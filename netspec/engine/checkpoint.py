@@ -7,7 +7,8 @@
 - ``optimizer/<key>``: the optimizer's state_dict (moments, step counter);
 - ``best/<name>``: early stopping's best weights, when it keeps them;
 - ``meta``: JSON text as a uint8 array (epoch, step, the numpy bit-generator state, early-stopping
-  counters, the history so far): JSON rather than a pickled object, so loading runs no code.
+  counters, the history so far, and ``run``: what the run was made with that the recipe may not
+  say, such as a ``--seed`` override): JSON rather than a pickled object, so loading runs no code.
 """
 
 from __future__ import annotations
@@ -197,6 +198,29 @@ def load_checkpoint(path: Path) -> Checkpoint:
         meta=_meta(arrays["meta"], path),
         best=groups["best"] or None,
     )
+
+
+def load_meta(path: Path) -> dict[str, Any]:
+    """Only the JSON record of checkpoint `path`: its arrays' headers are checked, but no
+    weights or optimizer moments are read."""
+    if not path.is_file():
+        raise NetspecError.at(f"checkpoint {path} does not exist", exit_code=EXIT_RUNTIME)
+    try:
+        with zipfile.ZipFile(path) as z:
+            _scan(z, path, "checkpoint")
+        with np.load(path, allow_pickle=False) as npz:
+            if "meta" not in npz.files:
+                raise NetspecError.at(f"{path} is not a netspec checkpoint", exit_code=EXIT_RUNTIME)
+            array = npz["meta"]
+    except (ValueError, OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
+        raise NetspecError.at(
+            f"checkpoint {path} is not a readable .npz archive: {e}", exit_code=EXIT_RUNTIME
+        ) from None
+    except (zlib.error, NotImplementedError, RuntimeError) as e:  # compression, encryption
+        raise NetspecError.at(
+            f"checkpoint {path} is not a readable .npz archive: {e}", exit_code=EXIT_RUNTIME
+        ) from None
+    return _meta(array, path)
 
 
 def _check_optimizer(state: dict[str, Array], params: dict[str, Array], path: Path) -> None:

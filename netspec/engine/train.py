@@ -378,7 +378,15 @@ def fit(
     resume_from: Path | None = None,
     progress: Progress | None = None,
 ) -> FitResult:
-    """Train `analysis` by `spec` (overrides win), writing weights, history and checkpoints."""
+    """Train `analysis` by `spec` (overrides win), writing weights, history and checkpoints.
+
+    A resumed run keeps the seed it was started with (its validation split must not change);
+    `seed` may only repeat it.
+    """
+    state = None
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(resume_from)
+        seed = _resumed_seed(state.meta, seed, resume_from)
     if epochs is not None or batch is not None or seed is not None:
         spec = TrainSpec.model_validate(
             spec.model_dump()
@@ -418,8 +426,7 @@ def fit(
     start_epoch = 0
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    if resume_from is not None:
-        state = ckpt.load_checkpoint(resume_from)
+    if state is not None:
         expected = {k: tuple(v.shape) for k, v in params.items()}
         ckpt.check_weights(state.params, expected, f"checkpoint in {resume_from}")
         params = {k: np.asarray(v, dtype=params[k].dtype) for k, v in state.params.items()}
@@ -436,6 +443,7 @@ def fit(
             )
             stopper.best_params = state.best
 
+    run = RunRecord(spec.seed, 0.0 if spec.val_data is not None else spec.validation)
     n = len(train)
     size = n if isinstance(opt_spec, BGD) else min(spec.batch, n)
     steps = math.ceil(n / size)
@@ -524,6 +532,7 @@ def fit(
                         steps,
                         history,
                         stopper,
+                        run,
                     )
                     last_save = now
                 if progress is not None:
@@ -548,6 +557,57 @@ def fit(
         None if stopper is None else stopper.best_epoch,
         None if norm is None else (np.asarray(norm.shift), np.asarray(norm.scale)),
     )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run was made with that its recipe may not say (a `--seed` override), kept in
+    each checkpoint's meta under "run": eval rebuilds the run's validation split from it."""
+
+    seed: int
+    validation: float  # the fraction split off the training data; 0 with val_data
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed": self.seed, "validation": self.validation}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], path: Path) -> RunRecord | None:
+        """The record of a checkpoint's meta; None for checkpoints written before it existed."""
+        run = meta.get("run")
+        if run is None:
+            return None
+        seed, fraction = (
+            (run.get("seed"), run.get("validation")) if isinstance(run, dict) else (None, None)
+        )
+        if not (
+            isinstance(seed, int)
+            and not isinstance(seed, bool)
+            and seed >= 0
+            and isinstance(fraction, float | int)
+            and 0 <= fraction < 1
+        ):
+            raise NetspecError.at(
+                f"{path} is not a netspec checkpoint: its run record {json.dumps(run)[:80]} "
+                "lacks a valid seed or validation fraction",
+                exit_code=EXIT_RUNTIME,
+            )
+        return cls(seed, float(fraction))
+
+
+def _resumed_seed(meta: dict[str, Any], seed: int | None, path: Path) -> int | None:
+    """The seed a resumed run continues with: its own, recorded in the checkpoint."""
+    run = RunRecord.from_meta(meta, path)
+    if run is None:
+        return seed  # an old checkpoint: the caller's seed or the recipe's, as before
+    if seed is not None and seed != run.seed:
+        raise NetspecError.at(
+            f"the run in {path} was seeded with {run.seed}, not {seed}: another seed would "
+            "split off another validation set and train on samples it validated on",
+            hint=f"resume without --seed (or with --seed {run.seed}), or start a fresh run "
+            "with --out",
+            exit_code=EXIT_RUNTIME,
+        )
+    return run.seed
 
 
 def _save_normalization(out_dir: Path, normalizer: Normalizer | None) -> None:
@@ -595,8 +655,10 @@ def _save_epoch(
     steps: int,
     history: list[dict[str, Any]],
     stopper: Stopper | None,
+    run: RunRecord,
 ) -> None:
     meta = {
+        "run": run.to_json(),
         "epoch": epoch,
         "step": epoch * steps,
         "rng": rng.bit_generator.state,
@@ -624,6 +686,22 @@ def _json(history: list[dict[str, Any]]) -> str:
 # ---- evaluation of saved weights -----------------------------------------------------------------
 
 
+def _run_of(weights_path: Path) -> RunRecord | None:
+    """The record of the run whose folder holds `weights_path`, if it has one."""
+    path = weights_path.parent / ckpt.CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        return RunRecord.from_meta(ckpt.load_meta(path), path)
+    except NetspecError as e:
+        raise NetspecError.at(
+            f"cannot read the run's seed from {path}: {e}",
+            hint="eval rebuilds the run's validation split from it; move the broken checkpoint "
+            "away to split by the recipe's seed instead, or pass --data",
+            exit_code=EXIT_RUNTIME,
+        ) from None
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Metrics of saved weights on one data set."""
@@ -649,7 +727,9 @@ def evaluate(
     """Score `weights_path` on `data` (all of it) or, by default, on the recipe's validation data.
 
     Normalisation uses the statistics saved beside the weights (normalization.npz), the ones the
-    model was trained with.
+    model was trained with. The validation split is the run's: its seed and fraction are read
+    from the checkpoint beside the weights (a `--seed` override changes the split); weights
+    without one are split by the recipe.
     """
     params = ckpt.load_arrays(weights_path)
     ckpt.check_weights(params, expected_shapes(analysis), str(weights_path))
@@ -668,9 +748,12 @@ def evaluate(
     ds = load_data(source, io.input_shape, io.input_dtype)
     ds = Dataset(ds.x, prepare_targets(ds.y, io.output_shape, loss.task, ds.source), ds.source)
     what = ds.source
-    if data is None and spec.val_data is None and spec.validation > 0:
-        _, ds = split(ds, spec.validation, _streams(spec.seed)[1])  # the run's own split
-        what = f"the validation split ({spec.validation:g}) of {ds.source}"
+    if data is None and spec.val_data is None:
+        run = _run_of(weights_path)
+        seed, fraction = (spec.seed, spec.validation) if run is None else (run.seed, run.validation)
+        if fraction > 0:
+            _, ds = split(ds, fraction, _streams(seed)[1])  # the run's own split
+            what = f"the validation split ({fraction:g}, seed {seed}) of {ds.source}"
     mode = (spec.data if spec.data is not None else source).normalize
     if mode != "none":
         stats_path = weights_path.parent / ckpt.NORMALIZATION

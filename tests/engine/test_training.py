@@ -279,6 +279,74 @@ def test_a_run_without_normalisation_removes_an_earlier_runs_statistics(
     ]
 
 
+def test_eval_scores_the_validation_split_of_the_runs_seed_override(
+    small: Analysis, tmp_path: Path
+) -> None:
+    """`train --seed 3` holds out another split than the recipe's seed 7: eval must score the
+    run's split, so its metrics are the last epoch's validation metrics."""
+    spec = small.network.train
+    assert spec is not None
+    result = loop.fit(small, spec, tmp_path / "run", seed=3)
+    meta = ckpt.load_checkpoint(tmp_path / "run").meta
+    assert meta["run"]["seed"] == 3 and meta["run"]["validation"] == 0.25
+    ev = api.evaluate(small, result.weights_path)
+    last = result.history[-1]
+    assert ev.samples == 10
+    assert ev.metrics["loss"] == pytest.approx(last["val_loss"], rel=1e-6)
+    assert ev.metrics["accuracy"] == last["val_accuracy"]
+    assert "seed 3" in ev.source
+
+
+def test_eval_of_weights_without_a_run_record_splits_by_the_recipes_seed(
+    small: Analysis, tmp_path: Path
+) -> None:
+    """Weights copied out of their run (or from before the record existed): the recipe's seed."""
+    spec = small.network.train
+    assert spec is not None
+    result = loop.fit(small, spec, tmp_path / "run")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "weights.npz").write_bytes(result.weights_path.read_bytes())
+    ev = api.evaluate(small, alone / "weights.npz")
+    assert ev.metrics["loss"] == pytest.approx(result.history[-1]["val_loss"], rel=1e-6)
+
+
+def test_eval_beside_a_broken_checkpoint_says_what_it_needed_it_for(
+    small: Analysis, tmp_path: Path
+) -> None:
+    spec = small.network.train
+    assert spec is not None
+    result = loop.fit(small, spec, tmp_path / "run", epochs=1)
+    result.checkpoint_path.write_bytes(b"not a zip")
+    with pytest.raises(NetspecError) as err:
+        api.evaluate(small, result.weights_path)
+    d = err.value.diagnostics[0]
+    assert d.message.startswith(f"cannot read the run's seed from {result.checkpoint_path}")
+    assert "validation split" in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
+
+
+def test_a_resumed_run_keeps_its_seed_override_and_refuses_another(
+    small: Analysis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming by the recipe's seed would split off another validation set: the run would
+    then train on samples it validated on."""
+    monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after every epoch
+    spec = small.network.train
+    assert spec is not None
+    cut = tmp_path / "cut"
+    whole = loop.fit(small, spec, tmp_path / "whole", seed=3)
+    assert loop.fit(small, spec, cut, seed=3, progress=_StopAfter(2)).stopped == "interrupted"
+    with pytest.raises(NetspecError) as err:
+        loop.fit(small, spec, cut, seed=4, resume_from=cut)
+    d = err.value.diagnostics[0]
+    assert "seeded with 3, not 4" in d.message and err.value.exit_code == EXIT_RUNTIME
+    assert "resume without --seed" in (d.hint or "")
+    assert ckpt.load_checkpoint(cut).meta["epoch"] == 2  # nothing was trained
+    resumed = loop.fit(small, spec, cut, resume_from=cut)
+    assert same(resumed.params, whole.params)
+    assert resumed.history[-1]["val_loss"] == whole.history[-1]["val_loss"]
+
+
 # ---- penalties and clipping ------------------------------------------------------------------
 
 
