@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from netspec.errors import Span
 from netspec.ops import AnyOp
@@ -44,6 +45,22 @@ class Network(_Model):
     train: TrainSpec | None = None
     source: str | None = None  # the file it came from, for messages and metadata
     labels: tuple[str, ...] | None = None  # class names, when the spec gives them
+
+    @field_validator("ir_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        # A newer netspec may have changed what fields mean: refuse rather than misread. (A
+        # custom error, as a ValueError's message would start "Value error, ".)
+        if v > IR_VERSION:
+            raise PydanticCustomError(
+                "ir_version",
+                "IR version {v} is newer than this netspec, which reads version {known}; "
+                "upgrade netspec, or compile the spec again with this one",
+                {"v": v, "known": IR_VERSION},
+            )
+        if v < 1:
+            raise PydanticCustomError("ir_version", "IR version {v} does not exist", {"v": v})
+        return v
 
     @property
     def inputs(self) -> tuple[Node, ...]:

@@ -212,3 +212,28 @@ def test_imports_from_outside_the_project_are_refused(tmp_path: Path) -> None:
 def test_the_ir_round_trips_through_json(build: Build) -> None:
     net = build(BLOCKS + "train Deep { loss = mse  optimizer = adam(lr=1e-3) }")
     assert Network.model_validate_json(net.model_dump_json()) == net
+
+
+def test_ir_json_of_an_unknown_version_is_refused(build: Build, tmp_path: Path) -> None:
+    import json
+
+    data = json.loads(api.compile_json(api.check(build("network N { input x: [4]\n dense(2) }"))))
+    assert data["network"]["ir_version"] == 1
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps(data))
+    assert api.load(path).name == "N"
+    for version, why in (
+        (
+            99,
+            "IR version 99 is newer than this netspec, which reads version 1; upgrade "
+            "netspec, or compile the spec again with this one",
+        ),
+        (0, "IR version 0 does not exist"),
+    ):
+        data["network"]["ir_version"] = version
+        path.write_text(json.dumps(data))
+        with pytest.raises(NetspecError) as info:
+            api.load(path)
+        assert str(info.value) == (
+            f"{path} is not a valid netspec IR: ir_version: {why} (1 problem(s))"
+        )
