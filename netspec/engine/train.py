@@ -381,7 +381,7 @@ def fit(
     """Train `analysis` by `spec` (overrides win), writing weights, history and checkpoints.
 
     A resumed run keeps the seed it was started with (its validation split must not change);
-    `seed` may only repeat it.
+    `seed` may only repeat it. Its optimizer must be the one that wrote the checkpoint.
     """
     state = None
     if resume_from is not None:
@@ -399,6 +399,9 @@ def fit(
     opt_spec = spec.optimizer
     if lr is not None:
         opt_spec = type(opt_spec).model_validate(opt_spec.model_dump() | {"lr": lr})
+    optimizer = make_optimizer(opt_spec)
+    if state is not None and resume_from is not None:
+        _check_resumed_optimizer(state, opt_spec.name, optimizer.slots, resume_from)
     loss = LOSSES[spec.loss]
     io = io_of(analysis)
     _check_recipe(spec, loss, io)
@@ -411,7 +414,6 @@ def fit(
 
     executor = Executor(analysis, np.float32)
     params = init_params(analysis, init_rng, np.float32)
-    optimizer = make_optimizer(opt_spec)
     names = trainable_names(analysis)
     penalised = penalised_names(analysis)
     perceptron = perceptron_layer(analysis) if spec.perceptron_rule else None
@@ -443,7 +445,7 @@ def fit(
             )
             stopper.best_params = state.best
 
-    run = RunRecord(spec.seed, 0.0 if spec.val_data is not None else spec.validation)
+    run = RunRecord(spec.seed, 0.0 if spec.val_data is not None else spec.validation, opt_spec.name)
     n = len(train)
     size = n if isinstance(opt_spec, BGD) else min(spec.batch, n)
     steps = math.ceil(n / size)
@@ -562,13 +564,15 @@ def fit(
 @dataclass(frozen=True)
 class RunRecord:
     """What a run was made with that its recipe may not say (a `--seed` override), kept in
-    each checkpoint's meta under "run": eval rebuilds the run's validation split from it."""
+    each checkpoint's meta under "run": eval rebuilds the run's validation split from it, and
+    resume refuses an optimizer whose state would be misread (Adam's `v` is not momentum's)."""
 
     seed: int
     validation: float  # the fraction split off the training data; 0 with val_data
+    optimizer: str | None = None  # the recipe's optimizer name; None in older checkpoints
 
     def to_json(self) -> dict[str, Any]:
-        return {"seed": self.seed, "validation": self.validation}
+        return {"seed": self.seed, "validation": self.validation, "optimizer": self.optimizer}
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], path: Path) -> RunRecord | None:
@@ -576,8 +580,10 @@ class RunRecord:
         run = meta.get("run")
         if run is None:
             return None
-        seed, fraction = (
-            (run.get("seed"), run.get("validation")) if isinstance(run, dict) else (None, None)
+        seed, fraction, optimizer = (
+            (run.get("seed"), run.get("validation"), run.get("optimizer"))
+            if isinstance(run, dict)
+            else (None, None, None)
         )
         if not (
             isinstance(seed, int)
@@ -585,13 +591,14 @@ class RunRecord:
             and seed >= 0
             and isinstance(fraction, float | int)
             and 0 <= fraction < 1
+            and (optimizer is None or isinstance(optimizer, str))
         ):
             raise NetspecError.at(
                 f"{path} is not a netspec checkpoint: its run record {json.dumps(run)[:80]} "
-                "lacks a valid seed or validation fraction",
+                "lacks a valid seed, validation fraction or optimizer name",
                 exit_code=EXIT_RUNTIME,
             )
-        return cls(seed, float(fraction))
+        return cls(seed, float(fraction), optimizer)
 
 
 def _resumed_seed(meta: dict[str, Any], seed: int | None, path: Path) -> int | None:
@@ -608,6 +615,35 @@ def _resumed_seed(meta: dict[str, Any], seed: int | None, path: Path) -> int | N
             exit_code=EXIT_RUNTIME,
         )
     return run.seed
+
+
+def _check_resumed_optimizer(
+    state: ckpt.Checkpoint, name: str, slots: Sequence[str], path: Path
+) -> None:
+    """Refuse to load another optimizer's state: the names of the per-parameter arrays overlap
+    (Adam's and momentum's `v`, AdaGrad's and RMSProp's `r`), so it would load without error
+    and be applied as something else. Checkpoints without the record are told by those names."""
+    run = RunRecord.from_meta(state.meta, path)
+    hint = "resume with the same optimizer or start a fresh run with --out"
+    if run is not None and run.optimizer is not None:
+        if run.optimizer != name:
+            raise NetspecError.at(
+                f"the checkpoint in {path} was written by {run.optimizer}; the recipe now uses "
+                f"{name}",
+                hint=f"{hint} (optimizer = {run.optimizer}(...) continues this run)",
+                exit_code=EXIT_RUNTIME,
+            )
+        return
+    saved = {key.partition(".")[0] for key in state.optimizer if "." in key}
+    foreign = sorted(saved - set(slots))
+    if foreign:
+        keeps = f"which keeps {', '.join(slots)}" if slots else "which keeps no state"
+        raise NetspecError.at(
+            f"the checkpoint in {path} holds optimizer state {', '.join(sorted(saved))}, "
+            f"written by another optimizer; the recipe now uses {name}, {keeps}",
+            hint=hint,
+            exit_code=EXIT_RUNTIME,
+        )
 
 
 def _save_normalization(out_dir: Path, normalizer: Normalizer | None) -> None:

@@ -347,6 +347,44 @@ def test_a_resumed_run_keeps_its_seed_override_and_refuses_another(
     assert resumed.history[-1]["val_loss"] == whole.history[-1]["val_loss"]
 
 
+@pytest.mark.parametrize("old_checkpoint", [False, True])
+def test_resume_with_another_optimizer_is_refused_before_loading_its_state(
+    small: Analysis, tmp_path: Path, old_checkpoint: bool
+) -> None:
+    """Adam's second moments `v.*` would load as momentum's velocity `v.*` and be applied."""
+    spec = small.network.train
+    assert spec is not None
+    run = tmp_path / "run"
+    loop.fit(small, spec, run, epochs=1)
+    if old_checkpoint:  # written before the optimizer was recorded: told by its state's names
+        state = ckpt.load_checkpoint(run)
+        del state.meta["run"]["optimizer"]
+        ckpt.save_checkpoint(run / ckpt.CHECKPOINT, state)
+    before = (run / ckpt.CHECKPOINT).read_bytes()
+    changed = spec_file(tmp_path, SMALL, SMALL_TRAIN.replace("adam(lr=0.01)", "momentum(lr=0.01)"))
+    assert changed.network.train is not None
+    with pytest.raises(NetspecError) as err:
+        loop.fit(changed, changed.network.train, run, epochs=2, resume_from=run)
+    d = err.value.diagnostics[0]
+    written = "was written by adam" if not old_checkpoint else "holds optimizer state m, v"
+    assert written in d.message and "the recipe now uses momentum" in d.message
+    assert "resume with the same optimizer or start a fresh run" in (d.hint or "")
+    assert err.value.exit_code == EXIT_RUNTIME
+    assert (run / ckpt.CHECKPOINT).read_bytes() == before
+
+
+def test_resume_with_the_same_optimizer_and_a_new_learning_rate_is_allowed(
+    small: Analysis, tmp_path: Path
+) -> None:
+    spec = small.network.train
+    assert spec is not None
+    loop.fit(small, spec, tmp_path / "run", epochs=1)
+    again = loop.fit(
+        small, spec, tmp_path / "run", epochs=2, lr=0.001, resume_from=tmp_path / "run"
+    )
+    assert [h["epoch"] for h in again.history] == [1, 2]
+
+
 # ---- penalties and clipping ------------------------------------------------------------------
 
 
