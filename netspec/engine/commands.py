@@ -35,7 +35,11 @@ def _add_parsers(sub: Any, spec_command: Callable[[str, str], argparse.ArgumentP
     t.add_argument("--lr", type=cli.positive_float, metavar="X", help="base learning rate")
     t.add_argument("--seed", type=cli.non_negative_int, metavar="N")
     t.add_argument("--out", metavar="DIR", help="output folder (default: runs/<network>/)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR")
+    t.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR (or from the checkpoint file DIR names)",
+    )
     t.add_argument(
         "--max-memory",
         type=parse_limit,
@@ -131,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
     analysis = api.check(net)
-    out = _guard_training(analysis, args)
+    out, resume = _guard_training(analysis, args)
     console = Console(stderr=True, soft_wrap=True)
     bar = _Bar(console, live=sys.stderr.isatty())
     try:
@@ -143,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             batch=args.batch,
             lr=args.lr,
             seed=args.seed,
-            resume=args.resume,
+            resume=resume,
             progress=bar,
         )
     except OSError as e:  # disk full, a folder removed mid-run: atomic writes kept the old files
@@ -169,23 +173,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.stopped == "interrupted" else 0
 
 
-def _guard_training(analysis: Analysis, args: argparse.Namespace) -> Path:
+def _guard_training(analysis: Analysis, args: argparse.Namespace) -> tuple[Path, Path | None]:
     """The run folder, checked writable with room for checkpoints, after the memory estimate
-    is checked against --max-memory: all before any array is allocated."""
+    is checked against --max-memory: all before any array is allocated; and the checkpoint
+    --resume names, found before anything is created."""
     from pathlib import Path
 
     from netspec.engine.guards import check_memory, check_output_dir, checkpoint_bytes, estimate
     from netspec.engine.optimizers import make_optimizer
 
-    out = Path(args.out if args.out is not None else args.resume or f"runs/{analysis.network.name}")
     spec = analysis.network.train
-    if spec is None:
-        return out  # api.train says how to write a train section
+    default = Path(f"runs/{analysis.network.name}")
+    if spec is None:  # api.train says how to write a train section
+        return Path(args.out) if args.out is not None else default, None
+    resume = None if args.resume is None else _resume_checkpoint(Path(args.resume), default)
+    out = Path(args.out) if args.out is not None else resume.parent if resume else default
     slots = len(make_optimizer(spec.optimizer).slots)
     batch = args.batch if args.batch is not None else spec.batch
     check_memory(estimate(analysis, batch, slots), args.max_memory)
     check_output_dir(out, checkpoint_bytes(analysis, slots))
-    return out
+    return out, resume
+
+
+def _resume_checkpoint(path: Path, example: Path) -> Path:
+    """The checkpoint `--resume PATH` means: PATH/checkpoint.npz for a run folder, or PATH
+    itself when it names a file (the run then continues in that file's folder)."""
+    from netspec.engine.checkpoint import CHECKPOINT
+
+    hint = (
+        f"--resume takes the folder of an earlier run (the one holding {CHECKPOINT}), "
+        f"e.g. --resume {example}"
+    )
+    if path.is_dir():
+        if not (path / CHECKPOINT).is_file():
+            raise NetspecError.at(
+                f"{path} holds no {CHECKPOINT} to resume from", hint=hint, exit_code=EXIT_RUNTIME
+            )
+        return path / CHECKPOINT
+    if path.is_file():
+        return path
+    raise NetspecError.at(
+        f"no run to resume at {path}: it does not exist", hint=hint, exit_code=EXIT_RUNTIME
+    )
 
 
 @command("eval")

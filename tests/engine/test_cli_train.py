@@ -122,3 +122,37 @@ def test_a_top_k_that_covers_every_class_is_a_spec_error(project: Path, k: int) 
     run = netspec("train", "topk.net", "--out", "out", "--epochs", "1", cwd=project)
     assert run.returncode == 0, run.stderr
     assert "top_2_accuracy" in run.stderr
+
+
+def test_resume_accepts_the_checkpoint_file_and_continues_in_its_folder(project: Path) -> None:
+    assert netspec("train", "tiny.net", "--out", "r", "--epochs", "1", cwd=project).returncode == 0
+    again = netspec(
+        "train", "tiny.net", "--resume", "r/checkpoint.npz", "--epochs", "2", cwd=project
+    )
+    assert again.returncode == 0, again.stderr
+    history = json.loads((project / "r" / "history.json").read_text(encoding="utf-8"))
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert (project / "r" / "checkpoint.npz").is_file()
+    assert "r/weights.npz" in again.stdout.splitlines()
+
+
+@pytest.mark.parametrize("out", [[], ["--out", "elsewhere"]])
+def test_resume_of_a_missing_run_fails_without_creating_anything(
+    project: Path, out: list[str]
+) -> None:
+    before = sorted(project.rglob("*"))
+    run = netspec("train", "tiny.net", "--resume", "nowhere/run", *out, cwd=project)
+    assert run.returncode == 3
+    assert "no run to resume at nowhere/run: it does not exist" in run.stderr
+    assert "--resume takes the folder of an earlier run" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert sorted(project.rglob("*")) == before
+
+
+def test_resume_of_a_folder_without_a_checkpoint_names_the_missing_file(project: Path) -> None:
+    (project / "empty").mkdir()
+    run = netspec("train", "tiny.net", "--resume", "empty", cwd=project)
+    assert run.returncode == 3
+    assert "empty holds no checkpoint.npz to resume from" in run.stderr
+    assert "--resume takes the folder of an earlier run" in run.stderr
+    assert list((project / "empty").iterdir()) == []
