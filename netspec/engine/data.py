@@ -225,12 +225,16 @@ def _is_number(text: str) -> bool:
 
 
 def _read_csv(spec: DataSpec) -> tuple[Array, Array]:
-    """A CSV with one sample per row; a first row with any non-numeric cell is the header."""
+    """A CSV with one sample per row; a first row with any non-numeric cell is the header.
+
+    Read as utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would otherwise
+    become part of the first header cell (or turn a first row of numbers into a header).
+    """
     path = Path(spec.path)
     _exists(path, "data file")
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             rows = [r for r in csv.reader(f, delimiter=delimiter) if r]
     except UnicodeDecodeError as e:
         raise _fail(f"CSV file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x})") from None
@@ -241,6 +245,11 @@ def _read_csv(spec: DataSpec) -> tuple[Array, Array]:
     header: list[str] | None = None
     if not all(_is_number(c) for c in rows[0]):
         header, rows = [c.strip() for c in rows[0]], rows[1:]
+        if not rows:
+            raise _fail(
+                f"CSV file {path} has a header row ({', '.join(header)[:80]}) but no data rows",
+                "write one sample per row below the header: its features and its label",
+            )
     width = len(rows[0]) if rows else 0
     if width < 2:
         raise _fail(f"CSV file {path} needs at least one feature column and a label column")

@@ -81,6 +81,30 @@ def test_csv_without_header_takes_the_label_column_by_index_or_the_last(tmp_path
     np.testing.assert_array_equal(last.y, [2.5, 4.5])
 
 
+def test_csv_with_a_byte_order_mark_reads_its_first_cell_without_it(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with U+FEFF: it must not become part of the first name."""
+    named, bare = tmp_path / "named.csv", tmp_path / "bare.csv"
+    named.write_text("a,b,c\n0,1,2\n1,3,4\n", encoding="utf-8-sig")
+    bare.write_text("0,1,2\n1,3,4\n", encoding="utf-8-sig")
+    assert named.read_bytes().startswith(b"\xef\xbb\xbf")
+    ds = load_data(spec(path=str(named), y="a"), (2,))
+    np.testing.assert_array_equal(ds.x, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(ds.y, [0, 1])
+    no_header = load_data(spec(path=str(bare), y=0), (2,))  # "\ufeff0" was taken as a header
+    np.testing.assert_array_equal(no_header.x, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(no_header.y, [0, 1])
+
+
+def test_a_header_only_csv_says_it_has_no_data_rows(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n", encoding="utf-8")
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(path), y="label"), (2,))
+    d = err.value.diagnostics[0]
+    assert d.message == f"CSV file {path} has a header row (a, b, label) but no data rows"
+    assert "one sample per row" in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
+
+
 def test_csv_with_an_unknown_label_name_lists_the_columns(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("a,b,c\n1,2,3\n", encoding="utf-8")
