@@ -2,11 +2,13 @@
 
 The executor knows no op names: every node is `op.forward` on the arrays of its inputs and
 `op.backward` on the gradient of its output. Where a tensor feeds several nodes (a residual
-shortcut, inception branches) the gradients arriving from each consumer are summed.
+shortcut, inception branches) the gradients arriving from each consumer are summed. Its one
+rewrite, asked for by flags on the ops, runs relu after the max pool it feeds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +39,40 @@ def state_names(analysis: Analysis) -> list[str]:
     )
 
 
+def activations_after_max(plan: list[Node], outputs: Sequence[str]) -> list[Node]:
+    """Run an activation that commutes with max after the max pool it alone feeds.
+
+    relu -> maxpool(2) becomes maxpool(2) -> relu: the same values and gradients (see
+    Op.commutes_with_max), with the activation's forward and backward on a quarter of the
+    data. The pool takes the activation's name and the activation the pool's, so every other
+    node still finds its inputs; neither has parameters, so no name of a weight moves.
+    """
+    consumers: dict[str, list[Node]] = {}
+    for node in plan:
+        for i in node.inputs:
+            consumers.setdefault(i, []).append(node)
+    moved: set[str] = set()
+    out: list[Node] = []
+    for node in plan:
+        if node.name in moved:
+            continue
+        readers = consumers.get(node.name, [])
+        pool = readers[0] if len(readers) == 1 else None
+        if (
+            pool is not None
+            and node.op.commutes_with_max
+            and pool.op.takes_max
+            and pool.inputs == (node.name,)
+            and node.name not in outputs
+        ):
+            out.append(pool.model_copy(update={"name": node.name, "inputs": node.inputs}))
+            out.append(node.model_copy(update={"name": pool.name, "inputs": (node.name,)}))
+            moved.add(pool.name)
+        else:
+            out.append(node)
+    return out
+
+
 @dataclass
 class Tape:
     """What a forward pass leaves for backward: each differentiable node's cache."""
@@ -57,14 +93,20 @@ class _Step:
 class Executor:
     """Forward and backward over an `Analysis`; parameters are passed in, never stored."""
 
-    def __init__(self, analysis: Analysis, dtype: npt.DTypeLike = np.float32) -> None:
+    def __init__(
+        self, analysis: Analysis, dtype: npt.DTypeLike = np.float32, *, reorder: bool = True
+    ) -> None:
         self.dtype = np.dtype(dtype)
         self.outputs = analysis.network.outputs
         nodes = {n.name: n for n in analysis.network.nodes}
+        plan = [nodes[name] for name in analysis.order]
+        if reorder:
+            plan = activations_after_max(plan, self.outputs)
         self.steps: list[_Step] = []
         needs: dict[str, bool] = {}
-        for name in analysis.order:
-            node, info = nodes[name], analysis.layers[name]
+        for node in plan:
+            name = node.name
+            info = analysis.layers[name]
             trainable = tuple(info.param_shapes)
             needs[name] = bool(trainable) or any(needs[i] for i in node.inputs)
             self.steps.append(

@@ -114,6 +114,7 @@ class Step(Elementwise):
 class Relu(Elementwise):
     op: Literal["relu"] = "relu"
     rectifier: ClassVar[bool] = True
+    commutes_with_max: ClassVar[bool] = True
     summary: ClassVar[str] = "max(0, x)"
     onnx_op: ClassVar[str] = "Relu"
     has_torch_twin: ClassVar[bool] = True

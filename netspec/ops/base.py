@@ -130,6 +130,12 @@ class Op(BaseModel):
     default_init: ClassVar[Init | None] = None
     # False for ops whose derivative is zero almost everywhere (step): no gradient check.
     differentiable: ClassVar[bool] = True
+    # Read by the NumPy executor, which runs such an activation after the max pool it feeds,
+    # on the pooled (smaller) tensor: f(max(x)) == max(f(x)) exactly, gradients and ties
+    # included (relu: monotone and exact in floating point; not sigmoid, whose rounding ties
+    # saturated inputs). takes_max marks the ops that keep window maxima (max pools).
+    commutes_with_max: ClassVar[bool] = False
+    takes_max: ClassVar[bool] = False
 
     # ---- analysis ----------------------------------------------------------------------------
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:

@@ -135,6 +135,8 @@ class PoolNd(Op):
 class MaxPoolNd(PoolNd):
     dilation: Sizes = 1
 
+    takes_max: ClassVar[bool] = True
+
     @field_validator("dilation")
     @classmethod
     def _dilation_per_dim(cls, value: Any, info: ValidationInfo) -> Any:
@@ -384,6 +386,8 @@ class GlobalAvgPool(GlobalPool):
 
 class GlobalMaxPool(GlobalPool):
     op: Literal["global_maxpool"] = "global_maxpool"
+
+    takes_max: ClassVar[bool] = True
 
     summary: ClassVar[str] = "max over all positions: [C, H, W] -> [C, 1, 1]"
 

@@ -142,6 +142,56 @@ def test_a_first_recurrent_layer_skips_its_input_gradient(layer: str) -> None:
     assert dxs == [None] and all(g.any() for g in grads.values())
 
 
+POOLED = {
+    "tiled": "maxpool2d(2)",
+    "overlapping_padded": "maxpool2d(3, stride=2, padding=1)",
+    "ceil_mode": "maxpool2d(3, stride=2, ceil_mode=true)",
+    "global": "global_maxpool",
+}
+
+
+@pytest.mark.parametrize("pool", POOLED.values(), ids=POOLED.keys())
+def test_relu_runs_after_the_max_pool_it_feeds_with_identical_values_and_gradients(
+    pool: str,
+) -> None:
+    analysis = analyse(
+        f"  input x: [2, 7, 7]\n  c = conv2d(3, 3, padding=1)\n  r = relu\n"
+        f"  p = {pool}\n  flatten\n  dense(2)"
+    )
+    plain, moved = Executor(analysis, reorder=False), Executor(analysis)
+    assert [(s.node.name, s.node.op.op) for s in moved.steps][2:4] == [
+        ("r", pool.split("(")[0]),
+        ("p", "relu"),
+    ]
+    params = init_params(analysis, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 2, 7, 7)).astype(np.float32)
+    params["c.weight"][:, :, :, 1:] = 0  # equal neighbours: ties inside windows
+    params["c.bias"][0] = -50  # channel 0 all negative: relu's flat side everywhere
+    w = rng.normal(size=(4, 2)).astype(np.float32)
+    results = [loss_and_grads(ex, analysis, params, x, w) for ex in (plain, moved)]
+    assert results[0][0] == results[1][0]
+    for key, g in results[0][1].items():
+        np.testing.assert_array_equal(results[1][1][key], g, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "  r = relu\n  p = maxpool2d(2)\n  q = r -> avgpool2d(2)\n  add(p, q)",  # two readers
+        "  r = relu\n  avgpool2d(2)\n  maxpool2d(2)",  # relu feeds an average
+        "  r = sigmoid\n  maxpool2d(2)",  # rounding ties saturated inputs: not exact
+    ],
+)
+def test_an_activation_stays_in_place_unless_it_alone_feeds_a_max_pool_and_commutes(
+    body: str,
+) -> None:
+    analysis = analyse(f"  input x: [2, 4, 4]\n{body}")
+    nodes = {n.name: n for n in analysis.network.nodes}
+    ex = Executor(analysis)
+    assert [s.node for s in ex.steps] == [nodes[name] for name in analysis.order]
+
+
 def test_float_inputs_are_cast_to_the_executor_dtype_and_token_ids_pass_unconverted() -> None:
     analysis = analyse("  input x: int64[5]\n  embedding(10, 4)\n  flatten\n  dense(2)")
     params = init_params(analysis, np.random.default_rng(0), dtype=np.float32)
