@@ -65,10 +65,9 @@ _IDX_DTYPES: dict[int, str] = {
 }
 
 
-def _format(spec: DataSpec) -> str:
-    if spec.name != "auto":
-        return spec.name
-    name = spec.path.lower().removesuffix(".gz")
+def _format_of(path: str) -> str | None:
+    """The format a file name's extension names, or None when it names none."""
+    name = path.lower().removesuffix(".gz")
     if name.endswith(".npz"):
         return "npz"
     if name.endswith(".npy"):
@@ -77,6 +76,15 @@ def _format(spec: DataSpec) -> str:
         return "csv"
     if name.endswith(("ubyte", ".idx")) or ".idx" in name:
         return "idx"
+    return None
+
+
+def _format(spec: DataSpec) -> str:
+    if spec.name != "auto":
+        return spec.name
+    fmt = _format_of(spec.path)
+    if fmt is not None:
+        return fmt
     raise _fail(
         f"cannot tell the format of data file {spec.path} from its extension",
         "name it .npz, .npy, .csv or .idx, or say which: npz(...), npy(...), csv(...), idx(...)",
@@ -466,9 +474,36 @@ def batches(n: int, batch: int, rng: np.random.Generator | None) -> list[Array]:
 
 
 def with_path(spec: DataSpec | None, path: str | Path) -> DataSpec:
-    """The recipe's data source read from another file (`--data PATH`), keeping its options."""
+    """The recipe's data source read from another file (`--data PATH`).
+
+    - PATH in the recipe's format, or with an extension that names no format, is read as the
+      recipe's data with every option kept (array names, label column; for an npy or IDX pair
+      PATH replaces the features file and the labels file stays).
+    - PATH whose extension names another one-file format (.npz; .csv, .tsv, .txt) is read in
+      that format with its defaults, keeping `normalize` and a label chosen by name (`y="label"`
+      names an .npz array or a CSV column alike; a column index names no array).
+    - One .npy or IDX file cannot replace one-file data: those formats need a labels file too,
+      which only the train section can name; that is refused with the line to write.
+    """
+    where = str(path)
     if spec is None:
-        return DataSpec(path=str(path))
-    fields = spec.model_dump()
-    fields["x" if spec.name in ("npy", "idx") else "path"] = str(path)
-    return DataSpec.model_validate(fields)
+        return DataSpec(path=where)
+    old = spec.name if spec.name != "auto" else _format_of(spec.path)
+    new = _format_of(where)
+    if new is None or new == old:
+        fields = spec.model_dump()
+        if new is None and old is not None:
+            fields["name"] = old  # `data = "d.npz"` with --data d.bin: still npz
+        # npy(...) and idx(...) name their features file `x`; a plain path names it `path`.
+        fields["x" if fields["name"] in ("npy", "idx") else "path"] = where
+        return DataSpec.model_validate(fields)
+    if new in ("npy", "idx"):
+        name = Path(where).name
+        raise _fail(
+            f"--data {where} names one .{new} file, but {new} data is a pair of files: "
+            "features and labels",
+            f'name both in the train section, data = {new}("{name}", "labels.{new}"), '
+            'or pack them into one archive: np.savez("data.npz", x=x, y=y)',
+        )
+    y = spec.y if isinstance(spec.y, str) and old in ("npz", "csv") else "y"
+    return DataSpec(path=where, y=y, normalize=spec.normalize)

@@ -156,3 +156,20 @@ def test_resume_of_a_folder_without_a_checkpoint_names_the_missing_file(project:
     assert "empty holds no checkpoint.npz to resume from" in run.stderr
     assert "--resume takes the folder of an earlier run" in run.stderr
     assert list((project / "empty").iterdir()) == []
+
+
+def test_train_and_eval_read_a_csv_given_with_data_for_a_recipe_of_npz_data(
+    project: Path,
+) -> None:
+    with np.load(project / "d.npz") as z:
+        table = np.column_stack([z["x"], z["y"]])
+    header = "a,b,c,d,y"
+    np.savetxt(project / "d.csv", table, delimiter=",", header=header, comments="")
+    npz = SPEC.replace('data = "d.npz"', 'data = npz("d.npz", normalize="standard")')
+    (project / "npz.net").write_text(npz, encoding="utf-8")
+    run = netspec("train", "npz.net", "--data", "d.csv", "--out", "c", "--epochs", "1", cwd=project)
+    assert run.returncode == 0, run.stderr
+    assert (project / "c" / "normalization.npz").is_file()  # the recipe's option still applies
+    ev = netspec("eval", "npz.net", "--weights", "c", "--data", "d.csv", "--json", cwd=project)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["samples"] == 64

@@ -242,3 +242,57 @@ def test_data_override_keeps_the_recipe_options(tmp_path: Path) -> None:
     moved = with_path(base, tmp_path / "b.csv")
     assert moved.path == str(tmp_path / "b.csv") and moved.y == "label"
     assert moved.normalize == "minmax"
+
+
+def test_data_override_in_another_format_is_read_in_that_format(tmp_path: Path) -> None:
+    """`--data digits.csv` for a recipe of .npz data: the new file's extension decides, the
+    normalisation and a label named by name stay."""
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_text("a,label,b\n1,0,2\n3,1,4\n", encoding="utf-8")
+    recipe = spec(name="npz", path="train.npz", x="images", y="label", normalize="standard")
+    moved = with_path(recipe, csv_path)
+    assert moved == spec(path=str(csv_path), y="label", normalize="standard")
+    ds = load_data(moved, (2,))
+    np.testing.assert_array_equal(ds.x, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(ds.y, [0, 1])
+
+    np.savez(tmp_path / "d.npz", x=X, y=Y)
+    by_index = spec(path="a.csv", y=0, normalize="minmax")  # a column index names no array
+    back = with_path(by_index, tmp_path / "d.npz")
+    assert back == spec(path=str(tmp_path / "d.npz"), normalize="minmax")
+    np.testing.assert_array_equal(load_data(back, (64,)).y, Y)
+
+    pair = spec(name="idx", x="images.idx", labels="labels.idx", normalize="scale255")
+    assert with_path(pair, tmp_path / "d.npz") == spec(
+        path=str(tmp_path / "d.npz"), normalize="scale255"
+    )
+
+
+def test_data_override_in_the_recipes_format_or_of_unknown_type_keeps_every_option(
+    tmp_path: Path,
+) -> None:
+    recipe = spec(path="train.npz", x="images", y="labels", normalize="standard")
+    same = with_path(recipe, tmp_path / "other.npz")
+    assert (same.x, same.y, same.normalize) == ("images", "labels", "standard")
+    unknown = with_path(recipe, tmp_path / "other.bin")  # read as the recipe's npz data
+    assert unknown.name == "npz" and unknown.path == str(tmp_path / "other.bin")
+    assert (unknown.x, unknown.y, unknown.normalize) == ("images", "labels", "standard")
+    pair = spec(name="idx", x="images.idx", labels="labels.idx")
+    features = with_path(pair, tmp_path / "t10k-images-idx3-ubyte")
+    assert features.x == str(tmp_path / "t10k-images-idx3-ubyte")
+    assert features.labels == "labels.idx"
+    auto_pair = spec(path="x.npy", labels="y.npy")  # a plain path names the features file
+    assert with_path(auto_pair, tmp_path / "x2.npy") == spec(
+        path=str(tmp_path / "x2.npy"), labels="y.npy"
+    )
+
+
+def test_data_override_with_one_file_of_a_two_file_format_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NetspecError) as err:
+        with_path(spec(path="train.npz"), tmp_path / "x.npy")
+    d = err.value.diagnostics[0]
+    assert d.message == (
+        f"--data {tmp_path / 'x.npy'} names one .npy file, but npy data is a pair of files: "
+        "features and labels"
+    )
+    assert 'npy("x.npy", "labels.npy")' in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
