@@ -8,6 +8,7 @@ instance name: `layer3.2.conv1`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator
@@ -40,10 +41,15 @@ PARAM_TYPES: dict[str, tuple[type, ...]] = {
 
 @dataclass(frozen=True)
 class Symbol:
-    """A bare name with no binding: `padding=same`, `loss = cross_entropy`."""
+    """A bare name with no binding: `padding=same`, `loss = cross_entropy`.
+
+    It is a choice word when the attribute accepts it, else a misspelt name: `known` holds the
+    constants and parameters in scope where it was written, for a suggestion.
+    """
 
     name: str
     span: Span
+    known: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass
@@ -166,7 +172,7 @@ def evaluate(e: ast.Expr, env: dict[str, Any]) -> Any:
         case ast.Num(value=v) | ast.Str(value=v) | ast.Bool(value=v):
             return v
         case ast.Name(id=name, span=span):
-            return env[name] if name in env else Symbol(name, span)
+            return env[name] if name in env else Symbol(name, span, tuple(env))
         case ast.ListExpr(items=items):
             return [evaluate(i, env) for i in items]
         case ast.Neg(operand=operand, span=span):
@@ -200,7 +206,7 @@ def evaluate(e: ast.Expr, env: dict[str, Any]) -> Any:
         case ast.FunCall(name=name, args=args):
             out: dict[str, Any] = {"name": name, "args": []}
             for a in args:
-                value = _plain(evaluate(a.value, env))
+                value = evaluate(a.value, env)
                 if a.key is None:
                     out["args"].append(value)
                 else:
@@ -222,13 +228,58 @@ def _freeze(v: Any) -> object:
     return (type(v), v)
 
 
-def _plain(v: Any) -> Any:
-    """Symbols become strings and lists tuples, for Pydantic."""
+def _plain(v: Any, tuples: bool = False) -> Any:
+    """Symbols become strings, for Pydantic; lists become tuples when `tuples` (strict mode)."""
     if isinstance(v, Symbol):
         return v.name
     if isinstance(v, list):
-        return [_plain(i) for i in v]
+        items = [_plain(i, tuples) for i in v]
+        return tuple(items) if tuples else items
+    if isinstance(v, dict):
+        return {k: _plain(x, tuples) for k, x in v.items()}
     return v
+
+
+def _symbols(v: Any) -> list[Symbol]:
+    """The bare names in a value, in order."""
+    if isinstance(v, Symbol):
+        return [v]
+    if isinstance(v, list | tuple):
+        return [s for i in v for s in _symbols(i)]
+    if isinstance(v, dict):
+        return [s for i in v.values() for s in _symbols(i)]
+    return []
+
+
+def _dsl(v: Any) -> str:
+    """A value as the spec would write it: true, "text", [3, 3], adam(...)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_dsl(i) for i in v) + "]"
+    if isinstance(v, dict) and "name" in v:
+        return f"{v['name']}(...)"
+    return repr(v)
+
+
+def _kind(v: Any) -> str:
+    for t, word in _KINDS:
+        if isinstance(v, t):
+            return word
+    return type(v).__name__
+
+
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),  # before int: bool is an int in Python
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (list, "a list"),
+    (tuple, "a list"),
+    (dict, "a call"),
+)
 
 
 def _chain(names: list[str]) -> str:
@@ -277,6 +328,54 @@ def _relevant(errors: list[ErrorDetails]) -> ErrorDetails:
     return errors[0]
 
 
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+}
+
+
+def _accepted(errors: list[ErrorDetails]) -> str | None:
+    """What an attribute accepts, from its type errors: 'an integer or a list of integers'.
+
+    None when some error is about something else than the value's type (a bound, a rule).
+    """
+    words: list[str] = []
+    for e in errors:
+        if any(isinstance(x, int) for x in e["loc"]):  # an item of a list is wrong
+            word = "a list of integers" if e["type"].startswith("int") else "a list"
+        elif e["type"] in _TYPE_WORDS:
+            word = _TYPE_WORDS[e["type"]]
+        elif e["type"] in ("tuple_type", "list_type"):
+            ints = any("int" in str(x) for x in e["loc"])
+            word = "a list of integers" if ints else "a list"
+        elif e["type"] == "literal_error":
+            word = str(e.get("ctx", {}).get("expected", ""))
+        else:
+            return None
+        if word not in words:
+            words.append(word)
+    if not words:
+        return None
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _choices(errors: list[ErrorDetails]) -> list[str]:
+    """The words an attribute accepts: a Literal's, or a validator's "...; known: a, b"."""
+    words: list[str] = []
+    for e in errors:
+        if e["type"] == "literal_error":
+            words += _quoted(str(e.get("ctx", {}).get("expected", "")))
+        elif e["type"] == "value_error" and "known: " in e["msg"]:
+            words += [w.strip(" '.") for w in e["msg"].rsplit("known: ", 1)[1].split(",")]
+    return words
+
+
 def _validation_error(
     err: ValidationError,
     what: str,
@@ -285,9 +384,15 @@ def _validation_error(
     known: list[str],
     layer: str | None = None,
     values: dict[str, Any] | None = None,
+    raw: dict[str, Any] | None = None,
 ) -> NetspecError:
-    """Pydantic's errors as located, plain-worded diagnostics, one per attribute."""
+    """Pydantic's errors as located, plain-worded diagnostics, one per attribute.
+
+    `values` are what Pydantic saw; `raw` the same before bare names became strings, so a
+    misspelt constant (`dense(WIDHT)`) is told apart from a choice word (`padding=same`).
+    """
     values = values or {}
+    raw = raw or {}
     grouped: dict[str, list[ErrorDetails]] = {}
     nested: dict[str, list[str]] = {}
     for e in err.errors():
@@ -315,6 +420,26 @@ def _validation_error(
         got = e.get("input")
         hint = None
         ctx = e.get("ctx", {})
+        accepted = _accepted(errors)
+        choices = _choices(errors)
+        words = {x.get("input") for x in errors if isinstance(x.get("input"), str)}
+        symbol = next((x for x in _symbols(raw.get(key)) if x.name in words), None)
+        if symbol is not None:
+            # A bare word the attribute does not accept: a misspelt name, unless it is nearer
+            # to one of the attribute's own choice words (`padding=sam`).
+            near = difflib.get_close_matches(
+                symbol.name, [*choices, *symbol.known, "true", "false"], n=1, cutoff=0.6
+            )
+            if not choices or (near and near[0] not in choices):
+                hint = f"did you mean '{near[0]}'?" if near else None
+                if hint is None and symbol.known:
+                    hint = f"names defined here: {', '.join(symbol.known)}"
+                elif hint is None:
+                    hint = f"{path} takes {accepted or 'a value'}; no constant or parameter "
+                    hint += "of that name is defined"
+                msg = f"{what}: {path}: unknown name '{symbol.name}'"
+                diags.append(Diagnostic(Severity.ERROR, msg, symbol.span, hint, layer))
+                continue
         if e["type"] == "extra_forbidden":
             if nested[key]:
                 msg = f"{what}: {key} has no attribute '{nested[key][-1]}'"
@@ -332,6 +457,20 @@ def _validation_error(
         elif e["type"] in _BOUNDS:
             sign, bound = _BOUNDS[e["type"]]
             msg = f"{what}: {path} must be {sign} {ctx.get(bound)}, got {got!r}"
+        elif (
+            accepted is not None
+            and not isinstance(got, dict)
+            and (e["type"] != "literal_error" or _numeral(str(got)))
+        ):
+            msg = f"{what}: {path} must be {accepted}, got {_dsl(got)}"
+            bad = next((x for x in errors if isinstance(x["loc"][-1], int)), None)
+            if bad is not None and isinstance(got, list | tuple):  # one item is wrong
+                item = bad.get("input")
+                hint = f"item {bad['loc'][-1] + 1} is {_dsl(item)} ({_kind(item)})"  # type: ignore[operator]
+            else:
+                msg += f" ({_kind(got)})"
+            if isinstance(got, str) and _numeral(got) and "a string" not in accepted:
+                hint = f"write {got} without quotes: quoted, it is a string"
         elif e["type"] == "literal_error":
             expected = str(ctx.get("expected", ""))
             msg = f"{what}: {path} must be {expected}, got {got!r}"
@@ -340,23 +479,37 @@ def _validation_error(
             text = str(e["msg"]).removeprefix("Value error, ")
             shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
             msg = f"{what}: {path}: {text}{shown}"
+            if isinstance(got, str) and choices:
+                hint = suggest(got, choices)
         diags.append(Diagnostic(Severity.ERROR, msg, span, hint, layer))
     return NetspecError(diags)
 
 
+def _numeral(text: str) -> bool:
+    return re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*|true|false", text) is not None
+
+
 def build_model(
     cls: type[BaseModel],
-    values: dict[str, Any],
+    raw: dict[str, Any],
     spans: dict[str, Span],
     fallback: Span,
     what: str,
     layer: str | None = None,
+    strict: bool = False,
 ) -> Any:
+    """Validate evaluated DSL values (bare names still Symbols) into `cls`.
+
+    `strict` holds literals to their types, as op attributes need: `true` is not 1 unit, nor
+    `"3"` 3 (an int still fills a float). Strict only here, on values the DSL wrote: IR JSON is
+    read leniently, as its lists stand for tuples.
+    """
+    values = {k: _plain(v, tuples=strict) for k, v in raw.items()}
     try:
-        return cls(**values)
+        return cls.model_validate(values, strict=strict)
     except ValidationError as err:
         known = [k for k in cls.model_fields if k not in ("op", "name", "network")]
-        raise _validation_error(err, what, spans, fallback, known, layer, values) from None
+        raise _validation_error(err, what, spans, fallback, known, layer, values, raw) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,7 +598,9 @@ class _Expander:
         if stmt.dtype is not None:
             values["dtype"] = stmt.dtype.id
             spans["dtype"] = stmt.dtype.span
-        op = build_model(Input, values, spans, stmt.span, f"input '{stmt.name}'", stmt.name)
+        op = build_model(
+            Input, values, spans, stmt.span, f"input '{stmt.name}'", stmt.name, strict=True
+        )
         if stmt.name in scope.tensors:
             raise _err(f"tensor '{stmt.name}' is already defined", stmt.span)
         scope.tensors[stmt.name] = self.add(Node(name=stmt.name, op=op, span=stmt.span))
@@ -520,7 +675,7 @@ class _Expander:
                 key = arg.key
             if key in values or key == "op":
                 raise _err(f"{call.name}: '{key}' is given twice", arg.span)
-            values[key] = _plain(evaluate(arg.value, scope.env))
+            values[key] = evaluate(arg.value, scope.env)
             spans[key] = arg.span
         if cls.arity is None:
             if len(inputs) == 1 and inputs[0] == current:
@@ -566,11 +721,11 @@ class _Expander:
         convolutions of 6 kinds), so validating each only once halves expansion time.
         """
         try:
-            key = (cls, _freeze(values))
+            key = (cls, _freeze(_plain(values)))
         except TypeError:  # an unhashable value: validation will say what is wrong with it
-            return build_model(cls, values, spans, span, what, layer)  # type: ignore[no-any-return]
+            return build_model(cls, values, spans, span, what, layer, strict=True)  # type: ignore[no-any-return]
         if key not in self.ops:
-            self.ops[key] = build_model(cls, values, spans, span, what, layer)
+            self.ops[key] = build_model(cls, values, spans, span, what, layer, strict=True)
         return self.ops[key]
 
     def block(self, call: ast.Call, scope: _Scope, current: str, local: str | None) -> str:
@@ -630,7 +785,8 @@ class _Expander:
                 ):
                     raise _err(
                         f"block {call.name}: '{p.name}' must be {p.type.id}, got {_show(value)}",
-                        span,
+                        value.span if isinstance(value, Symbol) else span,
+                        suggest(value.name, value.known) if isinstance(value, Symbol) else None,
                     )
                 if p.type.id == "float":
                     value = float(value)  # type: ignore[arg-type]
@@ -692,9 +848,9 @@ def _train(program: Program, name: str, consts: dict[str, Any]) -> TrainSpec | N
                 s.key_span,
                 suggest(s.key, TrainSpec.KEYS) or f"known: {', '.join(TrainSpec.KEYS)}",
             )
-        value = _plain(evaluate(s.value, consts))
+        value = evaluate(s.value, consts)
         if s.key in ("data", "val_data"):
-            value = _resolve_data(value, base)
+            value = _resolve_data(_plain(value), base)
         values[s.key] = value
         spans[s.key] = s.value.span
     spec: TrainSpec = build_model(TrainSpec, values, spans, tdef.span, "train")

@@ -237,3 +237,151 @@ def test_ir_json_of_an_unknown_version_is_refused(build: Build, tmp_path: Path) 
         assert str(info.value) == (
             f"{path} is not a valid netspec IR: ir_version: {why} (1 problem(s))"
         )
+
+
+WRONG_TYPES = [
+    ("dense(true)", 7, "units must be an integer, got true (a boolean)", None),
+    (
+        'dense("3")',
+        7,
+        'units must be an integer, got "3" (a string)',
+        "write 3 without quotes: quoted, it is a string",
+    ),
+    ("dense(3.5)", 7, "units must be an integer, got 3.5 (a float)", None),
+    ('dense(3, bias="off")', 10, 'bias must be true or false, got "off" (a string)', None),
+    ("dense(3, bias=0.0)", 10, "bias must be true or false, got 0.0 (a float)", None),
+    ("dense(3, bias=1)", 10, "bias must be true or false, got 1 (an integer)", None),
+    ("dropout(true)", 9, "p must be a number, got true (a boolean)", None),
+    (
+        'conv2d(4, kernel="3")',
+        11,
+        'kernel must be an integer or a list of integers, got "3" (a string)',
+        "write 3 without quotes: quoted, it is a string",
+    ),
+    (
+        "conv2d(4, 3, stride=true)",
+        14,
+        "stride must be an integer or a list of integers, got true (a boolean)",
+        None,
+    ),
+    (
+        'conv2d(4, 3, padding="1")',
+        14,
+        "padding must be an integer, a list of integers or 'same' or 'valid', got \"1\" (a string)",
+        "write 1 without quotes: quoted, it is a string",
+    ),
+    (
+        "conv2d(4, [3, true])",
+        11,
+        "kernel must be an integer or a list of integers, got [3, true]",
+        "item 2 is true (a boolean)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "column", "message", "hint"), WRONG_TYPES)
+def test_op_attributes_of_the_wrong_type_are_errors_at_the_value(
+    build: Build, tmp_path: Path, call: str, column: int, message: str, hint: str | None
+) -> None:
+    (msg,) = errors_of(build, f"network N {{\n  input x: [3, 8, 8]\n  {call}\n}}")
+    name = call.split("(")[0]
+    head, _, caret, *rest = msg.splitlines()
+    column += 2  # the columns above count from the call; the line is indented by two
+    assert head == f"{tmp_path / 't.net'}:3:{column}: error: {name} '{name}_1': {message}"
+    assert caret.index("^") - 4 == column - 1
+    assert rest == ([f"  hint: {hint}"] if hint else [])
+
+
+def test_attribute_values_of_the_right_type_still_pass(build: Build) -> None:
+    # An int fills a float; bare words and strings fill choices; lists fill tuples.
+    net = build(
+        "network N {\n  input x: [3, 8, 8]\n  dropout(0)\n  conv2d(4, [3, 3], padding=same)\n"
+        '  conv2d(4, 3, stride=[1, 1], padding="valid", bias=false, init=normal(1))\n'
+        "  reshape([4, 16])\n  rnn(4, nonlinearity=relu)\n}\n"
+        'train N { data = "d.npz"\n optimizer = sgd(lr=1)\n loss = mse }'
+    )
+    ops = [n.op for n in net.nodes]
+    assert ops[1].p == 0.0 and isinstance(ops[1].p, float)  # type: ignore[union-attr]
+    assert ops[2].kernel == (3, 3) and ops[2].padding == "same"  # type: ignore[union-attr]
+    assert ops[3].init.std == 1.0 and ops[3].bias is False  # type: ignore[union-attr]
+    assert ops[5].nonlinearity == "relu"  # type: ignore[union-attr]
+    assert net.train is not None and net.train.optimizer.lr == 1.0
+
+
+UNKNOWN_NAMES = [
+    # (body line, line, column, message, hint)
+    ("dense(WIDHT)", 7, 9, "dense 'dense_1': units: unknown name 'WIDHT'", "did you mean 'WIDTH'?"),
+    (
+        "Unit(4)",
+        3,
+        9,
+        "dense 'unit_1.dense_1': units: unknown name 'widht'",
+        "did you mean 'width'?",
+    ),
+    (
+        "dense(3, bias=flase)",
+        7,
+        17,
+        "dense 'dense_1': bias: unknown name 'flase'",
+        "did you mean 'false'?",
+    ),
+    (
+        "dense(3, init=normal(STDD))",
+        7,
+        24,
+        "dense 'dense_1': init.std: unknown name 'STDD'",
+        "names defined here: WIDTH",
+    ),
+    (
+        "conv2d(4, 3, padding=WIDHT)",
+        7,
+        24,
+        "conv2d 'conv2d_1': padding: unknown name 'WIDHT'",
+        "did you mean 'WIDTH'?",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "line", "column", "message", "hint"), UNKNOWN_NAMES)
+def test_a_misspelt_name_is_an_unknown_name_with_a_suggestion(
+    build: Build, tmp_path: Path, body: str, line: int, column: int, message: str, hint: str
+) -> None:
+    text = "const WIDTH = 8\nblock Unit(width) {\n  dense(widht)\n}\nnetwork N {\n"
+    text += f"  input x: [3, 8, 8]\n  {body}\n}}\n"
+    (msg,) = errors_of(build, text)
+    head, _, caret, hint_line = msg.splitlines()
+    assert head == f"{tmp_path / 't.net'}:{line}:{column}: error: {message}"
+    assert caret.strip() == "^" + "~" * (len(message.split("'")[-2]) - 1)
+    assert hint_line == f"  hint: {hint}"
+
+
+def test_a_misspelt_choice_word_suggests_the_nearest_choice(build: Build) -> None:
+    for value in ("hee", '"hee"'):
+        (msg,) = errors_of(build, f"network N {{ input x: [4]\n dense(3, init={value}) }}")
+        assert msg.splitlines()[0].endswith(
+            "dense 'dense_1': init: unknown initialiser 'hee'; "
+            "known: constant, glorot, glorot_normal, glorot_uniform, he, he_normal, he_uniform, "
+            "msra, msra_normal, msra_uniform, normal, uniform, xavier, xavier_normal, "
+            "xavier_uniform, zeros (got 'hee')"
+        )
+        assert msg.splitlines()[-1] == "  hint: did you mean 'he'?"
+    (msg,) = errors_of(build, "network N { input x: [3, 8, 8]\n conv2d(4, 3, padding=sam) }")
+    assert "padding must be 'same' or 'valid', got 'sam'" in msg
+    assert msg.splitlines()[-1] == "  hint: did you mean 'same'?"
+    (msg,) = errors_of(
+        build,
+        "const EPOCHS = 3\nnetwork N { input x: [4]\n dense(2) }\n"
+        'train N { data = "d.npz"\n loss = mse\n epochs = EPOCS }',
+    )
+    assert "train: epochs: unknown name 'EPOCS'" in msg and "did you mean 'EPOCHS'?" in msg
+
+
+def test_a_misspelt_name_given_to_a_typed_block_parameter_gets_a_suggestion(
+    build: Build,
+) -> None:
+    text = "const WIDTH = 8\nblock B(ch: int) { dense(ch) }\nnetwork N { input x: [4]\n B(WIDHT) }"
+    (msg,) = errors_of(build, text)
+    assert msg.splitlines()[0].endswith(
+        ":4:4: error: block B: 'ch' must be int, got the unknown name 'WIDHT'"
+    )
+    assert msg.splitlines()[-1] == "  hint: did you mean 'WIDTH'?"

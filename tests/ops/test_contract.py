@@ -77,6 +77,37 @@ def test_op_survives_an_ir_json_round_trip(cls: type[Op], k: int, ex: Example) -
     assert type(back) is cls
 
 
+def _dsl(value: Any) -> str:
+    """An attribute value as a spec writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_dsl(v) for v in value) + "]"
+    if isinstance(value, dict):  # a nested model: init=normal(std=0.02), layer=lstm(4)
+        name = value.pop("op", None) or value.pop("name")
+        return f"{name}({', '.join(f'{k}={_dsl(v)}' for k, v in value.items())})"
+    return repr(value)
+
+
+@pytest.mark.parametrize(("cls", "k", "ex"), CASES)
+def test_op_attributes_written_in_the_dsl_build_the_same_op(
+    cls: type[Op], k: int, ex: Example
+) -> None:
+    # The front end holds literals to their types (strict validation); every valid attribute
+    # value, as a spec would write it, must still pass.
+    names = [f"x{i}" for i in range(len(ex.inputs))]
+    inputs = "\n".join(f"input {n}: {list(s)}" for n, s in zip(names, ex.inputs, strict=True))
+    attrs = [
+        f"{key}={_dsl(v)}" for key, v in ex.op.model_dump(exclude={"op"}, exclude_none=True).items()
+    ]
+    args = ", ".join((names if cls.arity is None else []) + attrs)
+    text = f"network C {{\n{inputs}\ny = {cls.kind()}({args})\n}}\n"
+    net = api.load(Path("c.net"), text=text)
+    assert net.node("y").op == ex.op, text
+
+
 @pytest.mark.parametrize(("cls", "k", "ex"), CASES)
 def test_forward_shape_and_parameter_arrays_match_the_shape_rules(
     cls: type[Op], k: int, ex: Example
