@@ -8,7 +8,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from netspec.errors import (
 )
 
 if TYPE_CHECKING:
-    from netspec.ir import Analysis
+    from netspec.ir import Analysis, Network
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
@@ -74,8 +74,17 @@ def _bytes(n: float) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from netspec import api
 
-    net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
-    analysis, diags = api.analyse_network(net)
+    try:
+        net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
+        analysis, diags = api.analyse_network(net)
+    except NetspecError as e:
+        if args.json:  # a parse or expansion error is still an answer a program can read
+            print(
+                json.dumps(
+                    {"valid": False, "diagnostics": [d.to_json() for d in e.diagnostics]}, indent=1
+                )
+            )
+        raise
     errors = [d for d in diags if d.severity is Severity.ERROR]
     if args.json:
         print(json.dumps(_check_json(analysis, diags, args.batch), indent=1))
@@ -171,6 +180,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         from netspec.engine.files import atomic_write_text
 
+        check_output(args, Path(args.output), spec_files(net))
         atomic_write_text(Path(args.output), text)
         _err(f"wrote {args.output}")
     return 0
@@ -182,6 +192,48 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     print(json.dumps(api.schema(), indent=1))
     return 0
+
+
+# ---- outputs that would replace inputs ---------------------------------------------------------
+
+# A file name of each command's output format, for the hint when -o names a folder.
+_OUTPUT_EXAMPLES = {
+    "compile": "model.json",
+    "export": "model.onnx",
+    "graph": "network.svg",
+    "predict": "outputs.npz",
+    "plot": "curves.png",
+}
+
+
+def check_output(args: argparse.Namespace, output: Path, also: Iterable[Path] = ()) -> None:
+    """Refuse an output path that is a folder or one of the command's inputs (its arguments,
+    and `also`: a spec's imports, known once it is loaded). Every command's -o passes here."""
+    from netspec.engine.files import check_output as refuse
+
+    refuse(output, [*_input_paths(args), *also], _OUTPUT_EXAMPLES.get(args.command, "out.dat"))
+
+
+def spec_files(net: Network) -> set[Path]:
+    """The files a loaded network came from: its spec and the imports that gave it layers."""
+    return {Path(n.span.file) for n in net.nodes if n.span is not None}
+
+
+def _input_paths(args: argparse.Namespace) -> list[Path]:
+    """Every file a command's arguments name for reading (a run folder: the files in it)."""
+    paths = [
+        Path(value)
+        for key in ("file", "model", "data", "resume")
+        if isinstance(value := getattr(args, key, None), str)
+    ]
+    for spec in getattr(args, "input", None) or []:  # predict's [NAME=]FILE
+        paths += [Path(spec), Path(spec.partition("=")[2])] if "=" in spec else [Path(spec)]
+    if isinstance(weights := getattr(args, "weights", None), str):
+        folder = Path(weights) if Path(weights).is_dir() else Path(weights).parent
+        paths += [Path(weights), folder / "weights.npz", folder / "normalization.npz"]
+    for run in getattr(args, "runs", None) or []:  # plot reads a run's history
+        paths += [Path(run), Path(run) / "history.json"]
+    return paths
 
 
 # ---- parser ----------------------------------------------------------------------------------
@@ -249,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the IR's JSON Schema")
     for extend in _EXTENSIONS:
         extend(sub, spec_command)
+    for sp in sub.choices.values():  # `netspec check x.net --debug` works too
+        # SUPPRESS: absent after the command, it leaves the value `--debug` before it set.
+        sp.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks"
+        )
     return p
 
 
@@ -268,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
         return int(e.code or 0)
     try:
+        if getattr(args, "output", None) not in (None, "-"):
+            check_output(args, Path(args.output))
         return COMMANDS[args.command](args)
     except NetspecError as e:
         if args.debug:

@@ -127,3 +127,57 @@ def test_a_bug_in_netspec_is_one_line_naming_it_and_debug_shows_the_traceback(
     assert "internal error: ZeroDivisionError: a bug" in err and "--debug" in err
     with pytest.raises(ZeroDivisionError):
         main(["--debug", "check", spec])
+
+
+def test_debug_works_after_the_command_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netspec import api
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(api, "analyse_network", broken)
+    spec = write(tmp_path, LENET)
+    with pytest.raises(ZeroDivisionError):
+        main(["check", spec, "--debug"])
+    with pytest.raises(ZeroDivisionError):  # before the command, it still counts
+        main(["--debug", "check", spec])
+    assert main(["check", spec]) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("network N { input x: [4]\n  dense(3 }", "expected"),  # a parse error
+        (
+            "network N { input x: [4]\n  dense(3, bais=false)\n}",
+            "did you mean 'bias'?",
+        ),  # expansion
+        ("network N { input x: [4]\n  conv2d(3, 3)\n}", "conv2d"),  # shapes
+    ],
+    ids=["parse", "expansion", "shape"],
+)
+def test_check_json_answers_every_spec_error_with_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, words: str
+) -> None:
+    assert main(["check", write(tmp_path, text), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["valid"] is False
+    errors = [d for d in data["diagnostics"] if d["severity"] == "error"]
+    assert errors and words in json.dumps(errors)
+    assert errors[0]["location"]["file"].endswith("t.net")
+
+
+def test_compile_refuses_to_overwrite_its_own_spec_or_an_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "lib.net").write_text("block B() { dense(3) relu }\n")
+    spec = write(tmp_path, 'import "lib.net"\nnetwork N { input x: [4]\n B() }\n')
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for target in (spec, str(tmp_path / "." / "t.net"), str(tmp_path / "lib.net")):
+        assert main(["compile", spec, "-o", target]) == 2
+        err = capsys.readouterr().err
+        assert f"the output {target} is this command's input" in err
+        assert "choose another output file" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

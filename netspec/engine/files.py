@@ -7,18 +7,45 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
+
+
+def check_output(path: Path, inputs: Iterable[Path], example: str) -> None:
+    """Refuse, before any work, an output path that is a folder or that names one of the
+    command's own inputs (`compile v.net -o v.net` would replace the spec with its JSON).
+    `example` is a file name of the command's format, for the hint."""
+    if path.is_dir():
+        raise NetspecError.at(
+            f"cannot write {path}: it is a folder",
+            hint=f"name a file, e.g. -o {path / example}",
+            exit_code=EXIT_RUNTIME,
+        )
+    for source in inputs:
+        if _same_file(path, source):
+            raise NetspecError.at(
+                f"the output {path} is this command's input {source}: writing it would replace it",
+                hint="choose another output file",
+                exit_code=EXIT_USAGE,
+            )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names: the same resolved path, or (links) the same inode."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+        return False
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     if path.is_dir():
         raise NetspecError.at(
             f"cannot write {path}: it is a folder",
-            hint="name a file, e.g. -o out/model.onnx",
+            hint="name a file, not a folder",
             exit_code=EXIT_RUNTIME,
         )
     path.parent.mkdir(parents=True, exist_ok=True)
