@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from netspec.errors import Diagnostic, NetspecError
+from netspec.errors import EXIT_USAGE, Diagnostic, NetspecError
 from netspec.expand import expand, load_program
 from netspec.graph import analyse, require
 from netspec.ir import Analysis, Network
@@ -29,7 +29,13 @@ def load(
     """A `.net` spec (expanded) or an IR `.json` (as written by `compile`) -> Network."""
     path = Path(path)
     if path.suffix == ".json":
-        return _load_json(path, text)
+        net = _load_json(path, text)
+        if network is not None and network != net.name:  # an IR holds one network
+            raise NetspecError.at(
+                f"no network named '{network}' in {path}: this IR holds network '{net.name}'",
+                hint="drop --network, or compile the network you want from its spec",
+            )
+        return net
     if text is None and not path.exists():
         raise NetspecError.at(f"no such file: {path}", exit_code=1)
     program = load_program(path, text, allow_outside=allow_outside_imports)
@@ -130,6 +136,7 @@ def predict(
     batch_size: int = 256,
     logits: bool = False,
     normalization: tuple[Any, Any] | None = None,
+    allow_outside_imports: bool = False,
 ) -> tuple[dict[str, Any], str]:
     """Outputs by name, and what ran them: an `.onnx` model on onnxruntime (`provider` auto,
     cpu or cuda), or a spec with `params` on the NumPy engine in eval mode. Like an exported
@@ -139,30 +146,35 @@ def predict(
     if path.suffix == ".onnx":
         from netspec.onnx.runtime import run_onnx
 
+        if network is not None:
+            raise NetspecError.at(f"{path} holds one network: drop --network", exit_code=EXIT_USAGE)
+
         return run_onnx(path, inputs, provider, batch_size)  # type: ignore[arg-type]
     if provider == "cuda":
         raise NetspecError.at(
             "the NumPy engine runs on the CPU only: export to .onnx to use --provider cuda",
-            exit_code=2,
+            exit_code=EXIT_USAGE,
         )
     if params is None:
-        raise NetspecError.at(f"predicting with {path} needs weights", exit_code=2)
-    analysis = check(load(path, network))
-    if normalization is not None:  # as the exported model does it, on the first input
-        first = analysis.network.inputs[0].name
-        shift, scale = normalization
-        inputs = {**inputs, first: ((inputs[first] - shift) / scale).astype(inputs[first].dtype)}
-    return _predict_numpy(analysis, inputs, params, batch_size, logits), "numpy"
+        raise NetspecError.at(f"predicting with {path} needs weights", exit_code=EXIT_USAGE)
+    analysis = check(load(path, network, allow_outside_imports=allow_outside_imports))
+    return _predict_numpy(analysis, inputs, params, batch_size, logits, normalization), "numpy"
 
 
 def _predict_numpy(
-    analysis: Analysis, inputs: dict[str, Any], params: dict[str, Any], batch: int, logits: bool
+    analysis: Analysis,
+    inputs: dict[str, Any],
+    params: dict[str, Any],
+    batch: int,
+    logits: bool,
+    normalization: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     import numpy as np
 
     from netspec.engine.checkpoint import check_weights
     from netspec.engine.executor import Executor
     from netspec.engine.losses import log_softmax, sigmoid
+    from netspec.onnx.feeds import InputSignature, validate
     from netspec.ops.base import Ctx
 
     net = analysis.network
@@ -172,23 +184,20 @@ def _predict_numpy(
         for local, shape in {**info.param_shapes, **info.state_shapes}.items()
     }
     check_weights(params, expected, "the weights")
-    feed: dict[str, Any] = {}
-    for node in net.inputs:
-        if node.name not in inputs:
-            raise NetspecError.at(
-                f"missing input '{node.name}'; the network takes {[n.name for n in net.inputs]}",
-                exit_code=2,
-            )
-        x = np.asarray(inputs[node.name])
-        want = analysis.shape(node.name)
-        int_wanted = getattr(node.op, "dtype", "float32") == "int64"
-        if x.shape[1:] != want or x.ndim != len(want) + 1 or (x.dtype.kind in "iu") != int_wanted:
-            raise NetspecError.at(
-                f"input '{node.name}' must be {'int64' if int_wanted else 'float32'} of shape "
-                f"{['N', *want]} (N = batch), got {x.dtype.name} {list(x.shape)}",
-                exit_code=3,
-            )
-        feed[node.name] = x
+    signature = [
+        InputSignature(
+            node.name,
+            np.dtype(getattr(node.op, "dtype", "float32")),
+            (None, *analysis.shape(node.name)),
+        )
+        for node in net.inputs
+    ]
+    # Checked before normalising: a badly shaped input must be named, not fail to broadcast.
+    feed = validate(signature, inputs)
+    if normalization is not None:  # as the exported model does it, on the first input
+        first = net.inputs[0].name
+        shift, scale = normalization
+        feed[first] = ((feed[first] - shift) / scale).astype(feed[first].dtype)
     executor = Executor(analysis)
     total = len(next(iter(feed.values())))
     parts = [

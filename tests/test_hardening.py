@@ -362,6 +362,38 @@ def test_an_import_outside_the_project_is_refused_unless_allowed(tmp_path: Path)
     assert allowed.returncode == 0, allowed.stderr
 
 
+@pytest.mark.parametrize("command", ["check", "compile", "export", "graph", "predict"])
+def test_every_command_that_loads_a_spec_takes_the_flag_its_refusal_names(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    from netspec import api
+    from netspec.engine.checkpoint import save_arrays
+    from netspec.engine.init import init_params
+
+    (tmp_path / "lib.net").write_text("block B() { relu }\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    Path("main.net").write_text(
+        'import "../lib.net"\nnetwork N { input x: [4]\n B()\n dense(2) }\n'
+    )
+    analysis = api.check(api.load("main.net", allow_outside_imports=True))
+    save_arrays(Path("weights.npz"), init_params(analysis, np.random.default_rng(0)))
+    np.save("x.npy", np.ones((2, 4), np.float32))
+    extra = {
+        "compile": ["-o", "n.json"],
+        "export": ["-o", "n.onnx"],
+        "graph": ["-o", "n.dot"],
+        "predict": ["--weights", "weights.npz", "--input", "x.npy"],
+    }.get(command, [])
+    assert main([command, "main.net", *extra]) == EXIT_SPEC
+    assert "pass --allow-outside-imports" in capsys.readouterr().err
+    assert main([command, "main.net", *extra, "--allow-outside-imports"]) == 0
+
+
 AUDIT = """
 import sys
 opened, forbidden = [], []

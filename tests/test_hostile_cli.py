@@ -139,3 +139,70 @@ def test_eval_accepts_a_run_folder_like_export_and_predict(
     assert main(["train", "xor.net", "--out", "run"]) == 0
     assert main(["eval", "xor.net", "--weights", "run"]) == 0
     assert "loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compile", "xor.net", "-o", "xor.net"],
+        ["export", "xor.net", "-o", "./xor.net"],
+        ["export", "xor.net", "--weights", "run", "-o", "run/weights.npz"],
+        ["export", "xor.net", "--weights", "run", "-o", "run/normalization.npz"],
+        ["predict", "xor.net", "--weights", "run", "--input", "x.npy", "-o", "x.npy"],
+        ["predict", "xor.net", "--weights", "run", "--input", "x=x.npy", "-o", "link.npy"],
+        ["predict", "xor.net", "--weights", "run", "--input", "x.npy", "-o", "hard.npy"],
+        ["predict", "xor.net", "--weights", "run/weights.npz", "--input", "x.npy", "-o", "xor.net"],
+        ["predict", "m.onnx", "--input", "x.npy", "-o", "m.onnx"],
+        ["graph", "xor.net", "-o", "sub/../xor.net"],
+        ["plot", "run", "-o", "run/history.json"],
+    ],
+)
+def test_an_output_that_is_one_of_the_commands_inputs_is_refused_and_left_untouched(
+    xor: Path, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netspec import api
+    from netspec.engine.init import init_params
+
+    (xor / "run").mkdir()
+    (xor / "sub").mkdir()
+    analysis = api.check(api.load("xor.net"))
+    save_arrays(xor / "run" / "weights.npz", init_params(analysis, np.random.default_rng(0)))
+    save_arrays(xor / "run" / "normalization.npz", {"shift": np.zeros(2), "scale": np.ones(2)})
+    (xor / "run" / "history.json").write_text('[{"epoch": 1, "loss": 0.5}]')
+    np.save(xor / "x.npy", np.ones((4, 2), np.float32))
+    (xor / "link.npy").symlink_to(xor / "x.npy")
+    os.link(xor / "x.npy", xor / "hard.npy")
+    assert main(["export", "xor.net", "-o", "m.onnx"]) == 0
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in xor.rglob("*") if p.is_file()}
+    code, err = run(capsys, *args)
+    assert code == EXIT_USAGE, err
+    assert f"the output {Path(args[-1])} is this command's input" in err
+    assert "choose another output file" in err
+    assert {p: p.read_bytes() for p in xor.rglob("*") if p.is_file()} == files
+
+
+@pytest.mark.parametrize(
+    ("args", "example"),
+    [
+        (["compile", "xor.net"], "out/model.json"),
+        (["export", "xor.net"], "out/model.onnx"),
+        (["graph", "xor.net"], "out.svg/network.svg"),
+    ],
+)
+def test_an_output_folder_gets_a_hint_in_the_commands_own_format(
+    xor: Path, args: list[str], example: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = example.rpartition("/")[0]
+    (xor / folder).mkdir()
+    code, err = run(capsys, *args, "-o", folder)
+    assert code == EXIT_RUNTIME
+    assert f"cannot write {folder}: it is a folder" in err
+    assert f"hint: name a file, e.g. -o {example}" in err
+
+
+def test_an_input_with_no_rows_is_bad_data(xor: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "xor.net", "-o", "m.onnx"]) == 0
+    np.save(xor / "empty.npy", np.ones((0, 2), np.float32))
+    code, err = run(capsys, "predict", "m.onnx", "--input", "empty.npy")
+    assert code == EXIT_RUNTIME and "the input has no rows" in err

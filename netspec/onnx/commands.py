@@ -17,6 +17,7 @@ from netspec.engine.guards import DEFAULT_SHARE, parse_limit
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 
 if TYPE_CHECKING:
+    from netspec.ir import Network
     from netspec.ops.base import Array
 
 _SHOWN_ROWS = 20  # predictions printed; -o saves every row
@@ -74,6 +75,11 @@ def _add_commands(
     )
     p.add_argument("--weights", help="weights for a .net spec")
     p.add_argument("--network", help="which network of a .net file")
+    p.add_argument(
+        "--allow-outside-imports",
+        action="store_true",
+        help="allow `import` of files outside the spec's folder (.net models)",
+    )
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--top", type=cli.positive_int, default=5, help="classes shown per example")
     p.add_argument("--batch-size", type=cli.positive_int, default=256)
@@ -98,6 +104,20 @@ def _weights_file(path: str) -> Path:
     return weights_file(path)
 
 
+def _load_weights(path: Path) -> dict[str, Array]:
+    """The arrays of a weights file; a training checkpoint given instead is named as such."""
+    from netspec.engine.checkpoint import load_arrays
+
+    params = load_arrays(path)
+    if "meta" in params and any(k.startswith("params/") for k in params):
+        raise NetspecError.at(
+            f"{path} is a training checkpoint, not a weights file",
+            hint=f"pass the weights.npz beside it, or the run folder {path.parent}",
+            exit_code=EXIT_RUNTIME,
+        )
+    return params
+
+
 @cli.command("export")
 def cmd_export(args: argparse.Namespace) -> int:
     from netspec import api
@@ -107,16 +127,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     params = None
     norm = None
     if args.weights is not None:
-        from netspec.engine.checkpoint import load_arrays
-
-        params = load_arrays(_weights_file(args.weights))
-        norm = _normalization(_weights_file(args.weights))
+        params = _load_weights(_weights_file(args.weights))
+        norm = _normalization(_weights_file(args.weights), net)
     if args.output is not None:
         out = Path(args.output)
     elif args.weights is not None:
         out = _weights_file(args.weights).parent / f"{net.name}.onnx"
     else:
         out = Path(f"{net.name}.onnx")
+    cli.check_output(args, out, cli.spec_files(net))
     summary = api.export(
         analysis,
         out,
@@ -166,6 +185,7 @@ def _inputs(specs: list[str], names: list[str]) -> dict[str, Array]:
             f"predict needs --input (the model takes {names})", exit_code=EXIT_USAGE
         )
     out: dict[str, Array] = {}
+    source: dict[str, str] = {}  # input name -> the --input that gave it
     for spec in specs:
         name, sep, file = spec.partition("=")
         if not sep:
@@ -180,35 +200,37 @@ def _inputs(specs: list[str], names: list[str]) -> dict[str, Array]:
                         exit_code=EXIT_USAGE,
                     )
                 name = names[0]
-            out[name] = arrays[""]
+            found = {name: arrays[""]}
         elif len(arrays) == 1 and len(names) == 1 and names[0] not in arrays:
-            out[names[0]] = next(iter(arrays.values()))
+            found = {names[0]: next(iter(arrays.values()))}
         else:
-            out.update({k: v for k, v in arrays.items() if k in names} or arrays)
+            found = {k: v for k, v in arrays.items() if k in names} or arrays
+        for key, value in found.items():
+            if key in out:  # keeping only the last one would predict on data nobody meant
+                raise NetspecError.at(
+                    f"input '{key}' is given twice, by --input {source[key]} and --input {spec}",
+                    hint=f"give each of the model's inputs {names} once",
+                    exit_code=EXIT_USAGE,
+                )
+            out[key], source[key] = value, spec
     return out
 
 
-def _input_names(args: argparse.Namespace) -> list[str]:
-    if Path(args.model).suffix == ".onnx":
+def _input_names(model: Path, net: Network | None) -> list[str]:
+    if net is None:
         from netspec.onnx.runtime import load_model
 
-        model = load_model(args.model)
-        inits = {i.name for i in model.graph.initializer}
-        return [i.name for i in model.graph.input if i.name not in inits]
-    from netspec import api
-
-    net = api.load(args.model, args.network)
+        graph = load_model(model).graph
+        inits = {i.name for i in graph.initializer}
+        return [i.name for i in graph.input if i.name not in inits]
     return [n.name for n in net.inputs]
 
 
-def _metadata(args: argparse.Namespace) -> dict[str, str]:
-    if Path(args.model).suffix == ".onnx":
+def _metadata(model: Path, net: Network | None) -> dict[str, str]:
+    if net is None:
         from netspec.onnx.runtime import load_model
 
-        return {p.key: p.value for p in load_model(args.model).metadata_props}
-    from netspec import api
-
-    net = api.load(args.model, args.network)
+        return {p.key: p.value for p in load_model(model).metadata_props}
     meta = {"network": net.name}
     if net.train is not None:
         meta["loss"] = net.train.loss
@@ -219,14 +241,30 @@ def _metadata(args: argparse.Namespace) -> dict[str, str]:
     return meta
 
 
-def _normalization(weights: Path) -> tuple[Array, Array] | None:
-    """The training statistics saved beside the weights (normalization.npz), if any."""
+def _normalization(weights: Path, net: Network) -> tuple[Array, Array] | None:
+    """The training statistics saved beside the weights (normalization.npz) when the network's
+    recipe normalises its data; a file there from another recipe's run is not applied."""
     from netspec.engine.checkpoint import NORMALIZATION, load_arrays
 
+    data = None if net.train is None else net.train.data
+    mode = "none" if data is None else data.normalize
+    # Training fits no statistics for integer inputs (token ids), whatever the recipe says.
+    if mode == "none" or getattr(net.inputs[0].op, "dtype", "float32") != "float32":
+        return None
     path = weights.parent / NORMALIZATION
     if not path.is_file():
-        return None
+        raise NetspecError.at(
+            f"the recipe normalises its data ({mode}) but {path} is missing",
+            hint="keep normalization.npz beside weights.npz: it holds the training statistics",
+            exit_code=EXIT_RUNTIME,
+        )
     stats = load_arrays(path, "normalization file")
+    if "shift" not in stats or "scale" not in stats:
+        raise NetspecError.at(
+            f"{path} holds {sorted(stats)}, not the arrays 'shift' and 'scale'",
+            hint="train again to rewrite it: it holds the training statistics",
+            exit_code=EXIT_RUNTIME,
+        )
     return stats["shift"], stats["scale"]
 
 
@@ -234,9 +272,18 @@ def _normalization(weights: Path) -> tuple[Array, Array] | None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from netspec import api
 
+    model = Path(args.model)
     params = None
     norm = None
-    if Path(args.model).suffix == ".onnx":
+    net = None
+    if model.suffix in (".npz", ".npy"):
+        raise NetspecError.at(
+            f"the model must be a .net spec, an IR .json or an .onnx model, got {model}",
+            hint="weights go in --weights and input arrays in --input, e.g. "
+            "netspec predict spec.net --weights run/ --input x.npy",
+            exit_code=EXIT_USAGE,
+        )
+    if model.suffix == ".onnx":
         if args.weights is not None:
             raise NetspecError.at(
                 "an .onnx model carries its weights: drop --weights", exit_code=EXIT_USAGE
@@ -247,12 +294,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             exit_code=EXIT_USAGE,
         )
     else:
-        from netspec.engine.checkpoint import load_arrays
-
-        params = load_arrays(_weights_file(args.weights))
-        norm = _normalization(_weights_file(args.weights))
-    inputs = _inputs(args.input, _input_names(args))
-    _guard_memory(args, inputs)
+        net = api.load(model, args.network, allow_outside_imports=args.allow_outside_imports)
+        params = _load_weights(_weights_file(args.weights))
+        norm = _normalization(_weights_file(args.weights), net)
+    inputs = _inputs(args.input, _input_names(model, net))
+    _guard_memory(args, inputs, net)
     outputs, provider = api.predict(
         args.model,
         inputs,
@@ -262,22 +308,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         logits=args.logits,
         normalization=norm,
+        allow_outside_imports=args.allow_outside_imports,
     )
     print(f"provider: {provider}")
-    _show(outputs, _metadata(args), args.top)
+    _show(outputs, _metadata(model, net), args.top)
     if args.output is not None:
         _save(Path(args.output), outputs)
         cli._err(f"wrote {args.output}")
     return 0
 
 
-def _guard_memory(args: argparse.Namespace, inputs: Mapping[str, Array]) -> None:
+def _guard_memory(
+    args: argparse.Namespace, inputs: Mapping[str, Array], net: Network | None
+) -> None:
     """Refuse, before the model runs, one whose memory estimate exceeds --max-memory."""
     from netspec.engine.guards import check_memory
 
     rows = max((len(a) if a.ndim else 1 for a in inputs.values()), default=1)
     batch = max(1, min(args.batch_size, rows))
-    if Path(args.model).suffix == ".onnx":
+    if net is None:
         from netspec.onnx.runtime import estimate_memory, load_model
 
         est = estimate_memory(load_model(args.model), batch, Path(args.model).name)
@@ -285,7 +334,7 @@ def _guard_memory(args: argparse.Namespace, inputs: Mapping[str, Array]) -> None
         from netspec import api
         from netspec.engine.guards import estimate
 
-        est = estimate(api.check(api.load(args.model, args.network)), batch, None)
+        est = estimate(api.check(net), batch, None)
     check_memory(est, args.max_memory)
 
 

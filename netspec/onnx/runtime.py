@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -19,6 +19,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from netspec.engine.guards import Estimate
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
+from netspec.onnx.feeds import InputSignature, validate
 from netspec.ops.base import Array
 
 Provider = Literal["auto", "cpu", "cuda"]
@@ -124,50 +125,24 @@ def session(model: onnx.ModelProto, provider: Provider) -> tuple[ort.InferenceSe
     return sess, used
 
 
-def _validate(sess: ort.InferenceSession, inputs: Mapping[str, Array]) -> dict[str, Array]:
-    """Inputs by name, cast within their kind (float64 -> float32), shapes checked."""
-    expected = {i.name: i for i in sess.get_inputs()}
-    missing = [n for n in expected if n not in inputs]
-    extra = [n for n in inputs if n not in expected]
-    if missing or extra:
-        raise _fail(
-            f"the model takes inputs {list(expected)}; "
-            + (f"missing {missing}" if missing else "")
-            + ("; " if missing and extra else "")
-            + (f"unknown {extra}" if extra else ""),
-            exit_code=EXIT_USAGE,
-        )
-    out: dict[str, Array] = {}
-    sizes = set()
-    for name, meta in expected.items():
-        arr = np.asarray(inputs[name])
-        want_shape: list[Any] = list(meta.shape)
-        want_type = _NUMPY_TYPES.get(meta.type)
-        if want_type is None:
-            raise _fail(f"input '{name}' has the unsupported type {meta.type}")
-        want_kind = np.dtype(want_type).kind
-        kind_ok = arr.dtype.kind == want_kind or (want_kind == "i" and arr.dtype.kind == "u")
-        if not kind_ok:
-            raise _fail(
-                f"input '{name}' must be {np.dtype(want_type).name}, got {arr.dtype.name}",
-                hint="token ids are integers; images and features are floats"
-                if want_kind in "iu"
-                else "convert (and normalise) the data to floats first",
-            )
-        fits = arr.ndim == len(want_shape) and all(
-            not isinstance(w, int) or w == g
-            for w, g in zip(want_shape[1:], arr.shape[1:], strict=True)
-        )
-        if not fits:
-            shown = ["N" if not isinstance(w, int) else w for w in want_shape]
-            raise _fail(
-                f"input '{name}' must have shape {shown} (N = batch), got {list(arr.shape)}",
-                hint="the first axis is the batch; a single example needs a batch axis of 1",
-            )
-        sizes.add(arr.shape[0])
-        out[name] = arr.astype(want_type, copy=False)
-    if len(sizes) > 1:
-        raise _fail(f"inputs disagree on the batch size: {sorted(sizes)}")
+def signature(model: onnx.ModelProto, sess: ort.InferenceSession) -> list[InputSignature]:
+    """The session's inputs as `feeds.validate` checks them. An integer input that a Gather
+    uses as indices into an initializer is an embedding's ids: ONNX's Gather would wrap a
+    negative id around the table, and onnxruntime fails on one past its end, so their range
+    is checked before the model runs, as the NumPy engine does."""
+    tables = {t.name: t.dims[0] for t in model.graph.initializer if t.dims}
+    vocab: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[0] in tables:
+            ids, rows = node.input[1], int(tables[node.input[0]])
+            vocab[ids] = min(rows, vocab.get(ids, rows))
+    out = []
+    for i in sess.get_inputs():
+        want = _NUMPY_TYPES.get(i.type)
+        if want is None:
+            raise _fail(f"input '{i.name}' has the unsupported type {i.type}")
+        shape = tuple(d if isinstance(d, int) else None for d in i.shape)
+        out.append(InputSignature(i.name, np.dtype(want), shape, vocab.get(i.name)))
     return out
 
 
@@ -185,10 +160,8 @@ def run_onnx(
         raise _fail(f"batch_size must be >= 1, got {batch_size}", exit_code=EXIT_USAGE)
     model = load_model(model_path)
     sess, used = session(model, provider)
-    feed = _validate(sess, inputs)
+    feed = validate(signature(model, sess), inputs)
     total = next(iter(feed.values())).shape[0] if feed else 1
-    if total == 0:
-        raise _fail("the input has no rows", exit_code=EXIT_USAGE)
     fixed = {i.shape[0] for i in sess.get_inputs() if i.shape and isinstance(i.shape[0], int)}
     step = batch_size
     if fixed:
