@@ -174,7 +174,7 @@ def _predict_numpy(
     from netspec.engine.checkpoint import check_weights
     from netspec.engine.executor import Executor
     from netspec.engine.losses import log_softmax, sigmoid
-    from netspec.onnx.feeds import InputSignature, validate
+    from netspec.feeds import InputSignature, validate
     from netspec.ops.base import Ctx
 
     net = analysis.network

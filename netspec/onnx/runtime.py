@@ -19,7 +19,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from netspec.engine.guards import Estimate
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
-from netspec.onnx.feeds import InputSignature, validate
+from netspec.feeds import InputSignature, validate
 from netspec.ops.base import Array
 
 Provider = Literal["auto", "cpu", "cuda"]

@@ -2,8 +2,8 @@
 
 One validator for both back ends: `runtime.run_onnx` (signature read from the onnxruntime
 session) and the NumPy engine behind `api.predict` (signature read from the analysed IR), so a
-bad input gets the same message whichever runs it. Pure NumPy: importing this module loads
-neither onnx nor onnxruntime.
+bad input gets the same message whichever runs it. Pure NumPy, beside neither back end:
+importing it loads neither onnx nor onnxruntime.
 """
 
 from __future__ import annotations
