@@ -229,14 +229,16 @@ def train(
     """Train by the network's `train` section (arguments override it); returns a FitResult.
 
     Writes weights.npz, history.json and checkpoint.npz into `out_dir` (default: the resumed
-    run's folder, else runs/<network>/).
+    run's folder, else runs/<network>/). `resume` names a run folder or its checkpoint.npz.
     """
     from netspec.engine.data import with_path
     from netspec.engine.train import fit, require_recipe
 
     spec = require_recipe(analysis)
+    if out_dir is None and resume is not None:  # the run folder, or the checkpoint in it
+        out_dir = Path(resume).parent if Path(resume).is_file() else resume
     if out_dir is None:
-        out_dir = resume if resume is not None else Path("runs") / analysis.network.name
+        out_dir = Path("runs") / analysis.network.name
     return fit(
         analysis,
         spec,

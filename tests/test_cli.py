@@ -169,14 +169,15 @@ def test_check_json_answers_every_spec_error_with_json(
     assert errors[0]["location"]["file"].endswith("t.net")
 
 
-def test_compile_refuses_to_overwrite_its_own_spec_or_an_import(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["compile", "graph"])
+def test_compile_and_graph_refuse_to_overwrite_their_own_spec_or_an_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     (tmp_path / "lib.net").write_text("block B() { dense(3) relu }\n")
     spec = write(tmp_path, 'import "lib.net"\nnetwork N { input x: [4]\n B() }\n')
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     for target in (spec, str(tmp_path / "." / "t.net"), str(tmp_path / "lib.net")):
-        assert main(["compile", spec, "-o", target]) == 2
+        assert main([command, spec, "-o", target]) == 2
         err = capsys.readouterr().err
         assert f"the output {target} is this command's input" in err
         assert "choose another output file" in err

@@ -108,6 +108,19 @@ def load_arrays(path: Path, what: str = "weights file") -> dict[str, Array]:
         ) from None
 
 
+def load_weights(path: Path) -> dict[str, Array]:
+    """The arrays of a weights file; a training checkpoint given instead is named as such
+    (its arrays are prefixed params/, optimizer/, so it would read as weights for no network)."""
+    params = load_arrays(path)
+    if "meta" in params and any(k.startswith("params/") for k in params):
+        raise NetspecError.at(
+            f"{path} is a training checkpoint, not a weights file",
+            hint=f"pass the {WEIGHTS} beside it, or the run folder {path.parent}",
+            exit_code=EXIT_RUNTIME,
+        )
+    return params
+
+
 def weights_file(path: str | Path) -> Path:
     """`--weights` may name the weights file or the run folder that holds it."""
     p = Path(path)

@@ -767,7 +767,7 @@ def evaluate(
     from the checkpoint beside the weights (a `--seed` override changes the split); weights
     without one are split by the recipe.
     """
-    params = ckpt.load_arrays(weights_path)
+    params = ckpt.load_weights(weights_path)
     ckpt.check_weights(params, expected_shapes(analysis), str(weights_path))
     params = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
     io = io_of(analysis)

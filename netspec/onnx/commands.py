@@ -105,17 +105,9 @@ def _weights_file(path: str) -> Path:
 
 
 def _load_weights(path: Path) -> dict[str, Array]:
-    """The arrays of a weights file; a training checkpoint given instead is named as such."""
-    from netspec.engine.checkpoint import load_arrays
+    from netspec.engine.checkpoint import load_weights
 
-    params = load_arrays(path)
-    if "meta" in params and any(k.startswith("params/") for k in params):
-        raise NetspecError.at(
-            f"{path} is a training checkpoint, not a weights file",
-            hint=f"pass the weights.npz beside it, or the run folder {path.parent}",
-            exit_code=EXIT_RUNTIME,
-        )
-    return params
+    return load_weights(path)
 
 
 @cli.command("export")

@@ -99,6 +99,16 @@ def test_eval_of_weights_from_another_network_names_the_tensor_and_shapes(
     assert "dense_1.weight" in run.stderr and "[5, 4]" in run.stderr and "[8, 4]" in run.stderr
 
 
+def test_eval_of_a_checkpoint_given_as_weights_says_which_file_to_pass(project: Path) -> None:
+    assert (
+        netspec("train", "tiny.net", "--out", "out", "--epochs", "1", cwd=project).returncode == 0
+    )
+    run = netspec("eval", "tiny.net", "--weights", "out/checkpoint.npz", cwd=project)
+    assert run.returncode == 3, run.stderr
+    assert "out/checkpoint.npz is a training checkpoint, not a weights file" in run.stderr
+    assert "weights.npz beside it" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_train_without_a_train_section_is_a_spec_error(project: Path) -> None:
     (project / "bare.net").write_text("network B {\n input x: [4]\n dense(3)\n}\n", "utf-8")
     run = netspec("train", "bare.net", cwd=project)

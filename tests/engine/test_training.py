@@ -486,3 +486,12 @@ def test_checkpoint_round_trips_arrays_and_json_metadata(tmp_path: Path) -> None
     assert back.meta == state.meta
     with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
         assert z["meta"].dtype == np.uint8  # JSON text, not a pickled object
+
+
+def test_api_train_resumes_from_a_checkpoint_file_into_its_run_folder(
+    small: Analysis, tmp_path: Path
+) -> None:
+    first = api.train(small, tmp_path / "run", epochs=1)
+    again = api.train(small, resume=first.checkpoint_path, epochs=2)
+    assert again.weights_path == tmp_path / "run" / "weights.npz"
+    assert [h["epoch"] for h in again.history] == [1, 2]
