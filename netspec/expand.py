@@ -506,7 +506,8 @@ def build_model(
     """
     values = {k: _plain(v, tuples=strict) for k, v in raw.items()}
     try:
-        return cls.model_validate(values, strict=strict)
+        # The context reaches nested validators (bidirectional's inner layer) as strict too.
+        return cls.model_validate(values, strict=strict, context={"strict": strict})
     except ValidationError as err:
         known = [k for k in cls.model_fields if k not in ("op", "name", "network")]
         raise _validation_error(err, what, spans, fallback, known, layer, values, raw) from None

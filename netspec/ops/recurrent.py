@@ -8,11 +8,12 @@ BPTT over the same loop. ONNX's gate orders differ and are reordered into derive
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo
 
 from netspec.errors import ShapeError, suggest
 from netspec.ops.base import Array, Ctx, Example, Grads, OnnxIO, OnnxNode, Op, Params, Shape
@@ -422,11 +423,12 @@ class Gru(_Recurrent):
 _INNER: dict[str, type[_Recurrent]] = {"rnn": Rnn, "lstm": Lstm, "gru": Gru}
 
 
-def _coerce_layer(v: Any) -> Any:
+def _coerce_layer(v: Any, info: ValidationInfo) -> Any:
     """Turn the DSL's call form {'name': 'lstm', 'args': [128], ...} into an Rnn/Lstm/Gru.
 
     The inner layer is validated here so that its errors read as its own ("lstm has no
-    attribute 'foo'") rather than as errors of bidirectional's `layer` field.
+    attribute 'foo'") rather than as errors of bidirectional's `layer` field; as strictly as
+    the outer op when the DSL wrote it (`lstm(true)` is not 1 unit).
     """
     if isinstance(v, str):
         v = {"name": v}
@@ -441,8 +443,9 @@ def _coerce_layer(v: Any) -> Any:
         raise ValueError(f"{name} takes at most {len(cls.positional)} positional value(s)")
     values = {k: val for k, val in v.items() if k not in ("name", "args")}
     values.update(zip(cls.positional, args, strict=False))
+    strict = bool(info.context and info.context.get("strict"))
     try:
-        return cls.model_validate(values)
+        return cls.model_validate(values, strict=strict)
     except ValidationError as e:
         raise ValueError("; ".join(_inner_error(name, cls, err) for err in e.errors())) from None
 
@@ -455,7 +458,9 @@ def _inner_error(name: str, cls: type[_Recurrent], err: Any) -> str:
         return f"{name} has no attribute '{key}' ({hint})"
     if err["type"] == "missing":
         return f"{name} needs '{key}', e.g. {name}(128)"
-    return f"{name}: {key}: {str(err['msg']).removeprefix('Value error, ')}"
+    got = err.get("input")
+    shown = f", got {json.dumps(got)}" if isinstance(got, bool | int | float | str) else ""
+    return f"{name}: {key}: {str(err['msg']).removeprefix('Value error, ')}{shown}"
 
 
 Layer = Annotated[Rnn | Lstm | Gru, Field(discriminator="op"), BeforeValidator(_coerce_layer)]

@@ -186,3 +186,22 @@ def test_a_bad_inner_layer_in_a_spec_is_a_located_error(build: Callable[..., obj
     (diag,) = err.value.diagnostics
     assert "gru has no attribute 'foo'" in diag.message
     assert diag.span is not None and (diag.span.line, diag.span.column) == (3, 17)
+
+
+@pytest.mark.parametrize(
+    ("inner", "says"),
+    [
+        ("lstm(true)", "lstm: hidden: Input should be a valid integer, got true"),
+        (
+            'gru(4, return_sequences="yes")',
+            'return_sequences: Input should be a valid boolean, got "yes"',
+        ),
+    ],
+)
+def test_an_inner_layer_holds_its_literals_to_their_types_as_any_op(
+    build: Callable[..., object], inner: str, says: str
+) -> None:
+    with pytest.raises(NetspecError) as err:
+        build(f"network N {{\n  input x: [5, 3]\n  bidirectional({inner})\n}}\n")
+    (diag,) = err.value.diagnostics
+    assert says in diag.message
