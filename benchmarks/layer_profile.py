@@ -79,7 +79,9 @@ def main() -> None:
         opt.step(params, {n: dparams[n] for n in names}, LR)
         times[("optimizer", "update")].append(time.perf_counter() - t)
 
-    ops = {n.name: n.op.op for n in analysis.network.nodes}
+    # What each step ran: the executor may run a node's op under another node's name (relu
+    # after the max pool it feeds), so the ops come from its plan, not from the network.
+    ops = {s.node.name: s.node.op.op for s in ex.steps}
     per_step = {
         k: statistics.median(v[1:]) if len(v) > args.steps else sum(v[1:]) / args.steps
         for k, v in times.items()
@@ -95,7 +97,7 @@ def main() -> None:
         print(f"  {key:<28} {t * 1e3:8.2f} ms  {100 * t / total:5.1f}%")
     print("  slowest nodes:")
     for (name, phase), t in sorted(per_step.items(), key=lambda kv: -kv[1])[:12]:
-        print(f"    {name:<28} {phase:<9} {t * 1e3:8.2f} ms")
+        print(f"    {name:<20} {ops.get(name, ''):<12} {phase:<9} {t * 1e3:8.2f} ms")
 
 
 if __name__ == "__main__":
