@@ -402,6 +402,7 @@ def fit(
     optimizer = make_optimizer(opt_spec)
     if state is not None and resume_from is not None:
         _check_resumed_optimizer(state, opt_spec.name, optimizer.slots, resume_from)
+        _check_resumed_split(state.meta, spec, resume_from)
     loss = LOSSES[spec.loss]
     io = io_of(analysis)
     _check_recipe(spec, loss, io)
@@ -617,6 +618,23 @@ def _resumed_seed(meta: dict[str, Any], seed: int | None, path: Path) -> int | N
     return run.seed
 
 
+def _check_resumed_split(meta: dict[str, Any], spec: TrainSpec, path: Path) -> None:
+    """Refuse a resume whose held-out fraction changed: the split holds out the end of one
+    seeded permutation, so another fraction would validate on samples the run trained on."""
+    run = RunRecord.from_meta(meta, path)
+    held_out = 0.0 if spec.val_data is not None else spec.validation
+    if run is None or run.validation == held_out:
+        return
+    was = f"validation = {run.validation:g}" if run.validation else "val_data"
+    now = f"validation = {held_out:g}" if held_out else "val_data"
+    raise NetspecError.at(
+        f"the run in {path} held out its validation data with {was}; the recipe now says "
+        f"{now}, which would validate on samples the run trained on",
+        hint=f"resume with {was} in the recipe, or start a fresh run with --out",
+        exit_code=EXIT_RUNTIME,
+    )
+
+
 def _check_resumed_optimizer(
     state: ckpt.Checkpoint, name: str, slots: Sequence[str], path: Path
 ) -> None:
@@ -635,8 +653,9 @@ def _check_resumed_optimizer(
             )
         return
     saved = {key.partition(".")[0] for key in state.optimizer if "." in key}
-    foreign = sorted(saved - set(slots))
-    if foreign:
+    # Equal sets, not a subset: momentum's {v} fits inside Adam's {m, v}, and loading it
+    # would hand Adam a velocity as its second moment.
+    if saved and saved != set(slots):
         keeps = f"which keeps {', '.join(slots)}" if slots else "which keeps no state"
         raise NetspecError.at(
             f"the checkpoint in {path} holds optimizer state {', '.join(sorted(saved))}, "

@@ -373,6 +373,44 @@ def test_resume_with_another_optimizer_is_refused_before_loading_its_state(
     assert (run / ckpt.CHECKPOINT).read_bytes() == before
 
 
+def test_an_older_momentum_checkpoint_is_refused_by_adam_whose_state_names_include_its_own(
+    small: Analysis, tmp_path: Path
+) -> None:
+    """Momentum keeps {v}, Adam {m, v}: a subset, and still another optimizer's state."""
+    momentum = spec_file(tmp_path, SMALL, SMALL_TRAIN.replace("adam(lr=0.01)", "momentum(lr=0.01)"))
+    assert momentum.network.train is not None and small.network.train is not None
+    run = tmp_path / "run"
+    loop.fit(momentum, momentum.network.train, run, epochs=1)
+    state = ckpt.load_checkpoint(run)
+    del state.meta["run"]["optimizer"]  # written before the optimizer was recorded
+    ckpt.save_checkpoint(run / ckpt.CHECKPOINT, state)
+    with pytest.raises(NetspecError, match="holds optimizer state v, written by another"):
+        loop.fit(small, small.network.train, run, epochs=2, resume_from=run)
+
+
+@pytest.mark.parametrize(
+    ("now", "says"),
+    [
+        ("validation = 0.5", "validation = 0.25; the recipe now says validation = 0.5"),
+        ('val_data = "d.npz"', "validation = 0.25; the recipe now says val_data"),
+    ],
+)
+def test_resume_with_another_held_out_fraction_is_refused(
+    small: Analysis, tmp_path: Path, now: str, says: str
+) -> None:
+    """The split holds out the end of one permutation: another fraction moves trained-on
+    samples into validation."""
+    assert small.network.train is not None
+    run = tmp_path / "run"
+    loop.fit(small, small.network.train, run, epochs=1)
+    changed = spec_file(tmp_path, SMALL, SMALL_TRAIN.replace("validation = 0.25", now))
+    assert changed.network.train is not None
+    with pytest.raises(NetspecError) as err:
+        loop.fit(changed, changed.network.train, run, epochs=2, resume_from=run)
+    assert says in err.value.diagnostics[0].message
+    assert err.value.exit_code == EXIT_RUNTIME
+
+
 def test_resume_with_the_same_optimizer_and_a_new_learning_rate_is_allowed(
     small: Analysis, tmp_path: Path
 ) -> None:
