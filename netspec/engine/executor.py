@@ -65,12 +65,17 @@ def activations_after_max(plan: list[Node], outputs: Sequence[str]) -> list[Node
             and pool.inputs == (node.name,)
             and node.name not in outputs
         ):
-            out.append(pool.model_copy(update={"name": node.name, "inputs": node.inputs}))
-            out.append(node.model_copy(update={"name": pool.name, "inputs": (node.name,)}))
+            out.append(_renamed(pool, node.name, node.inputs))
+            out.append(_renamed(node, pool.name, (node.name,)))
             moved.add(pool.name)
         else:
             out.append(node)
     return out
+
+
+def _renamed(node: Node, name: str, inputs: tuple[str, ...]) -> Node:
+    """The node under another name and inputs, built (and so validated) as a new Node."""
+    return Node(name=name, op=node.op, inputs=inputs, span=node.span, scope=node.scope)
 
 
 @dataclass

@@ -346,7 +346,7 @@ class ConvNd(Op):
         x = xs[0]  # (N, C, *S)
         n, g, f = x.shape[0], self.groups, self.filters
         pads, chunks = self._chunks(x.shape[1:], n, x.itemsize)
-        out = chunks[0][2].out
+        _, out = self._geometry(x.shape[1:])  # from the rule: an empty batch has no chunk
         y = np.empty((n, f, *out), dtype=x.dtype)
         bufs = correlate(x, p["weight"].reshape(g, f // g, -1), chunks, y, keep=True)
         if self.bias:
@@ -386,7 +386,7 @@ class ConvNd(Op):
             dx = self.input_grad_by_correlation(dy, w, xshape[1:], back_pads)
         grads = {"weight": np.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(w.shape)}
         if self.bias:
-            grads["bias"] = channel_sums(dy.reshape(n, f, -1))
+            grads["bias"] = channel_sums(dy.reshape(n, f, math.prod(dy.shape[2:])))
         return [dx], grads
 
     def _correlation_pads(self, channels: int, pads: Pads) -> Pads | None:

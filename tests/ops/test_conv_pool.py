@@ -499,3 +499,21 @@ def test_the_correlation_is_not_taken_where_it_does_not_apply_or_pay(
 ) -> None:
     pads, _ = op._geometry(shape)
     assert op._correlation_pads(shape[0], pads) is None
+
+
+@pytest.mark.parametrize(
+    ("op", "shape"),
+    [
+        (Conv2d(filters=2, kernel=3), (1, 5, 5)),  # dx by col2im (more filters than channels)
+        (Conv2d(filters=1, kernel=3, padding=1), (2, 5, 5)),  # dx by correlation
+        (Conv2d(filters=2, kernel=3, stride=2), (1, 5, 5)),  # the exact grid
+        (Conv1d(filters=2, kernel=3), (2, 7)),
+    ],
+)
+def test_an_empty_batch_passes_through_forward_and_backward(op: Op, shape: Shape) -> None:
+    params = {k: np.ones(s) for k, s in op.param_shapes([shape]).items()}
+    y, cache = op.forward([np.zeros((0, *shape))], params, Ctx())
+    assert y.shape == (0, *op.infer_shape([shape]))
+    (dx,), grads = op.backward(np.zeros(y.shape), cache, params)
+    assert dx is not None and dx.shape == (0, *shape)
+    assert all(not g.any() and g.shape == params[k].shape for k, g in grads.items())
