@@ -42,6 +42,15 @@ def load(
     return expand(program, network)
 
 
+def source_files(path: str | Path, *, allow_outside_imports: bool = False) -> list[Path]:
+    """The files a spec is read from: itself and, transitively, every import (those that only
+    give constants or a train section too). An IR JSON is one file."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return [path]
+    return load_program(path, allow_outside=allow_outside_imports).files
+
+
 def _load_json(path: Path, text: str | None) -> Network:
     try:
         raw = text if text is not None else path.read_text(encoding="utf-8")

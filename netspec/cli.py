@@ -24,7 +24,7 @@ from netspec.errors import (
 )
 
 if TYPE_CHECKING:
-    from netspec.ir import Analysis, Network
+    from netspec.ir import Analysis
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
@@ -180,7 +180,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         from netspec.engine.files import atomic_write_text
 
-        check_output(args, Path(args.output), spec_files(net))
+        check_output(args, Path(args.output), spec_files(args))
         atomic_write_text(Path(args.output), text)
         _err(f"wrote {args.output}")
     return 0
@@ -214,9 +214,11 @@ def check_output(args: argparse.Namespace, output: Path, also: Iterable[Path] = 
     refuse(output, [*_input_paths(args), *also], _OUTPUT_EXAMPLES.get(args.command, "out.dat"))
 
 
-def spec_files(net: Network) -> set[Path]:
-    """The files a loaded network came from: its spec and the imports that gave it layers."""
-    return {Path(n.span.file) for n in net.nodes if n.span is not None}
+def spec_files(args: argparse.Namespace) -> list[Path]:
+    """The files the command's spec was read from: the spec and every import it pulls in."""
+    from netspec import api
+
+    return api.source_files(args.file, allow_outside_imports=args.allow_outside_imports)
 
 
 def _input_paths(args: argparse.Namespace) -> list[Path]:

@@ -62,6 +62,7 @@ class Program:
     trains: dict[str, ast.TrainDef] = field(default_factory=dict)
     consts: dict[str, ast.ConstDef] = field(default_factory=dict)
     main_networks: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # the spec, then each import once
 
 
 def _err(message: str, span: Span | None, hint: str | None = None) -> NetspecError:
@@ -117,6 +118,7 @@ def _load(
     module = ast.parse(text, str(path))
     stack = [*stack, resolved]
     seen.add(resolved)
+    program.files.append(path)
     for item in module.items:
         if isinstance(item, ast.Import):
             target = (resolved.parent / item.path).resolve()

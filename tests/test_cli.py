@@ -153,14 +153,18 @@ def test_check_json_answers_every_spec_error_with_json(
     assert errors[0]["location"]["file"].endswith("t.net")
 
 
-@pytest.mark.parametrize("command", ["compile", "graph"])
-def test_compile_and_graph_refuse_to_overwrite_their_own_spec_or_an_import(
+@pytest.mark.parametrize("command", ["compile", "graph", "export"])
+def test_compile_graph_and_export_refuse_to_overwrite_their_own_spec_or_an_import(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
-    (tmp_path / "lib.net").write_text("block B() { dense(3) relu }\n")
-    spec = write(tmp_path, 'import "lib.net"\nnetwork N { input x: [4]\n B() }\n')
+    (tmp_path / "lib.net").write_text("block B() { dense(W) relu }\n")
+    (tmp_path / "consts.net").write_text("const W = 3\n")  # no layer of its own comes from here
+    spec = write(
+        tmp_path, 'import "lib.net"\nimport "consts.net"\nnetwork N { input x: [4]\n B() }\n'
+    )
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    for target in (spec, str(tmp_path / "." / "t.net"), str(tmp_path / "lib.net")):
+    targets = ("t.net", "./t.net", "lib.net", "consts.net")
+    for target in (str(tmp_path / t) for t in targets):
         assert main([command, spec, "-o", target]) == 2
         err = capsys.readouterr().err
         assert f"the output {target} is this command's input" in err
