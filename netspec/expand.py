@@ -473,13 +473,15 @@ def _validation_error(
                 msg += f" ({_kind(got)})"
             if isinstance(got, str) and _numeral(got) and "a string" not in accepted:
                 hint = f"write {got} without quotes: quoted, it is a string"
+            elif isinstance(got, float) and got.is_integer() and "an integer" in accepted:
+                hint = f"write {int(got)}; to divide, `//` keeps an integer where `/` gives a float"
         elif e["type"] == "literal_error":
             expected = str(ctx.get("expected", ""))
             msg = f"{what}: {path} must be {expected}, got {got!r}"
             hint = suggest(str(got), _quoted(expected))
         else:
             text = str(e["msg"]).removeprefix("Value error, ")
-            shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+            shown = f" (got {_dsl(got)})" if got is not None and not isinstance(got, dict) else ""
             msg = f"{what}: {path}: {text}{shown}"
             if isinstance(got, str) and choices:
                 hint = suggest(got, choices)
@@ -856,7 +858,7 @@ def _train(program: Program, name: str, consts: dict[str, Any]) -> TrainSpec | N
             value = _resolve_data(_plain(value), base)
         values[s.key] = value
         spans[s.key] = s.value.span
-    spec: TrainSpec = build_model(TrainSpec, values, spans, tdef.span, "train")
+    spec: TrainSpec = build_model(TrainSpec, values, spans, tdef.span, "train", strict=True)
     return spec
 
 

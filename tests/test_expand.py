@@ -276,6 +276,19 @@ WRONG_TYPES = [
         "kernel must be an integer or a list of integers, got [3, true]",
         "item 2 is true (a boolean)",
     ),
+    (
+        "dense(16 / 2)",
+        7,
+        "units must be an integer, got 8.0 (a float)",
+        "write 8; to divide, `//` keeps an integer where `/` gives a float",
+    ),
+    # A list shows as the spec writes it, not as the Python tuple it becomes.
+    (
+        "conv2d(4, 3, dilation=[])",
+        14,
+        "dilation: dilation needs 1 or 2 values, got 0 (got [])",
+        None,
+    ),
 ]
 
 
@@ -290,6 +303,24 @@ def test_op_attributes_of_the_wrong_type_are_errors_at_the_value(
     assert head == f"{tmp_path / 't.net'}:3:{column}: error: {name} '{name}_1': {message}"
     assert caret.index("^") - 4 == column - 1
     assert rest == ([f"  hint: {hint}"] if hint else [])
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("batch = true", "train: batch must be an integer, got true (a boolean)"),
+        ("epochs = 2.0", "train: epochs must be an integer, got 2.0 (a float)"),
+        ('shuffle = "no"', 'train: shuffle must be true or false, got "no" (a string)'),
+    ],
+)
+def test_train_settings_hold_their_literals_to_their_types_as_op_attributes_do(
+    build: Build, setting: str, message: str
+) -> None:
+    (msg,) = errors_of(
+        build,
+        f'network N {{\n  input x: [4]\n  dense(2)\n}}\ntrain N {{ data = "d.npz"\n {setting} }}',
+    )
+    assert message in msg.splitlines()[0]
 
 
 def test_attribute_values_of_the_right_type_still_pass(build: Build) -> None:
@@ -362,7 +393,7 @@ def test_a_misspelt_choice_word_suggests_the_nearest_choice(build: Build) -> Non
             "dense 'dense_1': init: unknown initialiser 'hee'; "
             "known: constant, glorot, glorot_normal, glorot_uniform, he, he_normal, he_uniform, "
             "msra, msra_normal, msra_uniform, normal, uniform, xavier, xavier_normal, "
-            "xavier_uniform, zeros (got 'hee')"
+            'xavier_uniform, zeros (got "hee")'
         )
         assert msg.splitlines()[-1] == "  hint: did you mean 'he'?"
     (msg,) = errors_of(build, "network N { input x: [3, 8, 8]\n conv2d(4, 3, padding=sam) }")

@@ -120,7 +120,8 @@ def dropped(
 def check_sizes(value: Any, info: ValidationInfo, ndim: int) -> Any:
     """Field validator body: a list attribute needs one value per spatial dimension."""
     if isinstance(value, tuple) and len(value) != ndim:
-        raise ValueError(f"{info.field_name} needs 1 or {ndim} values, got {len(value)}")
+        wanted = "1 value" if ndim == 1 else f"1 or {ndim} values"
+        raise ValueError(f"{info.field_name} needs {wanted}, got {len(value)}")
     return value
 
 
