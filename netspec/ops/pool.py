@@ -24,6 +24,7 @@ from netspec.ops.base import (
     OnnxIO,
     OnnxNode,
     Op,
+    OpsetError,
     Params,
     Shape,
     expect_rank,
@@ -51,9 +52,9 @@ class PoolNd(Op):
     kernel: Sizes
     stride: Sizes | None = None
     padding: PaddingAttr = 0
-    # Trap: with ceil_mode, a last window that would start in the right padding is dropped
-    # (PyTorch, onnxruntime, window.out_size), but ONNX 1.23 shape inference still counts it;
-    # the examples avoid that case so the contract test's shape-inference check stays exact.
+    # With ceil_mode, a last window that would start in the right padding is dropped (PyTorch,
+    # onnxruntime, window.out_size, and ONNX's MaxPool/AveragePool since opset 22; earlier
+    # versions count it): below opset 22 the export spells ceil_mode out as end padding.
     ceil_mode: bool = False
 
     ndim: ClassVar[int] = 2
@@ -88,15 +89,17 @@ class PoolNd(Op):
         dims = "channels, length" if self.ndim == 1 else "channels, height, width"
         expect_rank(self.kind(), x, (self.ndim + 1,), dims)
         pads, out = self._geometry(x)
-        k, _, d = self._kernel()
-        for (lo, _), kk, dd in zip(pads, k, d, strict=True):
-            span = dd * (kk - 1) + 1
-            if lo >= span:
-                # The first window would see padding only: a max of -inf, a mean over nothing.
+        k, _, _ = self._kernel()
+        for (lo, hi), kk in zip(pads, k, strict=True):
+            if max(lo, hi) >= kk:
+                # A window could see padding only (a max of -inf, a mean over nothing), and
+                # onnxruntime refuses such a model: its rule is each pad < kernel.
+                side = "begin" if lo >= kk else "end"
                 raise ShapeError(
-                    f"padding {lo} must be smaller than the window span {span} (kernel {kk}): "
-                    f"the first window would cover padding only",
-                    hint="PyTorch's rule is padding <= kernel / 2",
+                    f"padding {lo}+{hi} must be smaller than the kernel {kk} on each side "
+                    f"(the {side} padding is not): a window would cover padding only",
+                    hint="ONNX and onnxruntime need pads < kernel; PyTorch's rule is padding "
+                    "<= kernel / 2",
                 )
         return (x[0], *out)
 
@@ -120,16 +123,46 @@ class PoolNd(Op):
         return pad_input(x, full, value), pads, out
 
     def _onnx_attrs(self, io: OnnxIO) -> dict[str, Any]:
-        k, s, _ = self._kernel()
-        pads, _ = self._geometry(io.input_shapes[0])
+        k, s, d = self._kernel()
+        pads, out = self._geometry(io.input_shapes[0])
+        sizes = io.input_shapes[0][1:]
+        ends = [hi for _, hi in pads]
+        ceil = self.ceil_mode
+        if ceil and io.opset < 22 and out != self._counted_before_22(sizes, pads):
+            # ONNX before opset 22 keeps a ceil window that starts in the right padding; give
+            # floor mode the end padding that yields exactly our windows instead.
+            ends = [
+                (o - 1) * ss + dd * (kk - 1) + 1 - h - lo
+                for h, kk, ss, dd, (lo, _), o in zip(sizes, k, s, d, pads, out, strict=True)
+            ]
+            self._check_spelled_out_ceil(ends, pads, k)
+            ceil = False
         attrs: dict[str, Any] = {
             "kernel_shape": list(k),
             "strides": list(s),
-            "pads": [lo for lo, _ in pads] + [hi for _, hi in pads],
+            "pads": [lo for lo, _ in pads] + ends,
         }
-        if self.ceil_mode:
+        if ceil:
             attrs["ceil_mode"] = 1
         return attrs
+
+    def _counted_before_22(self, sizes: Sequence[int], pads: Pads) -> tuple[int, ...]:
+        """The output size ONNX's pools defined before opset 22: ceil, no window dropped."""
+        k, s, d = self._kernel()
+        return tuple(
+            -(-(h + lo + hi - dd * (kk - 1) - 1) // ss) + 1
+            for h, kk, ss, dd, (lo, hi) in zip(sizes, k, s, d, pads, strict=True)
+        )
+
+    def _check_spelled_out_ceil(
+        self, ends: Sequence[int], pads: Pads, kernel: Sequence[int]
+    ) -> None:
+        """Refuse what end padding cannot stand in for ceil_mode: onnxruntime's pad < kernel."""
+        if any(e >= kk for e, kk in zip(ends, kernel, strict=True)):
+            raise OpsetError(
+                f"{self.kind()} with ceil_mode needs opset 22 here (before it, ONNX counts a "
+                "last window that starts in the right padding)"
+            )
 
 
 class MaxPoolNd(PoolNd):
@@ -278,6 +311,17 @@ class AvgPoolNd(PoolNd):
         attrs = self._onnx_attrs(io)
         attrs["count_include_pad"] = int(self.count_include_pad)
         return [OnnxNode("AveragePool", (io.inputs[0],), (io.output,), attrs)]
+
+    def _check_spelled_out_ceil(
+        self, ends: Sequence[int], pads: Pads, kernel: Sequence[int]
+    ) -> None:
+        super()._check_spelled_out_ceil(ends, pads, kernel)
+        # Counted padding would count the added end padding too: PyTorch clips a ceil window
+        # to the padded extent before it counts.
+        if self.count_include_pad and any(e > hi for e, (_, hi) in zip(ends, pads, strict=True)):
+            raise OpsetError(
+                f"{self.kind()} with ceil_mode and count_include_pad needs opset 22 here"
+            )
 
 
 class MaxPool2d(MaxPoolNd):

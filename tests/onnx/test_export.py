@@ -353,3 +353,32 @@ def test_probabilities_are_the_loss_activation_of_the_outputs_whatever_the_last_
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
     numpy_probs = api._predict_numpy(net, xs, params, batch=4, logits=False)["out.probs"]
     np.testing.assert_allclose(probs, numpy_probs, rtol=1e-5, atol=1e-7)
+
+
+# Pools whose ceil_mode window would start in the right padding: netspec, PyTorch and
+# onnxruntime drop it, ONNX's operators before opset 22 count it.
+CEIL_POOLS = [
+    "maxpool2d(2, padding=1, ceil_mode=true)",
+    "maxpool1d(2, stride=3, ceil_mode=true)",
+    "avgpool2d(2, padding=1, ceil_mode=true)",
+    "avgpool2d(2, padding=1, ceil_mode=true, count_include_pad=true)",
+    "avgpool2d(2, ceil_mode=true, count_include_pad=true)",  # hangs past the end: no change
+]
+
+
+@pytest.mark.parametrize("opset", [MIN_OPSET, 21, 22])
+@pytest.mark.parametrize("pool", CEIL_POOLS)
+def test_ceil_mode_pools_export_exactly_at_every_opset_or_name_the_one_they_need(
+    analyse: Callable[[str], Analysis], pool: str, opset: int
+) -> None:
+    shape = "[2, 7]" if "1d" in pool else "[2, 5, 7]"
+    net = analyse(f"network P {{\n  input x: {shape}\n  {pool}\n  flatten\n  dense(2)\n}}\n")
+    params, xs = _params(net), _inputs(net, batch=3)
+    try:
+        model = to_onnx_model(net, params, opset=opset, logits=True)
+    except NetspecError as e:  # count_include_pad cannot be spelled out with end padding
+        assert opset < 22 and "count_include_pad" in pool
+        assert "needs opset 22" in e.diagnostics[0].message
+        return
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_allclose(_ort(model, xs), _numpy(net, params, xs), rtol=1e-5, atol=1e-6)

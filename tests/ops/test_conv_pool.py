@@ -373,10 +373,32 @@ def test_pool_stride_defaults_to_the_kernel() -> None:
     assert AvgPool2d(kernel=(2, 3)).infer_shape([(3, 8, 6)]) == (3, 4, 2)
 
 
-def test_pool_rejects_padding_that_leaves_a_window_with_padding_only() -> None:
-    with pytest.raises(ShapeError, match=r"padding 2 must be smaller than the window span 2"):
-        MaxPool2d(kernel=2, padding=2).infer_shape([(1, 6, 6)])
+@pytest.mark.parametrize(
+    ("op", "shape", "says"),
+    [
+        (
+            MaxPool2d(kernel=2, padding=2),
+            (1, 6, 6),
+            "padding 2+2 must be smaller than the kernel 2",
+        ),
+        # The end pad alone: its last window was all padding (-inf; avg divided by -1).
+        (MaxPool1d(kernel=2, padding=(0, 3)), (1, 5), "(the end padding is not)"),
+        (AvgPool1d(kernel=2, padding=(0, 3)), (1, 5), "(the end padding is not)"),
+        # onnxruntime's rule is on the kernel, not on the dilated span.
+        (MaxPool1d(kernel=2, stride=1, padding=2, dilation=3), (1, 8), "(the begin padding"),
+    ],
+)
+def test_pool_padding_must_be_smaller_than_the_kernel_on_each_side(
+    op: Op, shape: Shape, says: str
+) -> None:
+    with pytest.raises(ShapeError) as err:
+        op.infer_shape([shape])
+    assert says in str(err.value) and "onnxruntime need pads < kernel" in (err.value.hint or "")
+
+
+def test_pool_padding_below_the_kernel_passes() -> None:
     assert MaxPool2d(kernel=2, padding=1).infer_shape([(1, 6, 6)]) == (1, 4, 4)
+    assert MaxPool1d(kernel=3, padding=(0, 2)).infer_shape([(1, 5)]) == (1, 2)
 
 
 @pytest.mark.parametrize(
