@@ -287,6 +287,14 @@ def to_onnx_model(
             dtypes[name] = dtype
             graph_inputs.append(_value_info(name, dtype, analysis.shape(name), batch))
             if normalization is not None and name in normalization:
+                if name in net.outputs:  # one ONNX name cannot be the raw and the normalised x
+                    raise NetspecError.at(
+                        f"input '{name}' is also an output of {net.name}, and the model "
+                        "normalises it: the exported graph cannot give the raw input and the "
+                        "normalised one the same name",
+                        node.span,
+                        hint=f"output a copy instead, e.g. `{name}_out = {name} -> identity`",
+                    )
                 alias[name] = _normalize_input(graph, name, *normalization[name])
             continue
         inputs = [alias.get(i, i) for i in node.inputs]

@@ -382,3 +382,15 @@ def test_ceil_mode_pools_export_exactly_at_every_opset_or_name_the_one_they_need
         return
     onnx.checker.check_model(model, full_check=True)
     np.testing.assert_allclose(_ort(model, xs), _numpy(net, params, xs), rtol=1e-5, atol=1e-6)
+
+
+def test_a_normalised_input_that_is_also_an_output_is_refused_with_a_way_out(
+    analyse: Callable[[str], Analysis],
+) -> None:
+    net = analyse("network A {\n  input x: [4]\n  h = dense(3)\n  output x, h\n}\n")
+    stats = {"x": (np.zeros(4, np.float32), np.ones(4, np.float32))}
+    with pytest.raises(NetspecError) as err:  # it failed onnx.checker, "a netspec bug"
+        to_onnx_model(net, _params(net), normalization=stats)
+    (d,) = err.value.diagnostics
+    assert "input 'x' is also an output" in d.message
+    assert d.hint == "output a copy instead, e.g. `x_out = x -> identity`"
