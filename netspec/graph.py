@@ -209,9 +209,30 @@ def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnosti
                     "give one label per output class, in class-index order",
                 )
             )
+    loss = net.train.loss
     for out in net.outputs:
         node = net.node(out)
-        if net.train.loss == "cross_entropy" and node.op.op == "softmax":
+        info = layers.get(out)
+        shape = None if info is None else info.output_shape
+        if shape is not None and loss in ("cross_entropy", "hinge") and len(shape) != 1:
+            diags.append(
+                _error(
+                    node,
+                    f"{loss} needs one score per class, a [K] output; '{out}' gives {list(shape)}",
+                    "end with `flatten` and a `dense(K)` for K classes",
+                )
+            )
+        elif shape == (1,) and loss == "cross_entropy":
+            diags.append(
+                _error(
+                    node,
+                    f"cross_entropy over the one output unit of '{out}' is always 0 (the "
+                    "softmax of one logit is 1): nothing would train",
+                    "for two classes use binary_cross_entropy on dense(1), or dense(2) with "
+                    "cross_entropy",
+                )
+            )
+        if loss == "cross_entropy" and node.op.op == "softmax":
             diags.append(
                 _error(
                     node,
@@ -221,7 +242,7 @@ def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnosti
                     "stable), and export adds it back unless --logits",
                 )
             )
-        if net.train.loss == "binary_cross_entropy" and node.op.op == "sigmoid":
+        if loss == "binary_cross_entropy" and node.op.op == "sigmoid":
             diags.append(
                 _error(
                     node,

@@ -103,3 +103,38 @@ def test_class_labels_must_match_the_output_size(build: Build) -> None:
     _, diags = analyse(net)
     (error,) = diags
     assert "train names 2 labels but 'dense_1' has 3 outputs" in error.message
+
+
+@pytest.mark.parametrize(
+    ("body", "loss", "says"),
+    [
+        (
+            "lstm(6, return_sequences=true)\n dense(3)",
+            "cross_entropy",
+            "cross_entropy needs one score per class, a [K] output; 'dense_1' gives [5, 3]",
+        ),
+        (
+            "reshape([1, 5, 4])\n conv2d(3, [5, 4])",
+            "hinge",
+            "hinge needs one score per class, a [K] output; 'conv2d_1' gives [3, 1, 1]",
+        ),
+        (
+            "flatten\n dense(1)",
+            "cross_entropy",
+            "cross_entropy over the one output unit of 'dense_1' is always 0",
+        ),
+    ],
+)
+def test_a_classification_loss_needs_a_vector_of_class_scores(
+    build: Build, body: str, loss: str, says: str
+) -> None:
+    net = build(f"network N {{ input x: [5, 4]\n {body} }}\ntrain N {{ loss = {loss} }}")
+    _, diags = analyse(net)
+    (error,) = diags
+    assert error.message.startswith(says) and error.hint is not None
+
+
+def test_binary_and_regression_losses_take_any_output_shape(build: Build) -> None:
+    for loss in ("binary_cross_entropy", "mse", "mae"):
+        net = build(f"network N {{ input x: [5, 4]\n dense(1) }}\ntrain N {{ loss = {loss} }}")
+        assert analyse(net)[1] == []
