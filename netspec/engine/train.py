@@ -62,7 +62,7 @@ from netspec.engine.losses import LOSSES, Loss
 from netspec.engine.metrics import CLASSIFICATION_METRICS, compute_metrics
 from netspec.engine.optimizers import make_optimizer
 from netspec.engine.schedules import learning_rate
-from netspec.errors import EXIT_RUNTIME, EXIT_SPEC, NetspecError
+from netspec.errors import EXIT_RUNTIME, EXIT_SPEC, NetspecError, suggest
 from netspec.ir import Analysis
 from netspec.ops.base import Array, Ctx, Params
 from netspec.recipe import BGD, DataSpec, Metric, TrainSpec
@@ -323,11 +323,32 @@ def _stopper(spec: TrainSpec, has_val: bool) -> Stopper | None:
             hint="hold some out with `validation = 0.2`, give `val_data`, or monitor `loss`",
             exit_code=EXIT_SPEC,
         )
+    known = _monitorable(spec, has_val)
+    if es.monitor not in known:  # before an epoch is spent, not after it
+        raise NetspecError.at(
+            f"early stopping monitors '{es.monitor}', which this run does not compute",
+            hint=" ".join(
+                h
+                for h in (suggest(es.monitor, known), f"this run computes {', '.join(known)}")
+                if h
+            ),
+            exit_code=EXIT_SPEC,
+        )
     base = es.monitor.removeprefix("val_")
     mode = es.mode
     if mode == "auto":
         mode = "max" if base in MAX_METRICS or base.startswith("top_") else "min"
     return Stopper(es.monitor, mode, es.patience, es.min_delta)
+
+
+def _monitorable(spec: TrainSpec, has_val: bool) -> list[str]:
+    """The per-epoch numbers a run records that early stopping may watch."""
+    names = ["loss"] + [
+        f"top_{m.k}_accuracy" if m.name == "top_k" else m.name
+        for m in spec.metrics
+        if m.name != "confusion"  # a matrix, not a number
+    ]
+    return names + [f"val_{n}" for n in names] if has_val else names
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -735,7 +756,14 @@ def _save_epoch(
 
 
 def _json(history: list[dict[str, Any]]) -> str:
-    return json.dumps(history, indent=1) + "\n"
+    """history.json: a value that is not finite (a validation loss that overflowed) is null,
+    as JSON has no NaN; readers already take null for "not measured" (val_loss without
+    validation data)."""
+    clean = [
+        {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()}
+        for r in history
+    ]
+    return json.dumps(clean, indent=1, allow_nan=False) + "\n"
 
 
 # ---- evaluation of saved weights -----------------------------------------------------------------

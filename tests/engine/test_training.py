@@ -533,3 +533,41 @@ def test_api_train_resumes_from_a_checkpoint_file_into_its_run_folder(
     again = api.train(small, resume=first.checkpoint_path, epochs=2)
     assert again.weights_path == tmp_path / "run" / "weights.npz"
     assert [h["epoch"] for h in again.history] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("monitor", "hint"),
+    [
+        (
+            "val_acc",
+            "did you mean 'val_accuracy'? this run computes loss, accuracy, val_loss, val_accuracy",
+        ),
+        ("f1", "this run computes loss, accuracy, val_loss, val_accuracy"),
+    ],
+)
+def test_an_early_stopping_monitor_the_run_does_not_compute_is_refused_before_training(
+    tmp_path: Path, monitor: str, hint: str
+) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    a = spec_file(
+        tmp_path,
+        SMALL,
+        SMALL_TRAIN + f'\nearly_stopping = early_stopping(monitor="{monitor}", patience=1)',
+    )
+    assert a.network.train is not None
+    with pytest.raises(NetspecError) as err:
+        loop.fit(a, a.network.train, tmp_path / "run")
+    (d,) = err.value.diagnostics
+    assert d.message == f"early stopping monitors '{monitor}', which this run does not compute"
+    assert d.hint == hint
+    assert not (tmp_path / "run").exists()  # refused before anything ran or was written
+
+
+def test_history_json_stays_json_when_a_validation_loss_is_not_finite() -> None:
+    """JSON has no NaN: such a value (a validation loss that overflowed) is written null."""
+    history = [{"epoch": 1, "loss": 0.5, "val_loss": float("nan"), "val_mse": float("inf")}]
+    text = loop._json(history)
+    (record,) = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert record == {"epoch": 1, "loss": 0.5, "val_loss": None, "val_mse": None}
