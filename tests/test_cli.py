@@ -170,3 +170,19 @@ def test_compile_graph_and_export_refuse_to_overwrite_their_own_spec_or_an_impor
         assert f"the output {target} is this command's input" in err
         assert "choose another output file" in err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    ("command", "name"), [("compile", "m.json"), ("graph", "n.svg"), ("export", "m.onnx")]
+)
+def test_an_output_under_a_file_is_a_clear_error_not_an_internal_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, name: str
+) -> None:
+    spec = write(tmp_path, "network N { input x: [4]\n dense(2) }\n")
+    (tmp_path / "data.npz").write_bytes(b"not a folder")
+    target = tmp_path / "data.npz" / name
+    assert main([command, spec, "-o", str(target)]) == 3
+    err = capsys.readouterr().err
+    assert f"cannot write {target}" in err and "data.npz is a file, not a folder" in err
+    assert "internal error" not in err
+    assert (tmp_path / "data.npz").read_bytes() == b"not a folder"

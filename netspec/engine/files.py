@@ -48,19 +48,35 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             hint="name a file, not a folder",
             exit_code=EXIT_RUNTIME,
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # a file where a folder should be, no permission, a read-only disk
+        raise _cannot_write(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             # mkstemp makes the file private (0600); give it the mode a plain open() would.
             os.fchmod(f.fileno(), 0o666 & ~_umask())
-            write(f)
+            write(f)  # its OSErrors (a full disk) stay OSErrors: train reports them its way
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _cannot_write(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _cannot_write(path: Path, e: OSError) -> NetspecError:
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    return NetspecError.at(
+        f"cannot write {path}: {e.strerror or e}"
+        + (f" ({blocked} is a file, not a folder)" if blocked is not None else ""),
+        hint="choose an output path in a folder you can write to",
+        exit_code=EXIT_RUNTIME,
+    )
 
 
 def _umask() -> int:
