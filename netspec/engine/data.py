@@ -345,11 +345,53 @@ def _finite(a: Array, where: str, what: str) -> None:
         )
 
 
-def prepare_targets(y: Array, output_shape: Shape, task: Task, where: str) -> Array:
+# How far a row of probabilities may sum from 1: float32 softmax outputs over hundreds of
+# classes, or probabilities printed with 6 decimals, are off by well under this.
+_SUM_TOLERANCE = 1e-4
+
+
+def _class_rows(y: Array, soft: bool, where: str) -> Array:
+    """(N, K) targets: class indices (N,) when every row is one-hot, the rows as float32 when
+    they are probability distributions and `soft` allows it; anything else is refused by row."""
+    rows = y.astype(np.float64)
+    sums = rows.sum(axis=1)
+    bad = (rows < 0).any(axis=1) | (rows == 0).all(axis=1) | (np.abs(sums - 1) > _SUM_TOLERANCE)
+    if bad.any():
+        i = int(np.argmax(bad))
+        row = rows[i]
+        if (row < 0).any():
+            why = f"has a negative value ({row[row < 0][0]:g})"
+        elif (row == 0).all():
+            why = "is all zeros, so it names no class"
+        else:
+            why = f"sums to {sums[i]:g}, not 1"
+        kinds = "one-hot rows, or rows of probabilities" if soft else "or one-hot rows"
+        raise _fail(f"{where}: target row {i} {why}", f"give one integer class per sample, {kinds}")
+    one_hot = ((rows == 0) | (rows == 1)).all(axis=1)
+    if one_hot.all():
+        return np.argmax(rows, axis=1)
+    if soft:
+        return rows.astype(np.float32)
+    i = int(np.argmin(one_hot))
+    shown = ", ".join(f"{v:g}" for v in rows[i][:8]) + (", ..." if rows.shape[1] > 8 else "")
+    raise _fail(
+        f"{where}: target row {i} holds probabilities [{shown}], not a one-hot class, "
+        "and this loss needs one class per sample",
+        "cross_entropy takes probability rows; for this loss give one integer class per "
+        "sample or one-hot rows",
+    )
+
+
+def prepare_targets(
+    y: Array, output_shape: Shape, task: Task, where: str, *, soft: bool = False
+) -> Array:
     """Targets in the loss's layout: class indices (N,) for classification, (N, *out) otherwise.
 
-    classification: integer labels in [0, classes), or one-hot rows (converted to indices); a
-    single-output classifier (binary hinge) takes 0/1 or -1/1 targets like a binary one.
+    classification: integer labels in [0, classes), or (N, classes) rows: one-hot rows become
+    indices; rows of probabilities (non-negative, summing to 1) stay (N, classes) float32 when
+    `soft` says the loss takes them (cross-entropy), and are refused otherwise; any other row
+    (all zeros, negative, summing elsewhere) is refused. A single-output classifier (binary
+    hinge) takes 0/1 or -1/1 targets like a binary one.
     """
     if y.dtype.kind not in "biuf":
         raise _fail(f"{where}: the targets have dtype {y.dtype}; netspec reads numbers only")
@@ -362,7 +404,9 @@ def prepare_targets(y: Array, output_shape: Shape, task: Task, where: str) -> Ar
     if task == "classification" and math.prod(output_shape) > 1:
         n_classes = output_shape[-1]
         if y.ndim == 2 and y.shape[1] == n_classes and n_classes > 1:
-            y = np.argmax(y, axis=1)  # one-hot rows
+            y = _class_rows(y, soft, where)
+            if y.ndim == 2:
+                return y  # probabilities, for the loss as they are
         y = y.reshape(y.shape[0], -1)
         if y.shape[1] != 1:
             raise _fail(

@@ -296,3 +296,70 @@ def test_data_override_with_one_file_of_a_two_file_format_is_refused(tmp_path: P
         "features and labels"
     )
     assert 'npy("x.npy", "labels.npy")' in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
+
+
+# ---- (N, K) classification targets: one-hot, probabilities, or refused --------------------------
+
+
+def test_soft_targets_are_kept_as_probabilities_when_the_loss_takes_them() -> None:
+    y = np.array([[0.25, 0.75, 0.0], [0.0, 1.0, 0.0], [0.1, 0.2, 0.7]], np.float64)
+    soft = prepare_targets(y, (3,), "classification", "d.npz", soft=True)
+    assert soft.shape == (3, 3) and soft.dtype == np.float32
+    np.testing.assert_array_equal(soft, y.astype(np.float32))
+
+
+def test_one_hot_rows_become_class_indices_even_where_soft_targets_are_allowed() -> None:
+    y = np.eye(3, dtype=np.float32)[[1, 2, 0]]
+    np.testing.assert_array_equal(
+        prepare_targets(y, (3,), "classification", "d", soft=True), [1, 2, 0]
+    )
+
+
+def test_soft_targets_train_cross_entropy_and_score_metrics_by_their_argmax() -> None:
+    from netspec.engine.losses import CrossEntropy
+    from netspec.engine.metrics import compute_metrics
+    from netspec.recipe import Metric
+
+    y = prepare_targets(
+        np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]), (2,), "classification", "d", soft=True
+    )
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]], np.float32)
+    loss, grad = CrossEntropy()(logits, y)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    assert loss == pytest.approx(-float(np.sum(y * logp)) / 3, rel=1e-6)
+    np.testing.assert_allclose(grad, (np.exp(logp) - y) / 3, rtol=1e-5, atol=1e-7)
+    scores = compute_metrics([Metric(name="accuracy")], logits, y, "classification")
+    assert scores["accuracy"] == pytest.approx(2 / 3)  # true classes 0, 1, 0; predicted 0, 1, 1
+
+
+def test_soft_targets_are_refused_for_a_loss_that_needs_one_class_per_sample() -> None:
+    y = np.array([[0.0, 1.0], [0.4, 0.6]])
+    with pytest.raises(NetspecError) as err:
+        prepare_targets(y, (2,), "classification", "d.npz")
+    d = err.value.diagnostics[0]
+    assert d.message == (
+        "d.npz: target row 1 holds probabilities [0.4, 0.6], not a one-hot class, "
+        "and this loss needs one class per sample"
+    )
+    assert "cross_entropy" in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
+
+
+@pytest.mark.parametrize(
+    ("rows", "why"),
+    [
+        ([[0, 1, 0], [0, 0, 0], [0, 0, 0]], "target row 1 is all zeros, so it names no class"),
+        ([[0, 1, 0], [0, 0.5, 3]], "target row 1 sums to 3.5, not 1"),
+        ([[1, 1, 0]], "target row 0 sums to 2, not 1"),
+        ([[0, 1, 0], [1, 0, 0], [-0.5, 1, 0.5]], "target row 2 has a negative value (-0.5)"),
+    ],
+)
+def test_rows_that_are_neither_one_hot_nor_probabilities_are_refused_by_row(
+    rows: list[list[float]], why: str
+) -> None:
+    """They were argmaxed: all-zero rows became class 0, [0, 0.5, 3] became class 2."""
+    for soft in (False, True):
+        with pytest.raises(NetspecError) as err:
+            prepare_targets(np.array(rows, float), (3,), "classification", "d.npz", soft=soft)
+        d = err.value.diagnostics[0]
+        assert d.message == f"d.npz: {why}"
+        assert "one-hot" in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
