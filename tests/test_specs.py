@@ -243,3 +243,22 @@ def test_every_spec_trains_an_epoch_of_its_own_recipe(name: str, tmp_path: Path)
     result = train_loop.fit(analysis, recipe, tmp_path / "run", data=data, epochs=1, batch=4)
     assert len(result.history) == 1 and np.isfinite(result.history[0]["loss"])
     assert (tmp_path / "run" / "weights.npz").is_file()
+
+
+# The recipes whose data ship in specs/data, and what their own training reaches.
+BUNDLED = {
+    "perceptron_and": ("accuracy", 1.0),
+    "perceptron_or": ("accuracy", 1.0),
+    "xor": ("loss", 0.01),
+    "cubic": ("val_mse", 0.05),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_the_smallest_recipes_train_from_their_bundled_data(name: str, tmp_path: Path) -> None:
+    analysis, _ = _analyse(name)
+    recipe = analysis.network.train
+    assert recipe is not None
+    last = train_loop.fit(analysis, recipe, tmp_path).history[-1]
+    key, goal = BUNDLED[name]
+    assert last[key] == goal if key == "accuracy" else last[key] < goal
