@@ -15,6 +15,7 @@ import csv
 import gzip
 import math
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,7 @@ def _check_size(shape: Shape, dtype: np.dtype[Any], available: int, where: str) 
 
 def _read_npy(path: Path, check: _Check, role: str) -> Array:
     _exists(path, "data file")
+    _refuse_gzip(path, "npy")
     with path.open("rb") as f:
         shape, dtype = _npy_header(f, str(path))
         offset = f.tell()
@@ -150,6 +152,7 @@ def _read_npy(path: Path, check: _Check, role: str) -> Array:
 def _read_npz(spec: DataSpec, check: _Check) -> tuple[Array, Array]:
     path = Path(spec.path)
     _exists(path, "data file")
+    _refuse_gzip(path, "npz")
     y_name = str(spec.y)
     try:
         with zipfile.ZipFile(path) as z:
@@ -178,12 +181,42 @@ def _read_npz(spec: DataSpec, check: _Check) -> tuple[Array, Array]:
         raise _fail(f"cannot read {path}: {e}") from None
 
 
-def _open_maybe_gz(path: Path) -> IO[bytes]:
+# What reading a damaged gzip stream raises: BadGzipFile (an OSError) for a bad header or CRC,
+# EOFError for a cut stream, zlib.error (no OSError) for corrupt deflate data.
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)
+_CHUNK = 1 << 24
+
+
+def _gzipped(path: Path) -> bool:
     with path.open("rb") as f:
-        gzipped = f.read(2) == b"\x1f\x8b"
-    if gzipped:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _refuse_gzip(path: Path, fmt: str) -> None:
+    if _gzipped(path):
+        raise _fail(
+            f"{path} is gzip-compressed; gzip is read for IDX and CSV files, not .{fmt}",
+            f"gunzip {path.name} first"
+            + (", or save with np.savez_compressed, which netspec reads" if fmt == "npz" else ""),
+        )
+
+
+def _open_maybe_gz(path: Path) -> IO[bytes]:
+    if _gzipped(path):
         return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile reads bytes
     return path.open("rb")
+
+
+def _read_at_most(f: IO[bytes], size: int) -> bytearray:
+    """Up to `size` bytes, in chunks: a gzip stream's length is known only by reading it, and
+    one read of a header's claimed size would allocate it (terabytes) before finding less."""
+    out = bytearray()
+    while len(out) < size:
+        chunk = f.read(min(_CHUNK, size - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
 def _read_idx(path: Path, check: _Check, role: str) -> Array:
@@ -192,7 +225,7 @@ def _read_idx(path: Path, check: _Check, role: str) -> Array:
     with _open_maybe_gz(path) as f:
         try:
             head = f.read(4)
-        except (OSError, EOFError) as e:
+        except _GZIP_ERRORS as e:
             raise _fail(f"cannot read IDX file {path}: {e}") from None
         if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES:
             raise _fail(
@@ -209,17 +242,25 @@ def _read_idx(path: Path, check: _Check, role: str) -> Array:
             raise _fail(f"IDX file {path} declares a negative dimension: {list(shape)}")
         check(shape, str(path), role)
         dtype = np.dtype(_IDX_DTYPES[head[2]])
-        count = math.prod(shape)
+        size = math.prod(shape) * dtype.itemsize
         if not isinstance(f, gzip.GzipFile):  # a gzip stream's length is known only by reading
             _check_size(shape, dtype, path.stat().st_size - f.tell(), str(path))
         try:
-            raw = f.read(count * dtype.itemsize)
-        except (OSError, EOFError) as e:  # a corrupt gzip stream
+            raw = _read_at_most(f, size)
+            more = len(raw) == size and f.read(1) != b""
+        except _GZIP_ERRORS as e:  # a corrupt gzip stream
             raise _fail(f"cannot read IDX file {path}: {e}") from None
-    if len(raw) != count * dtype.itemsize:
+    hint = "the file is truncated or corrupt: write it again"
+    if len(raw) != size:
         raise _fail(
             f"IDX file {path} is truncated: its header declares {list(shape)} "
-            f"({count * dtype.itemsize} bytes) but {len(raw)} bytes follow"
+            f"({size:,} bytes) but {len(raw):,} bytes follow",
+            hint,
+        )
+    if more:
+        raise _fail(
+            f"IDX file {path} declares {list(shape)} ({size:,} bytes) but more data follows",
+            "the header and the data disagree: write the file again",
         )
     return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -240,14 +281,17 @@ def _read_csv(spec: DataSpec) -> tuple[Array, Array]:
     """
     path = Path(spec.path)
     _exists(path, "data file")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        opener = gzip.open if _gzipped(path) else open
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
             rows = [r for r in csv.reader(f, delimiter=delimiter) if r]
     except UnicodeDecodeError as e:
         raise _fail(f"CSV file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x})") from None
     except csv.Error as e:
         raise _fail(f"CSV file {path} cannot be parsed: {e}") from None
+    except _GZIP_ERRORS as e:
+        raise _fail(f"cannot read CSV file {path}: {e}") from None
     if not rows:
         raise _fail(f"CSV file {path} is empty")
     header: list[str] | None = None

@@ -363,3 +363,87 @@ def test_rows_that_are_neither_one_hot_nor_probabilities_are_refused_by_row(
         d = err.value.diagnostics[0]
         assert d.message == f"d.npz: {why}"
         assert "one-hot" in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
+
+
+# ---- gzip --------------------------------------------------------------------------------------
+
+
+def test_a_gzipped_idx_whose_header_claims_billions_of_samples_is_truncated_not_out_of_memory(
+    tmp_path: Path,
+) -> None:
+    head = bytes([0, 0, 0x08, 3]) + struct.pack(">3i", 2_000_000_000, 4, 4)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(head + bytes(40 * 16)))
+    write_idx(tmp_path / "y-idx1-ubyte", np.zeros(40, np.uint8), 0x08, False)
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(path), labels=str(tmp_path / "y-idx1-ubyte")), (4, 4))
+    d = err.value.diagnostics[0]
+    assert d.message == (
+        f"IDX file {path} is truncated: its header declares [2000000000, 4, 4] "
+        "(32,000,000,000 bytes) but 640 bytes follow"
+    )
+    assert "truncated or corrupt" in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
+
+
+def test_a_gzipped_idx_with_data_past_its_declared_size_is_refused_like_a_plain_one(
+    tmp_path: Path,
+) -> None:
+    head = bytes([0, 0, 0x08, 1]) + struct.pack(">i", 3)
+    path = tmp_path / "y-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(head + bytes(5)))
+    write_idx(tmp_path / "x-idx2-ubyte", np.zeros((3, 2), np.uint8), 0x08, False)
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(tmp_path / "x-idx2-ubyte"), labels=str(path)), (2,))
+    assert err.value.diagnostics[0].message == (
+        f"IDX file {path} declares [3] (3 bytes) but more data follows"
+    )
+    assert err.value.exit_code == EXIT_RUNTIME
+
+
+def test_a_corrupt_gzip_idx_stream_is_a_message_not_a_zlib_traceback(tmp_path: Path) -> None:
+    raw = gzip.compress(bytes([0, 0, 0x08, 1]) + struct.pack(">i", 5000) + bytes(range(256)) * 20)
+    path = tmp_path / "y-idx1-ubyte.gz"
+    path.write_bytes(raw[:10] + bytes(8) + raw[18:])  # zlib: "invalid stored block lengths"
+    write_idx(tmp_path / "x-idx2-ubyte", np.zeros((5000, 2), np.uint8), 0x08, False)
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(tmp_path / "x-idx2-ubyte"), labels=str(path)), (2,))
+    assert err.value.diagnostics[0].message.startswith(f"cannot read IDX file {path}: ")
+    assert err.value.exit_code == EXIT_RUNTIME
+
+
+@pytest.mark.parametrize("name", ["d.csv.gz", "d.tsv.gz"])
+def test_gzipped_csv_is_read_like_plain_csv(tmp_path: Path, name: str) -> None:
+    sep = "\t" if ".tsv" in name else ","
+    text = f"a{sep}label{sep}b\n1{sep}0{sep}2\n3{sep}1{sep}4\n"
+    (tmp_path / name).write_bytes(gzip.compress(text.encode("utf-8-sig")))
+    ds = load_data(spec(path=str(tmp_path / name), y="label"), (2,))
+    np.testing.assert_array_equal(ds.x, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(ds.y, [0, 1])
+
+
+def test_a_truncated_gzipped_csv_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv.gz"
+    path.write_bytes(gzip.compress(b"a,b\n" + b"1,2\n" * 1000)[:-12])
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(path), y="b"), (1,))
+    assert err.value.diagnostics[0].message.startswith(f"cannot read CSV file {path}: ")
+    assert err.value.exit_code == EXIT_RUNTIME
+
+
+@pytest.mark.parametrize("fmt", ["npy", "npz"])
+def test_gzipped_npy_and_npz_are_refused_with_a_way_out(tmp_path: Path, fmt: str) -> None:
+    plain = tmp_path / f"x.{fmt}"
+    if fmt == "npy":
+        np.save(plain, X)
+        np.save(tmp_path / "y.npy", Y)
+    else:
+        np.savez(plain, x=X, y=Y)
+    path = tmp_path / f"x.{fmt}.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(path), labels=str(tmp_path / "y.npy")), (64,))
+    d = err.value.diagnostics[0]
+    assert d.message == (
+        f"{path} is gzip-compressed; gzip is read for IDX and CSV files, not .{fmt}"
+    )
+    assert f"gunzip {path.name}" in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
