@@ -84,7 +84,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from netspec.viz import curves
 
-    runs = [curves.load_run(Path(r)) for r in args.runs]
+    runs = curves.load_runs([Path(r) for r in args.runs])
     if args.output is not None:
         out = Path(args.output)
     elif len(runs) == 1:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from netspec.engine.checkpoint import CHECKPOINT, HISTORY, load_meta
 from netspec.errors import EXIT_RUNTIME, NetspecError
 
 CURVES = "curves.png"
@@ -32,19 +34,30 @@ def metrics(history: list[dict[str, Any]]) -> list[str]:
     for record in history:
         for key, value in record.items():
             base = key.removeprefix("val_")
-            numeric = isinstance(value, float | int) and not isinstance(value, bool)
-            if numeric and key not in _NOT_METRICS and base not in names:
+            if _number(value) and key not in _NOT_METRICS and base not in names:
                 names.append(base)
     return names
 
 
-def best_epoch(run: Run) -> tuple[str, int] | None:
-    """(metric, epoch) of the best epoch: early stopping's, else the lowest (val_)loss."""
-    if run.best_epoch is not None and run.monitor is not None:
-        return run.monitor.removeprefix("val_"), run.best_epoch
+def _number(value: Any) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def best_epoch(run: Run) -> int | None:
+    """Early stopping's best epoch when it ran, else the epoch of the lowest finite (val_)loss;
+    None when no epoch has one (a NaN or infinite loss is never the best)."""
+    if run.best_epoch is not None:
+        return run.best_epoch
     key = "val_loss" if any(r.get("val_loss") is not None for r in run.history) else "loss"
-    scored = [(r[key], r["epoch"]) for r in run.history if isinstance(r.get(key), float | int)]
-    return ("loss", min(scored)[1]) if scored else None
+    scored = [
+        (r[key], r["epoch"]) for r in run.history if _number(r.get(key)) and math.isfinite(r[key])
+    ]
+    # min() over tuples is the first lowest value; a NaN would compare false and win by position.
+    return min(scored)[1] if scored else None
 
 
 def draw(runs: list[Run], f: IO[bytes], fmt: str = "png") -> int:
@@ -70,24 +83,25 @@ def draw(runs: list[Run], f: IO[bytes], fmt: str = "png") -> int:
             color = colors[k % len(colors)]
             who = f"{run.label} " if len(runs) > 1 else ""
             for key, style, kind in ((name, "-", "train"), (f"val_{name}", "--", "val")):
-                pts = [
-                    (r["epoch"], r[key])
-                    for r in run.history
-                    if isinstance(r.get(key), float | int) and not isinstance(r.get(key), bool)
-                ]
+                pts = [(r["epoch"], r[key]) for r in run.history if _number(r.get(key))]
                 if pts:
                     xs, ys = zip(*pts, strict=True)
                     ax.plot(xs, ys, style, color=color, label=f"{who}{kind}", marker=".")
             best = best_epoch(run)
             if best is not None:
-                ax.axvline(best[1], color=color, linestyle=":", linewidth=1)
+                ax.axvline(best, color=color, linestyle=":", linewidth=1)
                 if i == 0:
-                    ax.plot([], [], ":", color=color, label=f"{who}best (epoch {best[1]})")
+                    ax.plot([], [], ":", color=color, label=f"{who}best (epoch {best})")
             if run.stopped and run.history:
                 last = run.history[-1]["epoch"]
                 ax.axvline(last, color="#555555", linewidth=1)
                 if i == 0:
                     ax.plot([], [], "-", color="#555555", label=f"{who}early stop")
+        epochs = [r["epoch"] for run in runs for r in run.history]
+        if epochs and max(epochs) - min(epochs) < 2:
+            # Too few epochs for MaxNLocator to find whole numbers: it would tick 0.96, 0.98.
+            ax.set_xticks(range(min(epochs), max(epochs) + 1))
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(f, format=fmt, dpi=100)
@@ -111,8 +125,9 @@ def save(runs: list[Run], path: Path) -> int:
 
 
 def load_run(folder: Path) -> Run:
-    """A run folder's history.json (and early stopping's best, from its checkpoint meta)."""
-    path = folder / "history.json" if folder.is_dir() else folder
+    """A run folder's history.json (or that file itself), with early stopping's best epoch,
+    monitor and stop read from the checkpoint.npz beside it when there is one."""
+    path = folder / HISTORY if folder.is_dir() else folder
     if not path.is_file():
         raise NetspecError.at(
             f"no training history at {path}",
@@ -127,18 +142,73 @@ def load_run(folder: Path) -> Run:
         ) from None
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
         raise NetspecError.at(f"{path} is not a netspec history", exit_code=EXIT_RUNTIME)
-    numeric = [
-        k
-        for r in history
-        for k, v in r.items()
-        if k != "epoch" and isinstance(v, int | float) and not isinstance(v, bool)
-    ]
-    if not numeric or not all(isinstance(r.get("epoch"), int) for r in history):
+    numeric = [k for r in history for k, v in r.items() if k != "epoch" and _number(v)]
+    if not numeric or not all(_whole(r.get("epoch")) for r in history):
         raise NetspecError.at(
             f"{path} holds no epochs with numbers to plot", exit_code=EXIT_RUNTIME
         )
-    label = (path.parent if path.name == "history.json" else path).name
-    return Run(label, history)
+    checkpoint = path.parent / CHECKPOINT
+    meta = _checkpoint_meta(checkpoint) if checkpoint.is_file() else {}
+    return run_of(_run_name(path).resolve().name, history, meta.get("early_stopping"), checkpoint)
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    """Every run, labelled by the shortest end of its path that no other run shares
+    (runs/a/Net and runs/b/Net become a/Net and b/Net; a run given twice keeps its name)."""
+    runs = [load_run(p) for p in paths]
+    names = [_run_name(p / HISTORY if p.is_dir() else p).resolve() for p in paths]
+    return [replace(run, label=_label(name, names)) for run, name in zip(runs, names, strict=True)]
+
+
+def run_of(
+    label: str, history: list[dict[str, Any]], early_stopping: Any, source: Path | None = None
+) -> Run:
+    """A run with the early-stopping record a checkpoint keeps (`Stopper.state()`): its best
+    epoch, its monitor and, from its wait and patience, whether it stopped the run."""
+    if early_stopping is None:
+        return Run(label, history)
+    es = early_stopping if isinstance(early_stopping, dict) else {}
+    best, wait = es.get("best_epoch"), es.get("wait")
+    monitor, patience = es.get("monitor"), es.get("patience")
+    if not (
+        (best is None or _whole(best))
+        and _whole(wait)
+        and (monitor is None or isinstance(monitor, str))
+        and (patience is None or _whole(patience))
+    ):
+        raise NetspecError.at(
+            f"{source} is not a netspec checkpoint: its early-stopping record "
+            f"{json.dumps(early_stopping)[:80]} lacks a valid best epoch, wait, monitor or "
+            "patience",
+            exit_code=EXIT_RUNTIME,
+        )
+    # A checkpoint whose record lacks the patience cannot say whether it stopped the run.
+    return Run(label, history, best, monitor, patience is not None and wait > patience)
+
+
+def _checkpoint_meta(path: Path) -> dict[str, Any]:
+    try:
+        return load_meta(path)
+    except NetspecError as e:
+        raise NetspecError.at(
+            f"cannot read early stopping's best epoch from {path}: {e}",
+            hint="move the broken checkpoint away to plot the history alone",
+            exit_code=EXIT_RUNTIME,
+        ) from None
+
+
+def _run_name(history: Path) -> Path:
+    """The path that names a run: its folder, or a history file not called history.json."""
+    return history.parent if history.name == HISTORY else history
+
+
+def _label(name: Path, names: list[Path]) -> str:
+    others = [n for n in names if n != name]
+    parts = name.parts
+    for k in range(1, len(parts) + 1):
+        if all(other.parts[-k:] != parts[-k:] for other in others):
+            return str(Path(*parts[-k:]))
+    return str(name)
 
 
 def after_epoch(
