@@ -45,6 +45,8 @@ class Loss:
     name: ClassVar[str]
     activation: ClassVar[Literal["softmax", "sigmoid"] | None] = None
     task: ClassVar[Task] = "regression"
+    # Takes (N, K) rows of class probabilities as targets, not only one class per sample.
+    soft_targets: ClassVar[bool] = False
 
     def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
         raise NotImplementedError
@@ -79,6 +81,7 @@ class CrossEntropy(Loss):
     name = "cross_entropy"
     activation = "softmax"
     task = "classification"
+    soft_targets = True
 
     def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
         n, k = output.shape

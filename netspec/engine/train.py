@@ -180,7 +180,7 @@ def load_splits(
 
     def load(s: DataSpec) -> Dataset:
         d = load_data(s, io.input_shape, io.input_dtype)
-        y = prepare_targets(d.y, io.output_shape, loss.task, d.source)
+        y = prepare_targets(d.y, io.output_shape, loss.task, d.source, soft=loss.soft_targets)
         return Dataset(d.x, y, d.source)
 
     train = load(source)
@@ -295,11 +295,15 @@ class Stopper:
     best_params: Params | None = field(default=None, repr=False)
 
     def update(self, epoch: int, value: float, params: Params, keep: bool) -> bool:
-        """Record an epoch's value; True when patience has run out."""
-        better = self.best is None or (
-            value < self.best - self.min_delta
-            if self.mode == "min"
-            else value > self.best + self.min_delta
+        """Record an epoch's value; True when patience has run out. A value that is not
+        finite never counts as best (NaN compares false with everything after it)."""
+        better = math.isfinite(value) and (
+            self.best is None
+            or (
+                value < self.best - self.min_delta
+                if self.mode == "min"
+                else value > self.best + self.min_delta
+            )
         )
         if better:
             self.best, self.best_epoch, self.wait = value, epoch, 0
@@ -310,7 +314,15 @@ class Stopper:
         return self.wait > self.patience
 
     def state(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+        """What a checkpoint keeps: resume continues from it, and `plot` draws the best epoch
+        and the stop (wait > patience) of what it monitored."""
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "monitor": self.monitor,
+            "patience": self.patience,
+        }
 
 
 def _stopper(spec: TrainSpec, has_val: bool) -> Stopper | None:
@@ -829,7 +841,8 @@ def evaluate(
     if data is None and spec.val_data is not None:
         source = spec.val_data
     ds = load_data(source, io.input_shape, io.input_dtype)
-    ds = Dataset(ds.x, prepare_targets(ds.y, io.output_shape, loss.task, ds.source), ds.source)
+    y = prepare_targets(ds.y, io.output_shape, loss.task, ds.source, soft=loss.soft_targets)
+    ds = Dataset(ds.x, y, ds.source)
     what = ds.source
     if data is None and spec.val_data is None:
         run = _run_of(weights_path)

@@ -571,3 +571,35 @@ def test_history_json_stays_json_when_a_validation_loss_is_not_finite() -> None:
     text = loop._json(history)
     (record,) = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert record == {"epoch": 1, "loss": 0.5, "val_loss": None, "val_mse": None}
+
+
+def test_a_monitored_value_that_is_not_finite_is_never_the_best() -> None:
+    stopper = loop.Stopper("val_loss", "min", patience=2, min_delta=0.0)
+    params: dict[str, np.ndarray] = {"w": np.zeros(1)}
+    assert not stopper.update(1, float("nan"), params, keep=False)
+    assert not stopper.update(2, 0.5, params, keep=False)  # a NaN first did not block this
+    assert (stopper.best, stopper.best_epoch) == (0.5, 2)
+    assert not stopper.update(3, float("nan"), params, keep=False)
+    assert stopper.best_epoch == 2 and stopper.wait == 1
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "hinge"])
+def test_probability_rows_train_cross_entropy_and_are_refused_by_a_loss_that_needs_classes(
+    tmp_path: Path, loss: str
+) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    soft = np.exp(x[:, :3]) / np.exp(x[:, :3]).sum(axis=1, keepdims=True)
+    np.savez(tmp_path / "d.npz", x=x, y=soft.astype(np.float32))
+    a = spec_file(
+        tmp_path, SMALL, f'data = "d.npz"  loss = {loss}  optimizer = adam(lr=0.01)  epochs = 30'
+    )
+    assert a.network.train is not None
+    if loss == "hinge":
+        with pytest.raises(NetspecError, match="holds probabilities"):
+            loop.fit(a, a.network.train, tmp_path / "run")
+        return
+    history = loop.fit(a, a.network.train, tmp_path / "run").history
+    # Soft targets bound the loss below by their entropy; argmaxed labels would fit past it.
+    entropy = float(-(soft * np.log(soft)).sum(axis=1).mean())
+    assert entropy - 1e-4 <= history[-1]["loss"] < history[0]["loss"]

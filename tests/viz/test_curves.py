@@ -186,10 +186,6 @@ def test_plot_redraws_what_train_drew_for_early_stopping_on_the_training_loss(
     assert curves.best_epoch(curves.Run("M", result.history)) != 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.py's Stopper.state() does not store its monitor and patience yet",
-)
 def test_plot_redraws_the_stop_of_a_trained_run(tmp_path: Path) -> None:
     analysis = api.check(api.load(_early_stopping_spec(tmp_path, "val_accuracy")))
     result = api.train(analysis, tmp_path / "M")
