@@ -8,7 +8,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,8 +180,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         from netspec.engine.files import atomic_write_text
 
-        check_output(args, Path(args.output), spec_files(args))
-        atomic_write_text(Path(args.output), text)
+        atomic_write_text(Path(args.output), text)  # main() has checked -o
         _err(f"wrote {args.output}")
     return 0
 
@@ -206,35 +205,38 @@ _OUTPUT_EXAMPLES = {
 }
 
 
-def check_output(args: argparse.Namespace, output: Path, also: Iterable[Path] = ()) -> None:
-    """Refuse an output path that is a folder or one of the command's inputs (its arguments,
-    and `also`: a spec's imports, known once it is loaded). Every command's -o passes here."""
+def check_output(args: argparse.Namespace, output: Path) -> None:
+    """Refuse an output path that is a folder or one of the command's inputs: a file its
+    arguments name, the files in a run folder it reads, and every file a spec it loads was read
+    from (imports that only give constants too). main() checks -o; commands that pick a
+    default output check that too."""
     from netspec.engine.files import check_output as refuse
 
-    refuse(output, [*_input_paths(args), *also], _OUTPUT_EXAMPLES.get(args.command, "out.dat"))
-
-
-def spec_files(args: argparse.Namespace) -> list[Path]:
-    """The files the command's spec was read from: the spec and every import it pulls in."""
-    from netspec import api
-
-    return api.source_files(args.file, allow_outside_imports=args.allow_outside_imports)
+    refuse(output, _input_paths(args), _OUTPUT_EXAMPLES.get(args.command, "out.dat"))
 
 
 def _input_paths(args: argparse.Namespace) -> list[Path]:
     """Every file a command's arguments name for reading (a run folder: the files in it)."""
+    from netspec import api
+    from netspec.engine.checkpoint import HISTORY, NORMALIZATION, WEIGHTS
+
     paths = [
         Path(value)
         for key in ("file", "model", "data", "resume")
         if isinstance(value := getattr(args, key, None), str)
     ]
+    outside = getattr(args, "allow_outside_imports", False)
+    for key in ("file", "model"):  # a spec's imports
+        spec = getattr(args, key, None)
+        if isinstance(spec, str) and spec.endswith(".net") and Path(spec).is_file():
+            paths += api.source_files(spec, allow_outside_imports=outside)
     for spec in getattr(args, "input", None) or []:  # predict's [NAME=]FILE
         paths += [Path(spec), Path(spec.partition("=")[2])] if "=" in spec else [Path(spec)]
     if isinstance(weights := getattr(args, "weights", None), str):
         folder = Path(weights) if Path(weights).is_dir() else Path(weights).parent
-        paths += [Path(weights), folder / "weights.npz", folder / "normalization.npz"]
+        paths += [Path(weights), folder / WEIGHTS, folder / NORMALIZATION]
     for run in getattr(args, "runs", None) or []:  # plot reads a run's history
-        paths += [Path(run), Path(run) / "history.json"]
+        paths += [Path(run), Path(run) / HISTORY]
     return paths
 
 

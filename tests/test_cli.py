@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from netspec.cli import main
@@ -153,8 +154,8 @@ def test_check_json_answers_every_spec_error_with_json(
     assert errors[0]["location"]["file"].endswith("t.net")
 
 
-@pytest.mark.parametrize("command", ["compile", "graph", "export"])
-def test_compile_graph_and_export_refuse_to_overwrite_their_own_spec_or_an_import(
+@pytest.mark.parametrize("command", ["compile", "graph", "export", "predict"])
+def test_commands_refuse_to_overwrite_their_own_spec_or_an_import(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     (tmp_path / "lib.net").write_text("block B() { dense(W) relu }\n")
@@ -162,10 +163,14 @@ def test_compile_graph_and_export_refuse_to_overwrite_their_own_spec_or_an_impor
     spec = write(
         tmp_path, 'import "lib.net"\nimport "consts.net"\nnetwork N { input x: [4]\n B() }\n'
     )
+    np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))
+    np.savez(tmp_path / "w.npz", **{"dense_1.weight": np.zeros((3, 4), np.float32)})
+    extra = ["--weights", str(tmp_path / "w.npz"), "--input", str(tmp_path / "x.npy")]
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     targets = ("t.net", "./t.net", "lib.net", "consts.net")
     for target in (str(tmp_path / t) for t in targets):
-        assert main([command, spec, "-o", target]) == 2
+        args = [command, spec, "-o", target, *(extra if command == "predict" else [])]
+        assert main(args) == 2
         err = capsys.readouterr().err
         assert f"the output {target} is this command's input" in err
         assert "choose another output file" in err

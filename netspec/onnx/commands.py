@@ -127,7 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         out = _weights_file(args.weights).parent / f"{net.name}.onnx"
     else:
         out = Path(f"{net.name}.onnx")
-    cli.check_output(args, out, cli.spec_files(args))
+    cli.check_output(args, out)  # -o or the default beside the weights
     summary = api.export(
         analysis,
         out,

@@ -71,7 +71,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
     analysis, diags = api.analyse_network(net)
     out = Path(args.output) if args.output is not None else Path(f"{net.name}.svg")
-    cli.check_output(args, out, cli.spec_files(args))  # the spec and its imports stay intact
+    cli.check_output(args, out)  # -o or the default: the spec and its imports stay intact
     depth = 10_000 if args.expand else 0 if args.collapse else args.depth
     d = write_graph(analysis, diags, out, depth=depth, shapes=args.shapes, engine=args.engine)
     cli._report(diags)
