@@ -121,6 +121,29 @@ def load_weights(path: Path) -> dict[str, Array]:
     return params
 
 
+def load_normalization(folder: Path, mode: str, input_dtype: str) -> tuple[Array, Array] | None:
+    """The (shift, scale) a run saved beside its weights, when its recipe normalises (`mode`)
+    float inputs; None otherwise (training fits no statistics for token ids), so a file left
+    by another recipe's run is never applied. Read by eval, predict and export alike."""
+    if mode == "none" or input_dtype != "float32":
+        return None
+    path = folder / NORMALIZATION
+    if not path.is_file():
+        raise NetspecError.at(
+            f"the recipe normalises its data ({mode}) but {path} is missing",
+            hint="keep normalization.npz beside weights.npz: it holds the training statistics",
+            exit_code=EXIT_RUNTIME,
+        )
+    stats = load_arrays(path, "normalization file")
+    if "shift" not in stats or "scale" not in stats:
+        raise NetspecError.at(
+            f"{path} holds {sorted(stats)}, not the arrays 'shift' and 'scale'",
+            hint="train again to rewrite it: it holds the training statistics",
+            exit_code=EXIT_RUNTIME,
+        )
+    return stats["shift"], stats["scale"]
+
+
 def weights_file(path: str | Path) -> Path:
     """`--weights` may name the weights file or the run folder that holds it."""
     p = Path(path)

@@ -851,17 +851,9 @@ def evaluate(
             _, ds = split(ds, fraction, _streams(seed)[1])  # the run's own split
             what = f"the validation split ({fraction:g}, seed {seed}) of {ds.source}"
     mode = (spec.data if spec.data is not None else source).normalize
-    if mode != "none":
-        stats_path = weights_path.parent / ckpt.NORMALIZATION
-        if not stats_path.is_file():
-            raise NetspecError.at(
-                f"the recipe normalises its data ({mode}) but {stats_path} is missing",
-                hint="keep normalization.npz beside weights.npz: it holds the training statistics",
-                exit_code=EXIT_RUNTIME,
-            )
-        stats = ckpt.load_arrays(stats_path, "normalization file")
-        norm = Normalizer(stats["shift"], stats["scale"])
-        ds = Dataset(norm(ds.x), ds.y, ds.source)
+    stats = ckpt.load_normalization(weights_path.parent, mode, io.input_dtype)
+    if stats is not None:
+        ds = Dataset(Normalizer(*stats)(ds.x), ds.y, ds.source)
     outputs = predict(Executor(analysis, np.float32), io, params, ds.x)
     wanted = list(spec.metrics)
     names = {m.name for m in wanted}

@@ -234,30 +234,13 @@ def _metadata(model: Path, net: Network | None) -> dict[str, str]:
 
 
 def _normalization(weights: Path, net: Network) -> tuple[Array, Array] | None:
-    """The training statistics saved beside the weights (normalization.npz) when the network's
-    recipe normalises its data; a file there from another recipe's run is not applied."""
-    from netspec.engine.checkpoint import NORMALIZATION, load_arrays
+    """The training statistics beside the weights, when the network's recipe normalises."""
+    from netspec.engine.checkpoint import load_normalization
 
     data = None if net.train is None else net.train.data
     mode = "none" if data is None else data.normalize
-    # Training fits no statistics for integer inputs (token ids), whatever the recipe says.
-    if mode == "none" or getattr(net.inputs[0].op, "dtype", "float32") != "float32":
-        return None
-    path = weights.parent / NORMALIZATION
-    if not path.is_file():
-        raise NetspecError.at(
-            f"the recipe normalises its data ({mode}) but {path} is missing",
-            hint="keep normalization.npz beside weights.npz: it holds the training statistics",
-            exit_code=EXIT_RUNTIME,
-        )
-    stats = load_arrays(path, "normalization file")
-    if "shift" not in stats or "scale" not in stats:
-        raise NetspecError.at(
-            f"{path} holds {sorted(stats)}, not the arrays 'shift' and 'scale'",
-            hint="train again to rewrite it: it holds the training statistics",
-            exit_code=EXIT_RUNTIME,
-        )
-    return stats["shift"], stats["scale"]
+    dtype = getattr(net.inputs[0].op, "dtype", "float32")
+    return load_normalization(weights.parent, mode, dtype)
 
 
 @cli.command("predict")

@@ -603,3 +603,21 @@ def test_probability_rows_train_cross_entropy_and_are_refused_by_a_loss_that_nee
     # Soft targets bound the loss below by their entropy; argmaxed labels would fit past it.
     entropy = float(-(soft * np.log(soft)).sum(axis=1).mean())
     assert entropy - 1e-4 <= history[-1]["loss"] < history[0]["loss"]
+
+
+def test_eval_of_a_token_network_whose_recipe_normalises_needs_no_statistics(
+    tmp_path: Path,
+) -> None:
+    """Training fits none for token ids: eval must not ask for them (export and predict did
+    not)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 10, (40, 5)), y=rng.integers(0, 2, 40))
+    a = spec_file(
+        tmp_path,
+        "input x: int64[5]\n embedding(10, 4)\n flatten\n dense(2)",
+        'data = npz("d.npz", normalize="standard")  loss = cross_entropy  epochs = 1',
+    )
+    assert a.network.train is not None
+    result = loop.fit(a, a.network.train, tmp_path / "run")
+    assert not (tmp_path / "run" / ckpt.NORMALIZATION).exists()
+    assert api.evaluate(a, result.weights_path).samples == 40
