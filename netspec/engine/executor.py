@@ -39,13 +39,16 @@ def state_names(analysis: Analysis) -> list[str]:
     )
 
 
-def activations_after_max(plan: list[Node], outputs: Sequence[str]) -> list[Node]:
+def activations_after_max(
+    plan: list[Node], outputs: Sequence[str], stateless: set[str]
+) -> list[Node]:
     """Run an activation that commutes with max after the max pool it alone feeds.
 
     relu -> maxpool(2) becomes maxpool(2) -> relu: the same values and gradients (see
     Op.commutes_with_max), with the activation's forward and backward on a quarter of the
     data. The pool takes the activation's name and the activation the pool's, so every other
-    node still finds its inputs; neither has parameters, so no name of a weight moves.
+    node still finds its inputs; both must be `stateless` (no parameters, no running state),
+    so that no weight is looked up under the other's name.
     """
     consumers: dict[str, list[Node]] = {}
     for node in plan:
@@ -64,6 +67,7 @@ def activations_after_max(plan: list[Node], outputs: Sequence[str]) -> list[Node
             and pool.op.takes_max
             and pool.inputs == (node.name,)
             and node.name not in outputs
+            and {node.name, pool.name} <= stateless
         ):
             out.append(_renamed(pool, node.name, node.inputs))
             out.append(_renamed(node, pool.name, (node.name,)))
@@ -106,7 +110,12 @@ class Executor:
         nodes = {n.name: n for n in analysis.network.nodes}
         plan = [nodes[name] for name in analysis.order]
         if reorder:
-            plan = activations_after_max(plan, self.outputs)
+            stateless = {
+                name
+                for name, info in analysis.layers.items()
+                if not info.param_shapes and not info.state_shapes
+            }
+            plan = activations_after_max(plan, self.outputs, stateless)
         self.steps: list[_Step] = []
         needs: dict[str, bool] = {}
         for node in plan:

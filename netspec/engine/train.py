@@ -472,6 +472,15 @@ def fit(
         history = list(state.meta.get("history", []))
         if stopper is not None and state.meta.get("early_stopping") is not None:
             es = state.meta["early_stopping"]
+            watched = es.get("monitor", stopper.monitor)  # recorded since stop 12
+            if watched != stopper.monitor:  # its best is of another quantity
+                raise NetspecError.at(
+                    f"the run in {resume_from} stopped early on {watched}; the recipe now "
+                    f"monitors {stopper.monitor}, whose values its best cannot be compared with",
+                    hint=f'resume with early_stopping(monitor="{watched}", ...), or start a '
+                    "fresh run with --out",
+                    exit_code=EXIT_RUNTIME,
+                )
             stopper.best, stopper.best_epoch, stopper.wait = (
                 es["best"],
                 es["best_epoch"],

@@ -621,3 +621,17 @@ def test_eval_of_a_token_network_whose_recipe_normalises_needs_no_statistics(
     result = loop.fit(a, a.network.train, tmp_path / "run")
     assert not (tmp_path / "run" / ckpt.NORMALIZATION).exists()
     assert api.evaluate(a, result.weights_path).samples == 40
+
+
+def test_resume_with_another_early_stopping_monitor_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    recipe = SMALL_TRAIN + '\nearly_stopping = early_stopping(monitor="{}", patience=5)'
+    first = spec_file(tmp_path, SMALL, recipe.format("val_loss"))
+    assert first.network.train is not None
+    loop.fit(first, first.network.train, tmp_path / "run", epochs=1)
+    changed = spec_file(tmp_path, SMALL, recipe.format("val_accuracy"))
+    assert changed.network.train is not None
+    with pytest.raises(NetspecError, match="stopped early on val_loss; the recipe now monitors"):
+        loop.fit(changed, changed.network.train, tmp_path / "run", resume_from=tmp_path / "run")
