@@ -39,6 +39,7 @@ from netspec.ops.window import (
     crop,
     dropped_warnings,
     geometry,
+    out_size,
     pad_input,
     scatter_windows,
     tap_regions,
@@ -150,8 +151,8 @@ class PoolNd(Op):
         """The output size ONNX's pools defined before opset 22: ceil, no window dropped."""
         k, s, d = self._kernel()
         return tuple(
-            -(-(h + lo + hi - dd * (kk - 1) - 1) // ss) + 1
-            for h, kk, ss, dd, (lo, hi) in zip(sizes, k, s, d, pads, strict=True)
+            out_size(h, kk, ss, dd, p, ceil=True, drop_padding_start=False)
+            for h, kk, ss, dd, p in zip(sizes, k, s, d, pads, strict=True)
         )
 
     def _check_spelled_out_ceil(

@@ -74,9 +74,20 @@ def resolve_padding(
 
 
 def out_size(
-    size: int, kernel: int, stride: int, dilation: int, pads: tuple[int, int], ceil: bool = False
+    size: int,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    pads: tuple[int, int],
+    ceil: bool = False,
+    drop_padding_start: bool = True,
 ) -> int:
-    """Output length of one spatial dimension; raises ShapeError when the window does not fit."""
+    """Output length of one spatial dimension; raises ShapeError when the window does not fit.
+
+    With ceil, a last window that would start in the right padding is dropped, as PyTorch,
+    onnxruntime and ONNX since opset 22 do; drop_padding_start=False gives the count of ONNX's
+    pools before opset 22, which keep it.
+    """
     span = dilation * (kernel - 1) + 1
     padded = size + pads[0] + pads[1]
     if span > padded:
@@ -91,7 +102,7 @@ def out_size(
     if ceil:
         out = -(-(padded - span) // stride) + 1
         # PyTorch/ONNX: the last window must start inside the input or left padding.
-        if (out - 1) * stride >= size + pads[0]:
+        if drop_padding_start and (out - 1) * stride >= size + pads[0]:
             out -= 1
         return out
     return (padded - span) // stride + 1
