@@ -17,7 +17,7 @@ import json
 import math
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from tokenize import TokenError
@@ -89,20 +89,31 @@ def _scan(z: zipfile.ZipFile, path: Path, what: str) -> None:
 
 def load_arrays(path: Path, what: str = "weights file") -> dict[str, Array]:
     """Every array of an .npz; object (pickled) and non-numeric arrays are refused."""
+    return _read_npz(path, what, None)
+
+
+def _read_npz(path: Path, what: str, names: Collection[str] | None) -> dict[str, Array]:
+    """The arrays `names` (None: all) of an .npz whose every header was checked first; each
+    way an archive can be unreadable becomes one message."""
     if not path.is_file():
         raise NetspecError.at(f"{what} {path} does not exist", exit_code=EXIT_RUNTIME)
     try:
         with zipfile.ZipFile(path) as z:
             _scan(z, path, what)
         with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+            wanted = npz.files if names is None else [k for k in npz.files if k in names]
+            return {k: npz[k] for k in wanted}
     except ValueError as e:  # numpy's refusal of object arrays, and malformed headers
         raise _refuse(f"{what} {path} cannot be read without unpickling ({e})") from None
-    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as e:
-        raise NetspecError.at(
-            f"{what} {path} is not a readable .npz archive: {e}", exit_code=EXIT_RUNTIME
-        ) from None
-    except (NotImplementedError, RuntimeError) as e:  # zipfile: encrypted, unknown compression
+    except (
+        OSError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        zlib.error,
+        NotImplementedError,  # zipfile: an unknown compression
+        RuntimeError,  # zipfile: encrypted
+    ) as e:
         raise NetspecError.at(
             f"{what} {path} is not a readable .npz archive: {e}", exit_code=EXIT_RUNTIME
         ) from None
@@ -239,24 +250,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
 def load_meta(path: Path) -> dict[str, Any]:
     """Only the JSON record of checkpoint `path`: its arrays' headers are checked, but no
     weights or optimizer moments are read."""
-    if not path.is_file():
-        raise NetspecError.at(f"checkpoint {path} does not exist", exit_code=EXIT_RUNTIME)
-    try:
-        with zipfile.ZipFile(path) as z:
-            _scan(z, path, "checkpoint")
-        with np.load(path, allow_pickle=False) as npz:
-            if "meta" not in npz.files:
-                raise NetspecError.at(f"{path} is not a netspec checkpoint", exit_code=EXIT_RUNTIME)
-            array = npz["meta"]
-    except (ValueError, OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
-        raise NetspecError.at(
-            f"checkpoint {path} is not a readable .npz archive: {e}", exit_code=EXIT_RUNTIME
-        ) from None
-    except (zlib.error, NotImplementedError, RuntimeError) as e:  # compression, encryption
-        raise NetspecError.at(
-            f"checkpoint {path} is not a readable .npz archive: {e}", exit_code=EXIT_RUNTIME
-        ) from None
-    return _meta(array, path)
+    arrays = _read_npz(path, "checkpoint", ("meta",))
+    if "meta" not in arrays:
+        raise NetspecError.at(f"{path} is not a netspec checkpoint", exit_code=EXIT_RUNTIME)
+    return _meta(arrays["meta"], path)
 
 
 def _check_optimizer(state: dict[str, Array], params: dict[str, Array], path: Path) -> None:
