@@ -240,14 +240,14 @@ def train(
     Writes weights.npz, history.json and checkpoint.npz into `out_dir` (default: the resumed
     run's folder, else runs/<network>/). `resume` names a run folder or its checkpoint.npz.
     """
+    from netspec.engine.checkpoint import resume_checkpoint
     from netspec.engine.data import with_path
     from netspec.engine.train import fit, require_recipe
 
     spec = require_recipe(analysis)
-    if out_dir is None and resume is not None:  # the run folder, or the checkpoint in it
-        out_dir = Path(resume).parent if Path(resume).is_file() else resume
+    checkpoint = None if resume is None else resume_checkpoint(Path(resume))
     if out_dir is None:
-        out_dir = Path("runs") / analysis.network.name
+        out_dir = checkpoint.parent if checkpoint else Path("runs") / analysis.network.name
     return fit(
         analysis,
         spec,
@@ -257,7 +257,7 @@ def train(
         batch=batch,
         lr=lr,
         seed=seed,
-        resume_from=None if resume is None else Path(resume),
+        resume_from=checkpoint,
         progress=progress,
     )
 

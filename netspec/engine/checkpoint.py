@@ -155,6 +155,26 @@ def load_normalization(folder: Path, mode: str, input_dtype: str) -> tuple[Array
     return stats["shift"], stats["scale"]
 
 
+def resume_checkpoint(path: Path, example: Path | None = None) -> Path:
+    """The checkpoint a resume means: PATH/checkpoint.npz for a run folder, or PATH itself
+    when it names a file (the run then continues in that file's folder). `example` is a run
+    folder for the hint."""
+    hint = f"--resume takes the folder of an earlier run (the one holding {CHECKPOINT})" + (
+        f", e.g. --resume {example}" if example is not None else ""
+    )
+    if path.is_dir():
+        if not (path / CHECKPOINT).is_file():
+            raise NetspecError.at(
+                f"{path} holds no {CHECKPOINT} to resume from", hint=hint, exit_code=EXIT_RUNTIME
+            )
+        return path / CHECKPOINT
+    if path.is_file():
+        return path
+    raise NetspecError.at(
+        f"no run to resume at {path}: it does not exist", hint=hint, exit_code=EXIT_RUNTIME
+    )
+
+
 def weights_file(path: str | Path) -> Path:
     """`--weights` may name the weights file or the run folder that holds it."""
     p = Path(path)

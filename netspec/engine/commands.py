@@ -186,35 +186,15 @@ def _guard_training(analysis: Analysis, args: argparse.Namespace) -> tuple[Path,
     default = Path(f"runs/{analysis.network.name}")
     if spec is None:  # api.train says how to write a train section
         return Path(args.out) if args.out is not None else default, None
-    resume = None if args.resume is None else _resume_checkpoint(Path(args.resume), default)
+    from netspec.engine.checkpoint import resume_checkpoint
+
+    resume = None if args.resume is None else resume_checkpoint(Path(args.resume), default)
     out = Path(args.out) if args.out is not None else resume.parent if resume else default
     slots = len(make_optimizer(spec.optimizer).slots)
     batch = args.batch if args.batch is not None else spec.batch
     check_memory(estimate(analysis, batch, slots), args.max_memory)
     check_output_dir(out, checkpoint_bytes(analysis, slots))
     return out, resume
-
-
-def _resume_checkpoint(path: Path, example: Path) -> Path:
-    """The checkpoint `--resume PATH` means: PATH/checkpoint.npz for a run folder, or PATH
-    itself when it names a file (the run then continues in that file's folder)."""
-    from netspec.engine.checkpoint import CHECKPOINT
-
-    hint = (
-        f"--resume takes the folder of an earlier run (the one holding {CHECKPOINT}), "
-        f"e.g. --resume {example}"
-    )
-    if path.is_dir():
-        if not (path / CHECKPOINT).is_file():
-            raise NetspecError.at(
-                f"{path} holds no {CHECKPOINT} to resume from", hint=hint, exit_code=EXIT_RUNTIME
-            )
-        return path / CHECKPOINT
-    if path.is_file():
-        return path
-    raise NetspecError.at(
-        f"no run to resume at {path}: it does not exist", hint=hint, exit_code=EXIT_RUNTIME
-    )
 
 
 @command("eval")
