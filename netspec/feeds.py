@@ -15,6 +15,7 @@ import numpy as np
 
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 from netspec.ops.base import Array
+from netspec.ops.embedding import check_ids
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,8 @@ def validate(signature: Sequence[InputSignature], inputs: Mapping[str, Array]) -
                 hint="the first axis is the batch; a single example needs a batch axis of 1",
                 exit_code=EXIT_RUNTIME,
             )
-        if sig.vocab is not None and arr.size and (arr.min() < 0 or arr.max() >= sig.vocab):
-            raise NetspecError.at(  # the same words as the embedding op of the NumPy engine
-                f"embedding ids must lie in [0, {sig.vocab}), got values from {arr.min()} to "
-                f"{arr.max()}",
-                hint="check the tokeniser's vocabulary size against `embedding(vocab, ...)`",
-                exit_code=EXIT_RUNTIME,
-            )
+        if sig.vocab is not None:
+            check_ids(arr, sig.vocab)
         out[name] = arr.astype(sig.dtype, copy=False)
     sizes = sorted({a.shape[0] for a in out.values()})
     if len(sizes) > 1:

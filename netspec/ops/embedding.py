@@ -34,14 +34,7 @@ class Embedding(Op):
 
     def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
         ids = xs[0]
-        # NumPy would silently wrap negative ids around the table: refuse them, like torch.
-        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab):
-            raise NetspecError.at(
-                f"embedding ids must lie in [0, {self.vocab}), got values from {ids.min()} to "
-                f"{ids.max()}",
-                hint="check the tokeniser's vocabulary size against `embedding(vocab, ...)`",
-                exit_code=EXIT_RUNTIME,
-            )
+        check_ids(ids, self.vocab)
         return p["weight"][ids], ids  # (N, T, dim)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
@@ -59,3 +52,14 @@ class Embedding(Op):
     def examples(cls) -> list[Example]:
         # For integer inputs low/high is the id range [low, high).
         return [Example(cls(vocab=10, dim=4), ((6,),), low=0, high=10)]
+
+
+def check_ids(ids: Array, vocab: int) -> None:
+    """Refuse ids outside the table: NumPy (and ONNX's Gather) would silently wrap negative
+    ones around it. The NumPy engine and the ONNX input check both call this."""
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+        raise NetspecError.at(
+            f"embedding ids must lie in [0, {vocab}), got values from {ids.min()} to {ids.max()}",
+            hint="check the tokeniser's vocabulary size against `embedding(vocab, ...)`",
+            exit_code=EXIT_RUNTIME,
+        )
