@@ -60,7 +60,7 @@ from netspec.engine.files import atomic_write_text
 from netspec.engine.init import init_params
 from netspec.engine.losses import LOSSES, Loss
 from netspec.engine.metrics import CLASSIFICATION_METRICS, compute_metrics
-from netspec.engine.optimizers import make_optimizer
+from netspec.engine.optimizers import Optimizer, make_optimizer
 from netspec.engine.schedules import learning_rate
 from netspec.errors import EXIT_RUNTIME, EXIT_SPEC, NetspecError, suggest
 from netspec.ir import Analysis
@@ -416,10 +416,12 @@ def fit(
     A resumed run keeps the seed it was started with (its validation split must not change);
     `seed` may only repeat it. Its optimizer must be the one that wrote the checkpoint.
     """
-    state = None
+    state, recorded = None, None
     if resume_from is not None:
         state = ckpt.load_checkpoint(resume_from)
-        seed = _resumed_seed(state.meta, seed, resume_from)
+        recorded = RunRecord.from_meta(state.meta, resume_from)
+        if recorded is not None:
+            seed = _resumed_seed(recorded, seed, resume_from)
     if epochs is not None or batch is not None or seed is not None:
         spec = TrainSpec.model_validate(
             spec.model_dump()
@@ -433,9 +435,10 @@ def fit(
     if lr is not None:
         opt_spec = type(opt_spec).model_validate(opt_spec.model_dump() | {"lr": lr})
     optimizer = make_optimizer(opt_spec)
+    run = RunRecord.of(spec, opt_spec.name)
     if state is not None and resume_from is not None:
-        _check_resumed_optimizer(state, opt_spec.name, optimizer.slots, resume_from)
-        _check_resumed_split(state.meta, spec, resume_from)
+        _check_resumed_optimizer(state, recorded, opt_spec.name, optimizer.slots, resume_from)
+        _check_resumed_split(recorded, run, resume_from)
     loss = LOSSES[spec.loss]
     io = io_of(analysis)
     _check_recipe(spec, loss, io)
@@ -462,33 +465,11 @@ def fit(
     start_epoch = 0
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    if state is not None:
-        expected = {k: tuple(v.shape) for k, v in params.items()}
-        ckpt.check_weights(state.params, expected, f"checkpoint in {resume_from}")
-        params = {k: np.asarray(v, dtype=params[k].dtype) for k, v in state.params.items()}
-        optimizer.load_state_dict(state.optimizer)
-        rng.bit_generator.state = state.meta["rng"]
+    if state is not None and resume_from is not None:
+        params = _restore(state, resume_from, params, optimizer, rng, stopper)
         start_epoch = int(state.meta["epoch"])
         history = list(state.meta.get("history", []))
-        if stopper is not None and state.meta.get("early_stopping") is not None:
-            es = state.meta["early_stopping"]
-            watched = es.get("monitor", stopper.monitor)  # recorded since stop 12
-            if watched != stopper.monitor:  # its best is of another quantity
-                raise NetspecError.at(
-                    f"the run in {resume_from} stopped early on {watched}; the recipe now "
-                    f"monitors {stopper.monitor}, whose values its best cannot be compared with",
-                    hint=f'resume with early_stopping(monitor="{watched}", ...), or start a '
-                    "fresh run with --out",
-                    exit_code=EXIT_RUNTIME,
-                )
-            stopper.best, stopper.best_epoch, stopper.wait = (
-                es["best"],
-                es["best_epoch"],
-                es["wait"],
-            )
-            stopper.best_params = state.best
 
-    run = RunRecord(spec.seed, 0.0 if spec.val_data is not None else spec.validation, opt_spec.name)
     n = len(train)
     size = n if isinstance(opt_spec, BGD) else min(spec.batch, n)
     steps = math.ceil(n / size)
@@ -614,6 +595,11 @@ class RunRecord:
     validation: float  # the fraction split off the training data; 0 with val_data
     optimizer: str | None = None  # the recipe's optimizer name; None in older checkpoints
 
+    @classmethod
+    def of(cls, spec: TrainSpec, optimizer: str) -> RunRecord:
+        """The record of a run made by `spec` (its overrides applied)."""
+        return cls(spec.seed, 0.0 if spec.val_data is not None else spec.validation, optimizer)
+
     def to_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "validation": self.validation, "optimizer": self.optimizer}
 
@@ -644,11 +630,9 @@ class RunRecord:
         return cls(seed, float(fraction), optimizer)
 
 
-def _resumed_seed(meta: dict[str, Any], seed: int | None, path: Path) -> int | None:
-    """The seed a resumed run continues with: its own, recorded in the checkpoint."""
-    run = RunRecord.from_meta(meta, path)
-    if run is None:
-        return seed  # an old checkpoint: the caller's seed or the recipe's, as before
+def _resumed_seed(run: RunRecord, seed: int | None, path: Path) -> int:
+    """The seed a resumed run continues with: its own, recorded in the checkpoint (an older
+    checkpoint has no record: the caller's seed or the recipe's then, as before)."""
     if seed is not None and seed != run.seed:
         raise NetspecError.at(
             f"the run in {path} was seeded with {run.seed}, not {seed}: another seed would "
@@ -660,14 +644,44 @@ def _resumed_seed(meta: dict[str, Any], seed: int | None, path: Path) -> int | N
     return run.seed
 
 
-def _check_resumed_split(meta: dict[str, Any], spec: TrainSpec, path: Path) -> None:
+def _restore(
+    state: ckpt.Checkpoint,
+    path: Path,
+    params: Params,
+    optimizer: Optimizer,
+    rng: np.random.Generator,
+    stopper: Stopper | None,
+) -> Params:
+    """Load a checked checkpoint's weights, optimizer state, random stream and early-stopping
+    state into a fresh run; returns the weights."""
+    expected = {k: tuple(v.shape) for k, v in params.items()}
+    ckpt.check_weights(state.params, expected, f"checkpoint in {path}")
+    restored = {k: np.asarray(v, dtype=params[k].dtype) for k, v in state.params.items()}
+    optimizer.load_state_dict(state.optimizer)
+    rng.bit_generator.state = state.meta["rng"]
+    es = state.meta.get("early_stopping")
+    if stopper is not None and es is not None:
+        watched = es.get("monitor", stopper.monitor)  # recorded since stop 12
+        if watched != stopper.monitor:  # its best is of another quantity
+            raise NetspecError.at(
+                f"the run in {path} stopped early on {watched}; the recipe now monitors "
+                f"{stopper.monitor}, whose values its best cannot be compared with",
+                hint=f'resume with early_stopping(monitor="{watched}", ...), or start a fresh '
+                "run with --out",
+                exit_code=EXIT_RUNTIME,
+            )
+        stopper.best, stopper.best_epoch, stopper.wait = es["best"], es["best_epoch"], es["wait"]
+        stopper.best_params = state.best
+    return restored
+
+
+def _check_resumed_split(recorded: RunRecord | None, run: RunRecord, path: Path) -> None:
     """Refuse a resume whose held-out fraction changed: the split holds out the end of one
     seeded permutation, so another fraction would validate on samples the run trained on."""
-    run = RunRecord.from_meta(meta, path)
-    held_out = 0.0 if spec.val_data is not None else spec.validation
-    if run is None or run.validation == held_out:
+    held_out = run.validation
+    if recorded is None or recorded.validation == held_out:
         return
-    was = f"validation = {run.validation:g}" if run.validation else "val_data"
+    was = f"validation = {recorded.validation:g}" if recorded.validation else "val_data"
     now = f"validation = {held_out:g}" if held_out else "val_data"
     raise NetspecError.at(
         f"the run in {path} held out its validation data with {was}; the recipe now says "
@@ -678,12 +692,15 @@ def _check_resumed_split(meta: dict[str, Any], spec: TrainSpec, path: Path) -> N
 
 
 def _check_resumed_optimizer(
-    state: ckpt.Checkpoint, name: str, slots: Sequence[str], path: Path
+    state: ckpt.Checkpoint,
+    run: RunRecord | None,
+    name: str,
+    slots: Sequence[str],
+    path: Path,
 ) -> None:
     """Refuse to load another optimizer's state: the names of the per-parameter arrays overlap
     (Adam's and momentum's `v`, AdaGrad's and RMSProp's `r`), so it would load without error
     and be applied as something else. Checkpoints without the record are told by those names."""
-    run = RunRecord.from_meta(state.meta, path)
     hint = "resume with the same optimizer or start a fresh run with --out"
     if run is not None and run.optimizer is not None:
         if run.optimizer != name:
