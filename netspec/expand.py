@@ -294,7 +294,7 @@ def _chain(names: list[str]) -> str:
 def _show(v: Any) -> str:
     if isinstance(v, Symbol):
         return f"the unknown name '{v.name}'"
-    return repr(v)
+    return _dsl(v)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,7 +458,7 @@ def _validation_error(
             hint = suggest(str(tag), _quoted(expected)) or f"known: {expected}"
         elif e["type"] in _BOUNDS:
             sign, bound = _BOUNDS[e["type"]]
-            msg = f"{what}: {path} must be {sign} {ctx.get(bound)}, got {got!r}"
+            msg = f"{what}: {path} must be {sign} {ctx.get(bound)}, got {_dsl(got)}"
         elif (
             accepted is not None
             and not isinstance(got, dict)
@@ -477,7 +477,7 @@ def _validation_error(
                 hint = f"write {int(got)}; to divide, `//` keeps an integer where `/` gives a float"
         elif e["type"] == "literal_error":
             expected = str(ctx.get("expected", ""))
-            msg = f"{what}: {path} must be {expected}, got {got!r}"
+            msg = f"{what}: {path} must be {expected}, got {got!r}"  # quoted as the choices are
             hint = suggest(str(got), _quoted(expected))
         else:
             text = str(e["msg"]).removeprefix("Value error, ")

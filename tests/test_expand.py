@@ -113,7 +113,7 @@ def test_block_parameters_are_type_checked(build: Build) -> None:
     (msg,) = errors_of(
         build, 'block B(ch: int) { dense(ch) }\nnetwork N { input x: [4]\n B("wide") }'
     )
-    assert "block B: 'ch' must be int, got 'wide'" in msg
+    assert "block B: 'ch' must be int, got \"wide\"" in msg
 
 
 def test_a_missing_block_parameter_is_named(build: Build) -> None:
