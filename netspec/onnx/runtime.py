@@ -48,11 +48,30 @@ def _fail(message: str, hint: str | None = None, exit_code: int = EXIT_RUNTIME) 
     return NetspecError.at(message, hint=hint, exit_code=exit_code)
 
 
+# The last model read, by (resolved path, mtime, size): predict asks for its inputs, its
+# metadata, a memory estimate and a session, and a large model should be read and checked once.
+_LAST: tuple[tuple[str, int, int], onnx.ModelProto] | None = None
+
+
 def load_model(path: str | Path) -> onnx.ModelProto:
-    """Read and check an ONNX file; a missing, corrupt or invalid file is a clean error."""
+    """Read and check an ONNX file; a missing, corrupt or invalid file is a clean error.
+
+    The model is shared with the caller that read the same unchanged file last: read it only.
+    """
+    global _LAST
     path = Path(path)
     if not path.is_file():
         raise _fail(f"no such ONNX model: {path}")
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if _LAST is not None and _LAST[0] == key:
+        return _LAST[1]
+    model = _read_checked(path)
+    _LAST = (key, model)
+    return model
+
+
+def _read_checked(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except (OSError, DecodeError, ValueError) as e:

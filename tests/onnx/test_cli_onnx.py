@@ -157,3 +157,22 @@ def test_predict_shows_the_class_labels_the_spec_names(
     assert cli.main(["predict", str(model), "--input", str(tmp_path / "x.npy"), "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert "cat:" in out and "dog:" in out
+
+
+def test_predict_reads_and_checks_an_onnx_model_once_and_rereads_a_changed_one(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netspec.onnx import runtime
+
+    reads: list[Path] = []
+    read = runtime._read_checked
+    monkeypatch.setattr(runtime, "_read_checked", lambda p: reads.append(p) or read(p))
+    model = files["weights"].parent / "Tiny.onnx"
+    assert cli.main(["export", str(files["spec"]), "--weights", str(files["weights"])]) == 0
+    argv = ["predict", str(model), "--input", str(files["x"]), "--provider", "cpu"]
+    assert cli.main(argv) == 0  # inputs, metadata, memory estimate and session: one read
+    assert reads == [model]
+    assert cli.main(["export", str(files["spec"]), "-o", str(model), "--logits"]) == 0
+    assert cli.main(argv) == 0  # another model under the same name is read again
+    assert reads == [model, model]
+    assert "fc.probs" not in capsys.readouterr().out.split("provider:")[-1]
