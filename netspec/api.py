@@ -136,7 +136,7 @@ def export(
 
 
 def predict(
-    model: str | Path,
+    model: str | Path | Analysis,
     inputs: dict[str, Any],
     *,
     params: dict[str, Any] | None = None,
@@ -150,9 +150,12 @@ def predict(
     """Outputs by name, and what ran them: an `.onnx` model on onnxruntime (`provider` auto,
     cpu or cuda), or a spec with `params` on the NumPy engine in eval mode. Like an exported
     model, a spec's classifier outputs get the loss's softmax/sigmoid as `<out>.probs`
-    unless `logits`."""
-    path = Path(model)
-    if path.suffix == ".onnx":
+    unless `logits`. `model` may also be a checked spec (an Analysis), which is not read again."""
+    if isinstance(model, Analysis):
+        path, analysis = Path(model.network.source or model.network.name), model
+    else:
+        path, analysis = Path(model), None
+    if path.suffix == ".onnx" and analysis is None:
         from netspec.onnx.runtime import run_onnx
 
         if network is not None:
@@ -166,7 +169,8 @@ def predict(
         )
     if params is None:
         raise NetspecError.at(f"predicting with {path} needs weights", exit_code=EXIT_USAGE)
-    analysis = check(load(path, network, allow_outside_imports=allow_outside_imports))
+    if analysis is None:
+        analysis = check(load(path, network, allow_outside_imports=allow_outside_imports))
     return _predict_numpy(analysis, inputs, params, batch_size, logits, normalization), "numpy"
 
 

@@ -17,7 +17,7 @@ from netspec.engine.guards import DEFAULT_SHARE, parse_limit
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 
 if TYPE_CHECKING:
-    from netspec.ir import Network
+    from netspec.ir import Analysis, Network
     from netspec.ops.base import Array
 
 _SHOWN_ROWS = 20  # predictions printed; -o saves every row
@@ -251,6 +251,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     params = None
     norm = None
     net = None
+    analysis = None
     if model.suffix in (".npz", ".npy"):
         raise NetspecError.at(
             f"the model must be a .net spec, an IR .json or an .onnx model, got {model}",
@@ -270,12 +271,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     else:
         net = api.load(model, args.network, allow_outside_imports=args.allow_outside_imports)
+        analysis = api.check(net)  # read and checked once: the estimate and the run share it
         params = _load_weights(_weights_file(args.weights))
         norm = _normalization(_weights_file(args.weights), net)
     inputs = _inputs(args.input, _input_names(model, net))
-    _guard_memory(args, inputs, net)
+    _guard_memory(args, inputs, analysis)
     outputs, provider = api.predict(
-        args.model,
+        args.model if analysis is None else analysis,
         inputs,
         params=params,
         network=args.network,
@@ -294,22 +296,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _guard_memory(
-    args: argparse.Namespace, inputs: Mapping[str, Array], net: Network | None
+    args: argparse.Namespace, inputs: Mapping[str, Array], analysis: Analysis | None
 ) -> None:
-    """Refuse, before the model runs, one whose memory estimate exceeds --max-memory."""
+    """Refuse, before the model runs, one whose memory estimate exceeds --max-memory
+    (`analysis`: a checked spec; None for an .onnx model)."""
     from netspec.engine.guards import check_memory
 
     rows = max((len(a) if a.ndim else 1 for a in inputs.values()), default=1)
     batch = max(1, min(args.batch_size, rows))
-    if net is None:
+    if analysis is None:
         from netspec.onnx.runtime import estimate_memory, load_model
 
         est = estimate_memory(load_model(args.model), batch, Path(args.model).name)
     else:
-        from netspec import api
         from netspec.engine.guards import estimate
 
-        est = estimate(api.check(net), batch, None)
+        est = estimate(analysis, batch, None)
     check_memory(est, args.max_memory)
 
 
