@@ -10,6 +10,8 @@ An op's fields *are* its DSL attributes (declared once, bounds in their types). 
 - ``forward(xs, p, ctx) -> (y, cache)`` and ``backward(dy, cache, p) -> (dxs, dparams)``, stateless:
   batch-first arrays; ``p`` maps local parameter names to arrays owned by the executor;
 - ``to_onnx(io)``: plain node descriptions (only ``netspec.onnx`` imports onnx);
+- ``torch_forward(torch, xs, p, train)``: the forward pass on torch tensors, which autograd
+  differentiates (only ``netspec.torch`` imports torch: the module is handed in);
 - ``examples()``: valid instances with input shapes, walked by the contract test.
 
 Layouts follow PyTorch/ONNX (conv weight ``(out, in/groups, *kernel)``, dense weight
@@ -19,7 +21,7 @@ Layouts follow PyTorch/ONNX (conv weight ``(out, in/groups, *kernel)``, dense we
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -175,6 +177,16 @@ class Op(BaseModel):
     # ---- ONNX --------------------------------------------------------------------------------
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         """Node descriptions producing ``io.output``; None means the output *is* input 0."""
+        raise NotImplementedError
+
+    # ---- PyTorch -----------------------------------------------------------------------------
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        """The forward pass on batch-first torch tensors, as ``forward`` computes it; autograd
+        gives the backward. ``torch`` is the torch module, handed in so that no op imports it;
+        ``p`` holds this node's parameters and state by local name, and state (running
+        statistics) is updated in place in training, as ``forward`` updates it."""
         raise NotImplementedError
 
     # ---- tests and docs ----------------------------------------------------------------------

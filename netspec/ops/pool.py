@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import ValidationInfo, field_validator
 
 from netspec.errors import ShapeError
 from netspec.ops.base import (
@@ -33,12 +32,9 @@ from netspec.ops.window import (
     PaddingAttr,
     Pads,
     Sizes,
+    Windowed,
     as_tuple,
-    check_padding,
-    check_sizes,
     crop,
-    dropped_warnings,
-    geometry,
     out_size,
     pad_input,
     scatter_windows,
@@ -47,7 +43,7 @@ from netspec.ops.window import (
 )
 
 
-class PoolNd(Op):
+class PoolNd(Windowed):
     """A sliding-window reduction; the stride defaults to the kernel (non-overlapping windows)."""
 
     kernel: Sizes
@@ -58,20 +54,9 @@ class PoolNd(Op):
     # versions count it): below opset 22 the export spells ceil_mode out as end padding.
     ceil_mode: bool = False
 
-    ndim: ClassVar[int] = 2
     positional: ClassVar[tuple[str, ...]] = ("kernel",)
     category: ClassVar[str] = "pool"
     has_torch_twin: ClassVar[bool] = True
-
-    @field_validator("kernel", "stride")
-    @classmethod
-    def _one_per_dim(cls, value: Any, info: ValidationInfo) -> Any:
-        return check_sizes(value, info, cls.ndim)
-
-    @field_validator("padding")
-    @classmethod
-    def _padding_len(cls, value: Any) -> Any:
-        return check_padding(value, cls.ndim)
 
     def _dilation(self) -> tuple[int, ...]:
         return (1,) * self.ndim
@@ -81,14 +66,12 @@ class PoolNd(Op):
         s = k if self.stride is None else as_tuple(self.stride, self.ndim, "stride")
         return k, s, self._dilation()
 
-    def _geometry(self, x: Shape) -> tuple[Pads, tuple[int, ...]]:
-        k, s, d = self._kernel()
-        return geometry(x[1:], k, s, d, self.padding, self.ceil_mode)
+    def _ceil(self) -> bool:
+        return self.ceil_mode
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs
-        dims = "channels, length" if self.ndim == 1 else "channels, height, width"
-        expect_rank(self.kind(), x, (self.ndim + 1,), dims)
+        self._expect_spatial(x)
         pads, out = self._geometry(x)
         k, _, _ = self._kernel()
         for (lo, hi), kk in zip(pads, k, strict=True):
@@ -103,11 +86,6 @@ class PoolNd(Op):
                     "<= kernel / 2",
                 )
         return (x[0], *out)
-
-    def warnings(self, inputs: Sequence[Shape]) -> list[str]:
-        k, s, d = self._kernel()
-        pads, out = self._geometry(inputs[0])
-        return dropped_warnings(inputs[0][1:], k, s, d, pads, out)
 
     def _padded(self, x: Array, value: float) -> tuple[Array, Pads, tuple[int, ...]]:
         """The padded input, its pads, and the output size.
@@ -170,11 +148,6 @@ class MaxPoolNd(PoolNd):
     dilation: Sizes = 1
 
     takes_max: ClassVar[bool] = True
-
-    @field_validator("dilation")
-    @classmethod
-    def _dilation_per_dim(cls, value: Any, info: ValidationInfo) -> Any:
-        return check_sizes(value, info, cls.ndim)
 
     def _dilation(self) -> tuple[int, ...]:
         return as_tuple(self.dilation, self.ndim, "dilation")

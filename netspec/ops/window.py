@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from pydantic import Field, ValidationInfo
+from pydantic import Field, ValidationInfo, field_validator
 
 from netspec.errors import ShapeError
-from netspec.ops.base import Array, Shape
+from netspec.ops.base import Array, Op, Shape, expect_rank
 
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -186,6 +186,52 @@ def dropped_warnings(
     if not parts:
         return []
     return [f"the window never covers {' nor '.join(parts)}: they are silently dropped"]
+
+
+class Windowed(Op):
+    """The base of every conv and pool: a window slid over `ndim` spatial axes after channels.
+
+    It checks the list attributes against `ndim`, finds the geometry (explicit pads and the
+    output size) and warns about rows no window reaches. Subclasses declare the fields
+    themselves (`kernel`, `stride`, `padding`, `dilation`, where their attribute order wants
+    them) and say in `_kernel` what kernel, stride and dilation they mean.
+    """
+
+    ndim: ClassVar[int] = 2
+
+    if TYPE_CHECKING:
+        padding: PaddingAttr
+
+    @field_validator("kernel", "stride", "dilation", check_fields=False)
+    @classmethod
+    def _one_per_dim(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_sizes(value, info, cls.ndim)
+
+    @field_validator("padding", check_fields=False)
+    @classmethod
+    def _padding_len(cls, value: Any) -> Any:
+        return check_padding(value, cls.ndim)
+
+    def _kernel(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(kernel, stride, dilation), one value per spatial axis."""
+        raise NotImplementedError
+
+    def _ceil(self) -> bool:
+        return False
+
+    def _geometry(self, x: Shape) -> tuple[Pads, tuple[int, ...]]:
+        """Explicit pads and the output's spatial sizes for a per-sample input (C, *spatial)."""
+        k, s, d = self._kernel()
+        return geometry(x[1:], k, s, d, self.padding, self._ceil())
+
+    def _expect_spatial(self, x: Shape) -> None:
+        dims = "channels, length" if self.ndim == 1 else "channels, height, width"
+        expect_rank(self.kind(), x, (self.ndim + 1,), dims)
+
+    def warnings(self, inputs: Sequence[Shape]) -> list[str]:
+        k, s, d = self._kernel()
+        pads, out = self._geometry(inputs[0])
+        return dropped_warnings(inputs[0][1:], k, s, d, pads, out)
 
 
 def pad_input(x: Array, pads: Pads, value: float = 0.0) -> Array:

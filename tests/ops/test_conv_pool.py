@@ -12,9 +12,10 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import ValidationError
 
 from netspec.errors import ShapeError
-from netspec.ops import conv
+from netspec.ops import im2col
 from netspec.ops.base import Array, Ctx, Op, Shape
-from netspec.ops.conv import Conv1d, Conv2d, Grid
+from netspec.ops.conv import Conv1d, Conv2d
+from netspec.ops.im2col import Grid
 from netspec.ops.pool import (
     AvgPool1d,
     AvgPool2d,
@@ -451,10 +452,10 @@ def test_the_wide_stride_one_grid_equals_the_exact_grid(
 def test_a_batch_split_into_chunks_of_unequal_size_matches_torch(
     op: Conv2d, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # one sample per chunk...
+    monkeypatch.setattr(im2col, "CHUNK_BYTES", 1)  # one sample per chunk...
     _, chunks = op._chunks((4, 6, 5), 5, 8)
     assert [hi - lo for lo, hi, _ in chunks] == [1] * 5
-    monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * chunks[0][2].columns * 4 * 9 * 8)
+    monkeypatch.setattr(im2col, "CHUNK_BYTES", 2 * chunks[0][2].columns * 4 * 9 * 8)
     _, chunks = op._chunks((4, 6, 5), 5, 8)  # ...then two, two and a last one of one
     assert [hi - lo for lo, hi, _ in chunks] == [2, 2, 1]
 
