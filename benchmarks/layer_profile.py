@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workloads import LR, MU, TRAINING, batch_of, fresh_params
 
 from netspec.engine.executor import Executor, trainable_names
-from netspec.engine.losses import LOSSES
 from netspec.engine.optimizers import Momentum
+from netspec.losses import LOSSES
 from netspec.ops.base import Ctx
 
 

@@ -14,10 +14,10 @@ import numpy as np
 
 from netspec import api
 from netspec.engine.executor import Executor, trainable_names
-from netspec.engine.init import init_params
-from netspec.engine.losses import LOSSES
 from netspec.engine.optimizers import Momentum
+from netspec.initializers import init_params
 from netspec.ir import Analysis
+from netspec.losses import LOSSES
 from netspec.ops.base import Ctx
 
 ROOT = Path(__file__).resolve().parent.parent

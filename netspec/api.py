@@ -3,20 +3,42 @@
 from netspec import api
 net = api.load("specs/lenet5.net")
 analysis = api.check(net)          # raises NetspecError listing every problem
+
+This module owns policy: the guards (memory, disk, outputs) run here, so a library caller gets
+the same refusals as the command line. Back ends are imported inside the functions that use
+them, so `netspec check` loads neither onnx nor the training engine.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
-from netspec.errors import EXIT_USAGE, Diagnostic, NetspecError
+from netspec import memory, runs
+from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, Diagnostic, NetspecError
 from netspec.expand import expand, load_program
 from netspec.graph import analyse, require
 from netspec.ir import Analysis, Network
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from netspec.training.evaluate import Evaluation
+    from netspec.training.loop import FitResult, Progress
+    from netspec.training.stopping import Stopper
+    from netspec.viz.diagram import Diagram
+
+    Array = np.ndarray[Any, Any]
+
+# --max-memory: a number of bytes, None for no limit, "auto" for a share of what is available.
+MemoryLimit = int | None | Literal["auto"]
+CURVES_INTERVAL_S = 5.0  # curves.png is redrawn at most this often, and once at the end
 
 
 def load(
@@ -91,6 +113,34 @@ def schema() -> dict[str, Any]:
     return Network.model_json_schema()
 
 
+def _limit(max_memory: MemoryLimit) -> int | None:
+    return memory.default_limit() if max_memory == "auto" else max_memory
+
+
+# ---- trained weights --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trained:
+    """Weights saved by a run, with the input statistics its recipe normalised by (if any)."""
+
+    params: dict[str, Any]
+    normalization: tuple[Any, Any] | None
+
+
+def trained(net: Network, weights: str | Path) -> Trained:
+    """The weights at `weights` (a weights.npz or its run folder) and the normalization.npz
+    beside them, which is applied only when the network's recipe normalises."""
+    path = runs.weights_file(weights)
+    data = None if net.train is None else net.train.data
+    mode = "none" if data is None else data.normalize
+    dtype = getattr(net.inputs[0].op, "dtype", "float32") if net.inputs else "float32"
+    return Trained(runs.load_weights(path), runs.load_normalization(path.parent, mode, dtype))
+
+
+# ---- export and inference ----------------------------------------------------------------------
+
+
 def export(
     analysis: Analysis,
     path: str | Path,
@@ -115,7 +165,7 @@ def export(
     from netspec.onnx.export import export_summary, save_model, to_onnx_model
 
     if params is None:
-        from netspec.engine.init import init_params
+        from netspec.initializers import init_params
 
         params = init_params(analysis, np.random.default_rng(seed))
     norm = None
@@ -135,6 +185,51 @@ def export(
     return export_summary(model)
 
 
+def model_inputs(model: str | Path | Analysis) -> list[str]:
+    """The names of a model's inputs: an `.onnx` file's graph inputs, or a spec's."""
+    if isinstance(model, Analysis):
+        return [n.name for n in model.network.inputs]
+    from netspec.onnx.runtime import load_model
+
+    graph = load_model(model).graph
+    inits = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in inits]
+
+
+def model_metadata(model: str | Path | Analysis) -> dict[str, str]:
+    """What a model says of itself: network, loss, labels (an `.onnx` file's metadata props)."""
+    if not isinstance(model, Analysis):
+        from netspec.onnx.runtime import load_model
+
+        return {p.key: p.value for p in load_model(model).metadata_props}
+    net = model.network
+    meta = {"network": net.name}
+    if net.train is not None:
+        meta["loss"] = net.train.loss
+    if net.labels is not None:
+        meta["labels"] = json.dumps(list(net.labels))
+    return meta
+
+
+def read_inputs(path: str | Path) -> dict[str, Any]:
+    """The arrays of one input file: an .npz by name, or an .npy as the one array ''."""
+    import numpy as np
+
+    from netspec.arrays import load_arrays
+
+    path = Path(path)
+    if path.suffix == ".npz":
+        return load_arrays(path, "input file")
+    if not path.is_file():
+        raise NetspecError.at(f"input file {path} does not exist", exit_code=EXIT_RUNTIME)
+    try:
+        return {"": np.load(path, allow_pickle=False)}
+    except (OSError, ValueError, EOFError) as e:
+        raise NetspecError.at(
+            f"input file {path} is not a readable .npy array: {e}", exit_code=EXIT_RUNTIME
+        ) from None
+
+
 def predict(
     model: str | Path | Analysis,
     inputs: dict[str, Any],
@@ -146,21 +241,26 @@ def predict(
     logits: bool = False,
     normalization: tuple[Any, Any] | None = None,
     allow_outside_imports: bool = False,
+    max_memory: MemoryLimit = None,
 ) -> tuple[dict[str, Any], str]:
     """Outputs by name, and what ran them: an `.onnx` model on onnxruntime (`provider` auto,
     cpu or cuda), or a spec with `params` on the NumPy engine in eval mode. Like an exported
     model, a spec's classifier outputs get the loss's softmax/sigmoid as `<out>.probs`
-    unless `logits`. `model` may also be a checked spec (an Analysis), which is not read again."""
+    unless `logits`. `model` may also be a checked spec (an Analysis), which is not read again.
+    A run whose memory estimate exceeds `max_memory` bytes is refused before it starts."""
     if isinstance(model, Analysis):
         path, analysis = Path(model.network.source or model.network.name), model
     else:
         path, analysis = Path(model), None
+    rows = max((len(a) if getattr(a, "ndim", 0) else 1 for a in inputs.values()), default=1)
+    batch = max(1, min(batch_size, rows))
     if path.suffix == ".onnx" and analysis is None:
-        from netspec.onnx.runtime import run_onnx
+        from netspec.onnx.runtime import estimate_memory, load_model, run_onnx
 
         if network is not None:
             raise NetspecError.at(f"{path} holds one network: drop --network", exit_code=EXIT_USAGE)
-
+        est = estimate_memory(load_model(path), batch, path.name)
+        memory.check_memory(est, _limit(max_memory))
         return run_onnx(path, inputs, provider, batch_size)  # type: ignore[arg-type]
     if provider == "cuda":
         raise NetspecError.at(
@@ -171,6 +271,7 @@ def predict(
         raise NetspecError.at(f"predicting with {path} needs weights", exit_code=EXIT_USAGE)
     if analysis is None:
         analysis = check(load(path, network, allow_outside_imports=allow_outside_imports))
+    memory.check_memory(memory.estimate(analysis, batch, None), _limit(max_memory))
     return _predict_numpy(analysis, inputs, params, batch_size, logits, normalization), "numpy"
 
 
@@ -184,19 +285,13 @@ def _predict_numpy(
 ) -> dict[str, Any]:
     import numpy as np
 
-    from netspec.engine.checkpoint import check_weights
     from netspec.engine.executor import Executor
-    from netspec.engine.losses import log_softmax, sigmoid
     from netspec.feeds import InputSignature, validate
+    from netspec.losses import LOSSES
     from netspec.ops.base import Ctx
 
     net = analysis.network
-    expected = {
-        f"{name}.{local}": shape
-        for name, info in analysis.layers.items()
-        for local, shape in {**info.param_shapes, **info.state_shapes}.items()
-    }
-    check_weights(params, expected, "the weights")
+    runs.check_weights(params, runs.expected_shapes(analysis), "the weights")
     signature = [
         InputSignature(
             node.name,
@@ -218,13 +313,53 @@ def _predict_numpy(
         for s in range(0, total, batch)
     ]
     outs = {o: np.concatenate([p[o] for p in parts]) for o in net.outputs}
-    loss = None if logits or net.train is None else net.train.loss
-    for o in net.outputs:  # the loss's activation, as in training and in the exported model
-        if loss == "cross_entropy":
-            outs[f"{o}.probs"] = np.exp(log_softmax(outs.pop(o)))
-        elif loss == "binary_cross_entropy":
-            outs[f"{o}.probs"] = sigmoid(outs.pop(o))
+    loss = None if logits or net.train is None else LOSSES[net.train.loss]
+    if loss is not None and loss.activation is not None:
+        # The loss's activation, as in training and in the exported model.
+        for o in net.outputs:
+            outs[f"{o}.probs"] = loss.probabilities(outs.pop(o))
     return outs
+
+
+def save_outputs(path: str | Path, outputs: Mapping[str, Any]) -> None:
+    """Outputs to an .npz by name, or the one output to an .npy, atomically."""
+    from typing import IO
+
+    import numpy as np
+
+    from netspec.arrays import save_arrays
+    from netspec.files import atomic_write
+
+    path = Path(path)
+    if path.suffix == ".npz":
+        save_arrays(path, outputs)
+        return
+    if len(outputs) != 1:
+        raise NetspecError.at(
+            f"the model has {len(outputs)} outputs: save them to an .npz", exit_code=EXIT_USAGE
+        )
+    (array,) = outputs.values()
+
+    def write(f: IO[bytes]) -> None:
+        np.save(f, array)
+
+    atomic_write(path, write)
+
+
+# ---- training -----------------------------------------------------------------------------------
+
+
+def run_folder(
+    analysis: Analysis, out_dir: str | Path | None, resume: str | Path | None
+) -> tuple[Path, Path | None]:
+    """The folder a run writes (`out_dir`, else the resumed run's, else runs/<network>/) and
+    the checkpoint `resume` names (a run folder or its checkpoint.npz), found before anything
+    is created."""
+    default = Path("runs") / analysis.network.name
+    checkpoint = None if resume is None else runs.resume_checkpoint(Path(resume), default)
+    if out_dir is not None:
+        return Path(out_dir), checkpoint
+    return (checkpoint.parent if checkpoint is not None else default), checkpoint
 
 
 def train(
@@ -237,25 +372,32 @@ def train(
     lr: float | None = None,
     seed: int | None = None,
     resume: str | Path | None = None,
-    progress: Any = None,
-) -> Any:
+    progress: Progress | None = None,
+    max_memory: MemoryLimit = "auto",
+    curves: bool = True,
+) -> FitResult:
     """Train by the network's `train` section (arguments override it); returns a FitResult.
 
-    Writes weights.npz, history.json and checkpoint.npz into `out_dir` (default: the resumed
-    run's folder, else runs/<network>/). `resume` names a run folder or its checkpoint.npz.
+    Writes weights.npz, history.json and checkpoint.npz (and curves.png, with matplotlib and
+    `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/).
+    `resume` names a run folder or its checkpoint.npz. Before anything is allocated, a run
+    whose memory estimate exceeds `max_memory` bytes ("auto": a share of the memory available;
+    None: no limit), or whose folder cannot be written or lacks room, is refused.
     """
-    from netspec.engine.checkpoint import resume_checkpoint
-    from netspec.engine.data import with_path
-    from netspec.engine.train import fit, require_recipe
+    from netspec.engine.trainer import fit
+    from netspec.training.data import with_path
+    from netspec.training.plan import require_recipe
 
     spec = require_recipe(analysis)
-    checkpoint = None if resume is None else resume_checkpoint(Path(resume))
-    if out_dir is None:
-        out_dir = checkpoint.parent if checkpoint else Path("runs") / analysis.network.name
+    out, checkpoint = run_folder(analysis, out_dir, resume)
+    slots = len(spec.optimizer.slots)
+    est = memory.estimate(analysis, batch if batch is not None else spec.batch, slots)
+    memory.check_memory(est, _limit(max_memory))
+    memory.check_output_dir(out, memory.checkpoint_bytes(analysis, slots))
     return fit(
         analysis,
         spec,
-        Path(out_dir),
+        out,
         data=None if data is None else with_path(spec.data, data),
         epochs=epochs,
         batch=batch,
@@ -263,15 +405,80 @@ def train(
         seed=seed,
         resume_from=checkpoint,
         progress=progress,
+        on_epoch=_Curves() if curves else None,
     )
 
 
-def evaluate(analysis: Analysis, weights: str | Path, *, data: str | Path | None = None) -> Any:
-    """Metrics of saved weights (an Evaluation) on `data`, or the recipe's validation data."""
-    from netspec.engine.data import with_path
-    from netspec.engine.train import evaluate as run_evaluation
-    from netspec.engine.train import require_recipe
+class _Curves:
+    """Redraws a run's curves.png every few seconds at most, and once when the run ends: a
+    redraw costs tens of milliseconds, which a run of short epochs must not pay per epoch."""
+
+    def __init__(self, interval: float = CURVES_INTERVAL_S) -> None:
+        self.interval = interval
+        self.last = -float("inf")
+
+    def __call__(
+        self, out_dir: Path, history: list[dict[str, Any]], stopper: Stopper | None, final: bool
+    ) -> None:
+        if not final and time.perf_counter() - self.last < self.interval:
+            return
+        from netspec.viz.curves import after_epoch  # matplotlib itself only loads when installed
+
+        best = None if stopper is None else stopper.best_epoch
+        monitor = None if stopper is None else stopper.monitor
+        after_epoch(out_dir, history, best, monitor, stopper is not None and stopper.stopped)
+        self.last = time.perf_counter()  # from the end of the drawing
+
+
+def evaluate(
+    analysis: Analysis, weights: str | Path, *, data: str | Path | None = None
+) -> Evaluation:
+    """Metrics of saved weights (an Evaluation) on `data`, or the recipe's validation data;
+    `weights` is a weights.npz or the run folder holding it."""
+    from netspec.engine.trainer import evaluate as run_evaluation
+    from netspec.training.data import with_path
+    from netspec.training.plan import require_recipe
 
     spec = require_recipe(analysis)
     override = None if data is None else with_path(spec.data, data)
-    return run_evaluation(analysis, spec, Path(weights), data=override)
+    return run_evaluation(analysis, spec, runs.weights_file(weights), data=override)
+
+
+# ---- pictures ------------------------------------------------------------------------------------
+
+
+def draw(
+    analysis: Analysis,
+    diags: list[Diagnostic],
+    path: str | Path,
+    *,
+    depth: int | None = None,
+    shapes: bool = True,
+    engine: Literal["netspec", "dot"] = "netspec",
+) -> Diagram:
+    """The network as a diagram (.svg, .png, .dot, .html), drawn even when it has errors."""
+    from netspec.viz.draw import write_graph
+
+    return write_graph(analysis, diags, Path(path), depth=depth, shapes=shapes, engine=engine)
+
+
+def plot(run_dirs: list[str | Path], path: str | Path | None = None) -> tuple[Path, int, int]:
+    """Training curves of runs (folders holding history.json) into one picture: (the file,
+    panels, runs). One run may omit `path`: its curves.png is (re)drawn."""
+    from netspec.viz import curves
+
+    found = curves.load_runs([Path(r) for r in run_dirs])
+    if path is not None:
+        out = Path(path)
+    elif len(found) == 1:
+        first = Path(run_dirs[0])
+        out = (first if first.is_dir() else first.parent) / curves.CURVES
+    else:
+        raise NetspecError.at("several runs need -o, e.g. -o compare.png", exit_code=EXIT_USAGE)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise NetspecError.at(
+            f"cannot draw curves as {out.suffix or 'a file without a suffix'}",
+            hint="use .png, .svg or .pdf",
+            exit_code=EXIT_USAGE,
+        )
+    return out, curves.save(found, out), len(found)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from netspec.callform import call_form
+from netspec.losses import LOSS_NAMES
 
 
 class _Model(BaseModel):
@@ -64,6 +65,11 @@ class _Opt(_Model):
     lr: float = Field(default=0.01, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)  # coupled L2, added to the gradient
 
+    # The per-parameter state the optimizer keeps, by name: a checkpoint stores it as
+    # `optimizer/<slot>.<parameter>`, and every engine keeps these names, so a run resumes on
+    # either engine (and a resume with another optimizer is refused by them).
+    slots: ClassVar[tuple[str, ...]] = ()
+
 
 class BGD(_Opt):
     """Full-batch gradient descent: one step per epoch over the whole training set."""
@@ -77,21 +83,25 @@ class SGD(_Opt):
 
 class Momentum(_Opt):
     name: Literal["momentum"] = "momentum"
+    slots: ClassVar[tuple[str, ...]] = ("v",)
     momentum: float = Field(default=0.9, ge=0, lt=1)
 
 
 class Nesterov(_Opt):
     name: Literal["nesterov"] = "nesterov"
+    slots: ClassVar[tuple[str, ...]] = ("v",)
     momentum: float = Field(default=0.9, ge=0, lt=1)
 
 
 class AdaGrad(_Opt):
     name: Literal["adagrad"] = "adagrad"
+    slots: ClassVar[tuple[str, ...]] = ("r",)
     eps: float = Field(default=1e-7, gt=0)
 
 
 class RMSProp(_Opt):
     name: Literal["rmsprop"] = "rmsprop"
+    slots: ClassVar[tuple[str, ...]] = ("r", "v")
     lr: float = Field(default=0.001, gt=0)
     rho: float = Field(default=0.9, gt=0, lt=1)
     eps: float = Field(default=1e-6, gt=0)
@@ -107,6 +117,7 @@ class RMSProp(_Opt):
 
 class Adam(_Opt):
     name: Literal["adam"] = "adam"
+    slots: ClassVar[tuple[str, ...]] = ("m", "v")
     lr: float = Field(default=0.001, gt=0)
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)
@@ -202,7 +213,10 @@ class Metric(_Model):
 
 MetricArg = Annotated[Metric, call_form({"top_k": ("k",)})]
 
-LossName = Literal["mse", "mae", "cross_entropy", "binary_cross_entropy", "hinge"]
+if TYPE_CHECKING:
+    LossName = str
+else:  # the names of netspec.losses.LOSSES: a loss is declared there, once
+    LossName = Literal[LOSS_NAMES]
 
 
 class TrainSpec(_Model):

@@ -139,9 +139,10 @@ def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
 
 def check_binary_bytes(data: bytes, suffix: str, tmp: Path) -> None:
     """Data (.npz, .npy pair, .idx, .csv) and weight files: loaded, or a NetspecError."""
-    from netspec.engine.checkpoint import load_arrays, load_checkpoint
-    from netspec.engine.data import load_data
+    from netspec.arrays import load_arrays
     from netspec.recipe import DataSpec
+    from netspec.runs import load_checkpoint
+    from netspec.training.data import load_data
 
     path = tmp / f"fuzz{suffix}"
     path.write_bytes(data)

@@ -291,7 +291,7 @@ def test_predict_refuses_over_max_memory_for_specs_and_onnx_models(project: Path
     api.export(analysis, project / "tiny.onnx", None)
     for model in (["tiny.onnx"], ["tiny.net", "--weights", "w.npz"]):
         if model[0] == "tiny.net":
-            from netspec.engine.init import init_params
+            from netspec.initializers import init_params
 
             params = init_params(analysis, np.random.default_rng(0), np.float32)
             np.savez(project / "w.npz", **params)  # type: ignore[arg-type]
@@ -322,8 +322,9 @@ def test_too_little_free_disk_fails_before_training(
 def test_a_disk_that_fills_mid_run_keeps_the_last_good_checkpoint(
     project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from netspec.engine import files, train
-    from netspec.engine.checkpoint import load_checkpoint
+    from netspec import files
+    from netspec.runs import load_checkpoint
+    from netspec.training import loop as train
 
     monkeypatch.setattr(train, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint every epoch
     calls = {"n": 0}
@@ -370,8 +371,8 @@ def test_every_command_that_loads_a_spec_takes_the_flag_its_refusal_names(
     command: str,
 ) -> None:
     from netspec import api
-    from netspec.engine.checkpoint import save_arrays
-    from netspec.engine.init import init_params
+    from netspec.arrays import save_arrays
+    from netspec.initializers import init_params
 
     (tmp_path / "lib.net").write_text("block B() { relu }\n")
     project = tmp_path / "project"

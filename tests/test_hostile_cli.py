@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from netspec.arrays import save_arrays
 from netspec.cli import COMMANDS, main
-from netspec.engine.checkpoint import save_arrays
 from netspec.errors import EXIT_RUNTIME, EXIT_SPEC, EXIT_USAGE
 
 XOR = """
@@ -161,7 +161,7 @@ def test_an_output_that_is_one_of_the_commands_inputs_is_refused_and_left_untouc
     xor: Path, args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from netspec import api
-    from netspec.engine.init import init_params
+    from netspec.initializers import init_params
 
     (xor / "run").mkdir()
     (xor / "sub").mkdir()

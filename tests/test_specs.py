@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from netspec import api
-from netspec.engine import train as train_loop
+from netspec.engine import trainer as train_loop
 from netspec.errors import NetspecError
 from netspec.graph import require
 from netspec.ir import Analysis, Network
 from netspec.recipe import DataSpec
+from netspec.training.plan import io_of
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -215,7 +216,7 @@ RECIPES = sorted(
 
 def _random_data(analysis: Analysis, spec: DataSpec, loss: str, path: Path) -> DataSpec:
     """20 random samples shaped for the network, saved where a copy of the recipe reads them."""
-    io = train_loop.io_of(analysis)
+    io = io_of(analysis)
     rng = np.random.default_rng(0)
     n = 20
     if io.input_dtype.startswith("int"):

@@ -27,7 +27,7 @@ from netspec.ops.base import Array
 class Optimizer:
     """Base: `step(params, grads, lr)` updates every param that has a gradient, in place."""
 
-    slots: tuple[str, ...] = ()  # names of the per-parameter state arrays
+    slots: tuple[str, ...] = ()  # the per-parameter state arrays: the recipe's (recipe._Opt.slots)
     coupled_decay: bool = True
 
     def __init__(self, weight_decay: float) -> None:
@@ -77,7 +77,7 @@ class SGD(Optimizer):
 
 
 class Momentum(Optimizer):
-    slots = ("v",)
+    slots = recipe.Momentum.slots
 
     def __init__(self, weight_decay: float, momentum: float) -> None:
         super().__init__(weight_decay)
@@ -99,7 +99,7 @@ class Nesterov(Momentum):
 
 
 class AdaGrad(Optimizer):
-    slots = ("r",)
+    slots = recipe.AdaGrad.slots
 
     def __init__(self, weight_decay: float, eps: float) -> None:
         super().__init__(weight_decay)
@@ -112,7 +112,7 @@ class AdaGrad(Optimizer):
 
 
 class RMSProp(Optimizer):
-    slots = ("r", "v")
+    slots = recipe.RMSProp.slots
 
     def __init__(
         self, weight_decay: float, rho: float, eps: float, momentum: float, nesterov: bool
@@ -135,7 +135,7 @@ class RMSProp(Optimizer):
 
 
 class Adam(Optimizer):
-    slots = ("m", "v")
+    slots = recipe.Adam.slots
 
     def __init__(self, weight_decay: float, beta1: float, beta2: float, eps: float) -> None:
         super().__init__(weight_decay)

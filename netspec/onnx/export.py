@@ -22,10 +22,10 @@ import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from netspec import __version__
-from netspec.engine.checkpoint import check_weights
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 from netspec.ir import Analysis, Network, Node
 from netspec.ops.base import Array, OnnxNode, OpsetError, Params, Shape
+from netspec.runs import check_weights
 
 MIN_OPSET = 13
 
@@ -422,7 +422,7 @@ def _wire_outputs(graph: _Graph, net: Network, alias: dict[str, str]) -> list[st
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:
     """Write the model atomically: a crash leaves the old file or the new one."""
-    from netspec.engine.files import atomic_write
+    from netspec.files import atomic_write
 
     data = model.SerializeToString()
 

@@ -17,9 +17,9 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from netspec.engine.guards import Estimate
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 from netspec.feeds import InputSignature, validate
+from netspec.memory import Estimate
 from netspec.ops.base import Array
 
 Provider = Literal["auto", "cpu", "cuda"]

@@ -26,16 +26,7 @@ from netspec.ops.base import (
     Shape,
     expect_rank,
 )
-
-
-def _sigmoid(x: Array) -> Array:
-    # Split by sign so exp never overflows.
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1 / (1 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1 + ex)
-    return out
+from netspec.ops.functional import sigmoid, softmax
 
 
 def erf(x: Array) -> Array:
@@ -325,7 +316,7 @@ class Sigmoid(Elementwise):
     has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
-        return _sigmoid(x)
+        return sigmoid(x)
 
     def df(self, x: Array, y: Array) -> Array:
         return y * (1 - y)
@@ -362,7 +353,7 @@ class Softplus(Elementwise):
         return np.logaddexp(0, x).astype(x.dtype, copy=False)  # never overflows
 
     def df(self, x: Array, y: Array) -> Array:
-        return _sigmoid(x)
+        return sigmoid(x)
 
     @classmethod
     def examples(cls) -> list[Example]:
@@ -437,10 +428,10 @@ class Swish(Elementwise):
     has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
-        return x * _sigmoid(x)
+        return x * sigmoid(x)
 
     def df(self, x: Array, y: Array) -> Array:
-        s = _sigmoid(x)
+        s = sigmoid(x)
         return s * (1 + x * (1 - s))
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
@@ -477,8 +468,7 @@ class Softmax(Op):
     def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
         x = xs[0]
         axis = self._axis(x.ndim - 1) + 1
-        e = np.exp(x - x.max(axis=axis, keepdims=True))
-        y = e / e.sum(axis=axis, keepdims=True)
+        y = softmax(x, axis)
         return y, (y, axis)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:

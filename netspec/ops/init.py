@@ -1,6 +1,6 @@
 """Weight initialiser choices as an attribute type: `dense(10, init=he)`, `init=normal(0.02)`.
 
-The values live here (the IR must validate them); the sampling lives in netspec.engine.init.
+The values live here (the IR must validate them); the sampling lives in netspec.initializers.
 """
 
 from __future__ import annotations

@@ -17,14 +17,10 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo
 
 from netspec.errors import ShapeError, suggest
 from netspec.ops.base import Array, Ctx, Example, Grads, OnnxIO, OnnxNode, Op, Params, Shape
+from netspec.ops.functional import sigmoid
 from netspec.ops.init import Init, InitName
 
 WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
-
-def _sigmoid(a: Array) -> Array:
-    # The tanh form never overflows and keeps float32 as float32.
-    return 0.5 * (1 + np.tanh(0.5 * a))
 
 
 def _expect_sequence(x: Shape) -> None:
@@ -393,7 +389,7 @@ class Gru(_Recurrent):
         gh = h @ w_hh.T + b_hh  # (N, 3H)
         gi_r, gi_z, gi_n = np.split(gi, 3, axis=1)
         gh_r, gh_z, gh_n = np.split(gh, 3, axis=1)
-        r, z = _sigmoid(gi_r + gh_r), _sigmoid(gi_z + gh_z)
+        r, z = sigmoid(gi_r + gh_r), sigmoid(gi_z + gh_z)
         n = np.tanh(gi_n + r * gh_n)
         return (1 - z) * n + z * h, None, (r, z, n, gh_n, h)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from netspec.engine.checkpoint import CHECKPOINT, HISTORY, load_meta
 from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.runs import CHECKPOINT, HISTORY, load_meta
 
 CURVES = "curves.png"
 _NOT_METRICS = {"epoch", "seconds", "lr", "step"}
@@ -110,7 +110,7 @@ def draw(runs: list[Run], f: IO[bytes], fmt: str = "png") -> int:
 
 def save(runs: list[Run], path: Path) -> int:
     """Write the curves atomically, the format by the suffix (.png, .svg, .pdf)."""
-    from netspec.engine.files import atomic_write
+    from netspec.files import atomic_write
     from netspec.viz.raster import require_matplotlib
 
     require_matplotlib("plotting curves")

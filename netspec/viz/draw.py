@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO, Literal
 
-from netspec.engine.files import atomic_write, atomic_write_text
 from netspec.errors import EXIT_USAGE, Diagnostic, NetspecError
+from netspec.files import atomic_write, atomic_write_text
 from netspec.ir import Analysis
 from netspec.viz import diagram, dot, raster, scene, svg
 

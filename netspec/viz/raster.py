@@ -117,7 +117,7 @@ def run_dot(dot_text: str, fmt: str) -> bytes:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    from netspec.engine.files import atomic_write
+    from netspec.files import atomic_write
 
     def write(f: IO[bytes]) -> None:
         f.write(data)

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netspec.engine.data import (
+from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.recipe import DataSpec
+from netspec.training.data import (
     Dataset,
     batches,
     fit_normalizer,
@@ -18,8 +20,6 @@ from netspec.engine.data import (
     split,
     with_path,
 )
-from netspec.errors import EXIT_RUNTIME, NetspecError
-from netspec.recipe import DataSpec
 
 RNG = np.random.default_rng(0)
 X = RNG.uniform(0, 16, (12, 64)).astype(np.float32)
@@ -316,9 +316,9 @@ def test_one_hot_rows_become_class_indices_even_where_soft_targets_are_allowed()
 
 
 def test_soft_targets_train_cross_entropy_and_score_metrics_by_their_argmax() -> None:
-    from netspec.engine.losses import CrossEntropy
-    from netspec.engine.metrics import compute_metrics
+    from netspec.losses import CrossEntropy
     from netspec.recipe import Metric
+    from netspec.training.metrics import compute_metrics
 
     y = prepare_targets(
         np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]), (2,), "classification", "d", soft=True

@@ -10,7 +10,7 @@ import pytest
 
 from netspec import api
 from netspec.engine.executor import Executor, state_names, trainable_names
-from netspec.engine.init import init_params
+from netspec.initializers import init_params
 from netspec.ir import Analysis
 from netspec.ops.base import Ctx
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netspec.engine.checkpoint import load_arrays, load_checkpoint
+from netspec.arrays import load_arrays
+from netspec.runs import load_checkpoint
 
 SPEC = """
 network Tiny {
@@ -43,8 +44,8 @@ train Tiny {
 
 CHILD = """
 import os, sys, time
-import netspec.engine.checkpoint as ckpt
-import netspec.engine.train as train
+import netspec.runs as ckpt
+import netspec.training.loop as train
 from netspec.cli import main
 
 train.CHECKPOINT_INTERVAL_S = 0.0

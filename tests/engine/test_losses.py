@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from netspec.engine.losses import LOSSES
+from netspec.losses import LOSSES
 
 RNG = np.random.default_rng(0)
 N, K = 6, 4

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from netspec import recipe
-from netspec.engine.metrics import compute_metrics
-from netspec.engine.schedules import learning_rate
+from netspec.training.metrics import compute_metrics
+from netspec.training.schedules import learning_rate
 
 # ---- schedules -----------------------------------------------------------------------------
 

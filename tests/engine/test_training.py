@@ -10,12 +10,19 @@ import numpy as np
 import pytest
 
 from netspec import api
-from netspec.engine import checkpoint as ckpt
-from netspec.engine import train as loop
+from netspec import runs as ckpt
+from netspec.arrays import load_arrays
+from netspec.engine import trainer as loop
+from netspec.training import loop as training_loop
 from netspec.engine.executor import Executor
-from netspec.engine.losses import LOSSES
+from netspec.engine.penalties import add_penalty, clip
 from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.initializers import init_params
 from netspec.ir import Analysis
+from netspec.losses import LOSSES
+from netspec.runs import history_json
+from netspec.training.plan import io_of, penalised_names, streams
+from netspec.training.stopping import Stopper
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -31,7 +38,7 @@ def spec_file(tmp_path: Path, body: str, train: str) -> Analysis:
 
 
 def outputs(analysis: Analysis, params: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    io = loop.io_of(analysis)
+    io = io_of(analysis)
     return loop.predict(Executor(analysis), io, params, x)
 
 
@@ -87,7 +94,7 @@ def test_perceptron_rule_is_rosenblatts_update_and_learns_and(tmp_path: Path) ->
     spec = a.network.train
     assert spec is not None
     first = loop.fit(a, spec, tmp_path / "one")
-    init = loop.init_params(a, loop._streams(spec.seed)[0])
+    init = init_params(a, streams(spec.seed)[0])
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
     t = np.array([[0], [0], [0], [1]], np.float32)
     err = t - (x @ init["dense_1.weight"].T + init["dense_1.bias"] > 0)
@@ -186,7 +193,7 @@ class _StopAfter:
 def test_resume_after_an_interrupt_equals_an_uninterrupted_run(
     small: Analysis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after every epoch
+    monkeypatch.setattr(training_loop, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after every epoch
     spec = small.network.train
     assert spec is not None
     whole = loop.fit(small, spec, tmp_path / "whole")
@@ -197,7 +204,7 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(
     assert same(resumed.params, whole.params)
     timeless = [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history]
     assert timeless == [{k: v for k, v in h.items() if k != "seconds"} for h in whole.history]
-    saved = ckpt.load_arrays(tmp_path / "cut" / "weights.npz")
+    saved = load_arrays(tmp_path / "cut" / "weights.npz")
     assert same(saved, whole.params)
 
 
@@ -330,7 +337,7 @@ def test_a_resumed_run_keeps_its_seed_override_and_refuses_another(
 ) -> None:
     """Resuming by the recipe's seed would split off another validation set: the run would
     then train on samples it validated on."""
-    monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after every epoch
+    monkeypatch.setattr(training_loop, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after every epoch
     spec = small.network.train
     assert spec is not None
     cut = tmp_path / "cut"
@@ -432,7 +439,7 @@ def test_penalties_apply_to_weights_only_never_to_biases_or_batchnorm(tmp_path: 
         "input x: [3, 4, 4]\n conv2d(2, 3) batchnorm relu\n flatten\n dense(2)",
         'data = "d.npz"',
     )
-    assert loop.penalised_names(a) == ["conv2d_1.weight", "dense_1.weight"]
+    assert penalised_names(a) == ["conv2d_1.weight", "dense_1.weight"]
 
 
 def test_penalties_find_weights_whose_node_or_local_names_hold_dots(tmp_path: Path) -> None:
@@ -441,7 +448,7 @@ def test_penalties_find_weights_whose_node_or_local_names_hold_dots(tmp_path: Pa
         "input x: [5, 3]\n rnn = bidirectional(lstm(4))\n dense(2)",
         'data = "d.npz"',
     )
-    assert loop.penalised_names(a) == [
+    assert penalised_names(a) == [
         "dense_1.weight",
         "rnn.bwd.weight_hh",
         "rnn.bwd.weight_ih",
@@ -468,7 +475,7 @@ def test_a_bidirectional_network_trains_with_a_penalty(tmp_path: Path) -> None:
 def test_l2_penalty_adds_twice_l2_w_to_the_gradient() -> None:
     w = np.array([1.0, -2.0], np.float32)
     grads = {"d.weight": np.zeros(2, np.float32)}
-    total = loop._penalty({"d.weight": w}, grads, ["d.weight"], l1=0.0, l2=0.1)
+    total = add_penalty({"d.weight": w}, grads, ["d.weight"], l1=0.0, l2=0.1)
     assert total == pytest.approx(0.1 * 5)
     np.testing.assert_allclose(grads["d.weight"], 2 * 0.1 * w)
 
@@ -478,7 +485,7 @@ def test_l1_penalty_adds_l1_sign_w_and_matches_torch_autograd() -> None:
 
     w = np.array([1.5, -2.0, 0.25, -0.5], np.float64)
     grads = {"d.weight": np.full(4, 0.3)}
-    total = loop._penalty({"d.weight": w}, grads, ["d.weight"], l1=0.01, l2=0.0)
+    total = add_penalty({"d.weight": w}, grads, ["d.weight"], l1=0.01, l2=0.0)
     tw = torch.tensor(w, requires_grad=True)
     ref = 0.01 * tw.abs().sum()
     ref.backward()
@@ -489,14 +496,14 @@ def test_l1_penalty_adds_l1_sign_w_and_matches_torch_autograd() -> None:
 def test_l1_and_l2_together_add_both_terms() -> None:
     w = np.array([2.0, -1.0])
     grads = {"d.weight": np.zeros(2)}
-    total = loop._penalty({"d.weight": w}, grads, ["d.weight"], l1=0.1, l2=0.01)
+    total = add_penalty({"d.weight": w}, grads, ["d.weight"], l1=0.1, l2=0.01)
     assert total == pytest.approx(0.1 * 3 + 0.01 * 5)
     np.testing.assert_allclose(grads["d.weight"], 0.1 * np.sign(w) + 2 * 0.01 * w)
 
 
 def test_clip_norm_rescales_the_global_gradient_norm() -> None:
     grads = {"a": np.array([3.0, 0.0], np.float32), "b": np.array([4.0], np.float32)}
-    loop._clip(grads, 1.0)
+    clip(grads, 1.0)
     norm = np.sqrt(sum(float((g * g).sum()) for g in grads.values()))
     assert norm == pytest.approx(1.0, rel=1e-5)
     np.testing.assert_allclose(grads["a"] / grads["b"][0], [0.75, 0.0], rtol=1e-6)
@@ -505,7 +512,7 @@ def test_clip_norm_rescales_the_global_gradient_norm() -> None:
 def test_weights_files_with_pickled_objects_are_refused(tmp_path: Path) -> None:
     np.savez(tmp_path / "w.npz", **{"dense_1.weight": np.array([None, 1], dtype=object)})
     with pytest.raises(NetspecError) as err:
-        ckpt.load_arrays(tmp_path / "w.npz")
+        load_arrays(tmp_path / "w.npz")
     assert "unpickling" in err.value.diagnostics[0].message
     assert err.value.exit_code == EXIT_RUNTIME
 
@@ -568,13 +575,13 @@ def test_an_early_stopping_monitor_the_run_does_not_compute_is_refused_before_tr
 def test_history_json_stays_json_when_a_validation_loss_is_not_finite() -> None:
     """JSON has no NaN: such a value (a validation loss that overflowed) is written null."""
     history = [{"epoch": 1, "loss": 0.5, "val_loss": float("nan"), "val_mse": float("inf")}]
-    text = loop._json(history)
+    text = history_json(history)
     (record,) = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert record == {"epoch": 1, "loss": 0.5, "val_loss": None, "val_mse": None}
 
 
 def test_a_monitored_value_that_is_not_finite_is_never_the_best() -> None:
-    stopper = loop.Stopper("val_loss", "min", patience=2, min_delta=0.0)
+    stopper = Stopper("val_loss", "min", patience=2, min_delta=0.0)
     params: dict[str, np.ndarray] = {"w": np.zeros(1)}
     assert not stopper.update(1, float("nan"), params, keep=False)
     assert not stopper.update(2, 0.5, params, keep=False)  # a NaN first did not block this

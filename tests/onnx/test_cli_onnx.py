@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 
 from netspec import api, cli
-from netspec.engine.checkpoint import save_arrays
-from netspec.engine.init import init_params
+from netspec.arrays import save_arrays
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE
+from netspec.initializers import init_params
 from tests.subprocess_cli import netspec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from netspec.engine.executor import Executor
-from netspec.engine.init import init_params
 from netspec.errors import NetspecError
+from netspec.initializers import init_params
 from netspec.ir import Analysis
 from netspec.onnx.export import MIN_OPSET, save_model, to_onnx_model
 from netspec.onnx.runtime import run_onnx

@@ -12,7 +12,7 @@ import pytest
 
 from netspec import api
 from netspec.engine.executor import Executor
-from netspec.engine.init import init_params
+from netspec.initializers import init_params
 from netspec.ir import Analysis, Network
 from netspec.onnx.export import to_onnx_model
 from netspec.ops.base import Array, Ctx

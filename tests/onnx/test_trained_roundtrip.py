@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from netspec import api
-from netspec.engine.checkpoint import NORMALIZATION, load_arrays
-from netspec.engine.data import load_data, split
-from netspec.engine.train import _streams
+from netspec.arrays import load_arrays
 from netspec.onnx.runtime import run_onnx
+from netspec.runs import NORMALIZATION
+from netspec.training.data import load_data, split
+from netspec.training.plan import streams as _streams
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from netspec import api
+from netspec import runs as ckpt
 from netspec.cli import main
-from netspec.engine import checkpoint as ckpt
 from netspec.errors import NetspecError
 from netspec.viz import curves
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from netspec.engine.losses import log_softmax, sigmoid
 from netspec.ops.base import Array
+from netspec.ops.functional import log_softmax, sigmoid
 from netspec.recipe import Metric
 
 CLASSIFICATION_METRICS = frozenset({"accuracy", "top_k", "precision", "recall", "f1", "confusion"})

@@ -1,5 +1,6 @@
 """Resource guards: refuse, before anything large is allocated, a network whose memory estimate
-exceeds a limit, and an output folder that cannot take a checkpoint.
+exceeds a limit, and an output folder that cannot take a checkpoint. `api` runs them for every
+caller, the command line and library users alike.
 
 The estimate is arithmetic on the analysed IR, never a trial allocation:
 
@@ -14,7 +15,6 @@ default limit is a share of the memory the machine has available, not all of it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -104,17 +104,17 @@ def human_bytes(n: float) -> str:
 
 def parse_limit(text: str) -> int | None:
     """`--max-memory` values: `auto` (the default limit), `none`, bytes, or a number with
-    K, M, G or T (powers of 1024)."""
+    K, M, G or T (powers of 1024). Raises ValueError for anything else."""
     if text.strip().lower() == "auto":
         return default_limit()
     if text.strip().lower() == "none":
         return None
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
     if m is None:
-        raise argparse.ArgumentTypeError(f"expected a size such as 4G, 512M or none, got {text!r}")
+        raise ValueError(f"expected a size such as 4G, 512M or none, got {text!r}")
     value = int(float(m.group(1)) * _UNITS[m.group(2)])
     if value < 1:
-        raise argparse.ArgumentTypeError(f"the limit must be positive, got {text!r}")
+        raise ValueError(f"the limit must be positive, got {text!r}")
     return value
 
 

@@ -1,9 +1,11 @@
-"""Loss functions: each returns the mean loss over the batch and its gradient w.r.t. the output.
+"""The losses, one class each: what it is (its metadata, read by the analysis, the data loader,
+prediction and export) beside how it is computed (NumPy: the mean loss over the batch and its
+gradient w.r.t. the output). Adding a loss is one class here and one entry in LOSSES.
 
 Classification losses take logits and fuse the probability function in (softmax for
 cross-entropy, sigmoid for binary cross-entropy): the fused gradient `p - t` is exact and stable
-where `log(softmax(x))` computed in two steps overflows. `Loss.activation` tells prediction code
-which probability function to apply to raw outputs.
+where `log(softmax(x))` computed in two steps overflows. `Loss.activation` names that function;
+prediction and export apply it to raw outputs (`probabilities`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from netspec.ops.base import Array
+from netspec.ops.functional import log_softmax, sigmoid
 
 Task = Literal["classification", "binary", "regression"]
+Activation = Literal["softmax", "sigmoid"]
 
 
 def _like(target: Array, output: Array) -> Array:
@@ -27,29 +31,29 @@ def _like(target: Array, output: Array) -> Array:
     return t.astype(output.dtype, copy=False)
 
 
-def log_softmax(x: Array) -> Array:
-    """log(softmax(x)) on the last axis, shifted by the max so exp never overflows."""
-    z = x - x.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def sigmoid(x: Array) -> Array:
-    # exp(-|x|) <= 1: no overflow on either side.
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
 class Loss:
-    """A loss: `loss(output, target) -> (mean loss, d loss / d output)`."""
+    """A loss: `loss(output, target) -> (mean loss, d loss / d output)`, and what it needs."""
 
     name: ClassVar[str]
-    activation: ClassVar[Literal["softmax", "sigmoid"] | None] = None
+    # The probability function fused into the loss; it is also the name of the op a network
+    # must not end with (softmax before cross_entropy would apply it twice).
+    activation: ClassVar[Activation | None] = None
     task: ClassVar[Task] = "regression"
     # Takes (N, K) rows of class probabilities as targets, not only one class per sample.
     soft_targets: ClassVar[bool] = False
+    # Needs one score per class: a [K] output.
+    scores_per_class: ClassVar[bool] = False
 
     def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
         raise NotImplementedError
+
+    def probabilities(self, output: Array) -> Array:
+        """Raw outputs as the probabilities the loss fuses in (unchanged without one)."""
+        if self.activation == "softmax":
+            return np.exp(log_softmax(output))
+        if self.activation == "sigmoid":
+            return sigmoid(output)
+        return output
 
 
 class MSE(Loss):
@@ -82,6 +86,7 @@ class CrossEntropy(Loss):
     activation = "softmax"
     task = "classification"
     soft_targets = True
+    scores_per_class = True
 
     def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
         n, k = output.shape
@@ -129,6 +134,7 @@ class Hinge(Loss):
 
     name = "hinge"
     task = "classification"
+    scores_per_class = True
 
     def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
         if output.ndim == 1 or output.shape[-1] == 1:
@@ -156,3 +162,4 @@ class Hinge(Loss):
 LOSSES: dict[str, Loss] = {
     loss.name: loss for loss in (MSE(), MAE(), CrossEntropy(), BinaryCrossEntropy(), Hinge())
 }
+LOSS_NAMES: tuple[str, ...] = tuple(LOSSES)

@@ -1,7 +1,4 @@
-"""`netspec train` and `netspec eval`: arguments and printing only; the work is in api/engine.
-
-Registered into netspec.cli through its extension list; heavy modules load inside the handlers.
-"""
+"""`train` and `eval`: the progress bar and the printing; the run itself is api.train's."""
 
 from __future__ import annotations
 
@@ -9,54 +6,48 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netspec import cli
-from netspec.cli import _EXTENSIONS, command
-from netspec.engine.guards import DEFAULT_SHARE, parse_limit
+from netspec.cli.args import (
+    Command,
+    max_memory,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    spec_arguments,
+)
 from netspec.errors import EXIT_RUNTIME, NetspecError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from rich.console import Console
     from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
 
-    from netspec.ir import Analysis
 
-
-def _add_parsers(sub: Any, spec_command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    t = spec_command("train", "train a network by its `train` section")
+def _train_arguments(t: argparse.ArgumentParser) -> None:
+    spec_arguments(t)
     t.add_argument("--data", metavar="PATH", help="read the training data from PATH instead")
-    t.add_argument("--epochs", type=cli.positive_int, metavar="N")
-    t.add_argument("--batch", type=cli.positive_int, metavar="N")
-    t.add_argument("--lr", type=cli.positive_float, metavar="X", help="base learning rate")
-    t.add_argument("--seed", type=cli.non_negative_int, metavar="N")
+    t.add_argument("--epochs", type=positive_int, metavar="N")
+    t.add_argument("--batch", type=positive_int, metavar="N")
+    t.add_argument("--lr", type=positive_float, metavar="X", help="base learning rate")
+    t.add_argument("--seed", type=non_negative_int, metavar="N")
     t.add_argument("--out", metavar="DIR", help="output folder (default: runs/<network>/)")
     t.add_argument(
         "--resume",
         metavar="DIR",
         help="continue the run in DIR (or from the checkpoint file DIR names)",
     )
-    t.add_argument(
-        "--max-memory",
-        type=parse_limit,
-        default="auto",
-        metavar="SIZE",
-        help="refuse a run whose memory estimate exceeds SIZE (e.g. 4G; 'none': no limit; "
-        f"default: {DEFAULT_SHARE * 100:.0f}%% of the memory available)",  # %% for argparse
-    )
-    e = spec_command("eval", "score trained weights on data")
+    max_memory(t, "run")
+
+
+def _eval_arguments(e: argparse.ArgumentParser) -> None:
+    spec_arguments(e)
     e.add_argument("--weights", required=True, metavar="W", help="a weights.npz from train")
     e.add_argument(
         "--data", metavar="PATH", help="data to score (default: the recipe's validation data)"
     )
     e.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-_EXTENSIONS.append(_add_parsers)
 
 
 def _fmt(record: dict[str, Any]) -> str:
@@ -127,41 +118,31 @@ class _Bar:
             self.bar = None
 
 
-@command("train")
-def cmd_train(args: argparse.Namespace) -> int:
+def run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from netspec import api
 
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
     analysis = api.check(net)
-    out, resume = _guard_training(analysis, args)
+    out, _ = api.run_folder(analysis, args.out, args.resume)  # for the message on a full disk
     console = Console(stderr=True, soft_wrap=True)
     bar = _Bar(console, live=sys.stderr.isatty())
     try:
         result = api.train(
             analysis,
-            out,
+            args.out,
             data=args.data,
             epochs=args.epochs,
             batch=args.batch,
             lr=args.lr,
             seed=args.seed,
-            resume=resume,
+            resume=args.resume,
             progress=bar,
+            max_memory=args.max_memory,
         )
     except OSError as e:  # disk full, a folder removed mid-run: atomic writes kept the old files
-        from netspec.engine.checkpoint import CHECKPOINT
-
-        kept = out / CHECKPOINT
-        raise NetspecError.at(
-            f"training stopped: cannot write {e.filename or out}: {e.strerror or e}"
-            + (f"; {kept} holds the last good epoch" if kept.is_file() else ""),
-            hint="free some disk space, then continue with --resume"
-            if kept.is_file()
-            else "free some disk space or choose another folder with --out",
-            exit_code=EXIT_RUNTIME,
-        ) from None
+        raise _write_failed(e, out) from None
     finally:
         bar.close()
     if result.stopped == "early_stopping":
@@ -173,39 +154,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.stopped == "interrupted" else 0
 
 
-def _guard_training(analysis: Analysis, args: argparse.Namespace) -> tuple[Path, Path | None]:
-    """The run folder, checked writable with room for checkpoints, after the memory estimate
-    is checked against --max-memory: all before any array is allocated; and the checkpoint
-    --resume names, found before anything is created."""
-    from pathlib import Path
+def _write_failed(e: OSError, out: Path) -> NetspecError:
+    from netspec.runs import CHECKPOINT
 
-    from netspec.engine.guards import check_memory, check_output_dir, checkpoint_bytes, estimate
-    from netspec.engine.optimizers import make_optimizer
-
-    spec = analysis.network.train
-    default = Path(f"runs/{analysis.network.name}")
-    if spec is None:  # api.train says how to write a train section
-        return Path(args.out) if args.out is not None else default, None
-    from netspec.engine.checkpoint import resume_checkpoint
-
-    resume = None if args.resume is None else resume_checkpoint(Path(args.resume), default)
-    out = Path(args.out) if args.out is not None else resume.parent if resume else default
-    slots = len(make_optimizer(spec.optimizer).slots)
-    batch = args.batch if args.batch is not None else spec.batch
-    check_memory(estimate(analysis, batch, slots), args.max_memory)
-    check_output_dir(out, checkpoint_bytes(analysis, slots))
-    return out, resume
+    kept = out / CHECKPOINT
+    return NetspecError.at(
+        f"training stopped: cannot write {e.filename or out}: {e.strerror or e}"
+        + (f"; {kept} holds the last good epoch" if kept.is_file() else ""),
+        hint="free some disk space, then continue with --resume"
+        if kept.is_file()
+        else "free some disk space or choose another folder with --out",
+        exit_code=EXIT_RUNTIME,
+    )
 
 
-@command("eval")
-def cmd_eval(args: argparse.Namespace) -> int:
+def run_eval(args: argparse.Namespace) -> int:
     from netspec import api
 
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
-    analysis = api.check(net)
-    from netspec.engine.checkpoint import weights_file
-
-    ev = api.evaluate(analysis, weights_file(args.weights), data=args.data)
+    ev = api.evaluate(api.check(net), args.weights, data=args.data)
     if args.json:
         out = {"samples": ev.samples, "data": ev.source, **ev.metrics, "confusion": ev.confusion}
         print(json.dumps(out, indent=1))
@@ -231,3 +198,7 @@ def _print_confusion(counts: list[list[int]], labels: tuple[str, ...] | None) ->
     for name, row in zip(names, counts, strict=True):
         table.add_row(name, *(str(c) for c in row))
     Console(soft_wrap=True).print(table)
+
+
+TRAIN = Command("train", "train a network by its `train` section", _train_arguments, run_train)
+EVAL = Command("eval", "score trained weights on data", _eval_arguments, run_eval)

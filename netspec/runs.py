@@ -1,4 +1,8 @@
-"""Weights and checkpoints as plain .npz archives: arrays only, never pickles, written atomically.
+"""The run folder: what a training run writes and every command reads back.
+
+Both training engines write it and `eval`, `export`, `predict`, `plot` and `--resume` read it,
+so its format lives here, beside neither. Everything is plain arrays (arrays.py), written
+atomically.
 
 ``weights.npz`` is the flat dict ``node.local -> array`` (trainable and state arrays together).
 ``checkpoint.npz`` adds what an exact resume needs, under prefixed keys:
@@ -15,108 +19,28 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
-import zlib
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from tokenize import TokenError
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from netspec.engine.files import atomic_write
+from netspec.arrays import decode_json, encode_json, load_arrays, read_npz, save_arrays
 from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.files import atomic_write, atomic_write_text
 from netspec.ops.base import Array
+
+if TYPE_CHECKING:
+    from netspec.ir import Analysis
+    from netspec.recipe import TrainSpec
 
 WEIGHTS = "weights.npz"
 CHECKPOINT = "checkpoint.npz"
 HISTORY = "history.json"
 NORMALIZATION = "normalization.npz"
-_NUMERIC = "biufc"  # numpy dtype kinds: bool, signed, unsigned, float, complex
-
-
-def save_arrays(path: Path, arrays: Mapping[str, Array]) -> None:
-    """An .npz of plain arrays, compressed, replacing `path` atomically."""
-
-    def write(f: IO[bytes]) -> None:
-        # numpy's stubs type **kwds as its own keyword flags; the arrays are what it saves.
-        np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
-
-    atomic_write(path, write)
-
-
-def _refuse(message: str) -> NetspecError:
-    return NetspecError.at(
-        message,
-        hint="netspec stores and reads plain numeric arrays only, as written by np.savez",
-        exit_code=EXIT_RUNTIME,
-    )
-
-
-def _scan(z: zipfile.ZipFile, path: Path, what: str) -> None:
-    """Every member's header, before any data is inflated: numeric dtypes only, and a shape
-    that accounts for exactly the member's unpacked size (a truncated or bomb-like archive
-    is refused before it allocates)."""
-    for info in z.infolist():
-        with z.open(info) as member:
-            try:
-                version = np.lib.format.read_magic(member)  # type: ignore[arg-type]
-                read = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, _, dtype = read(member)  # type: ignore[arg-type]
-            except (ValueError, SyntaxError, TokenError, EOFError) as e:  # a corrupt header
-                raise _refuse(
-                    f"{what} {path}: member {info.filename} is not an array ({e})"
-                ) from None
-            offset = member.tell()
-        name = info.filename.removesuffix(".npy")
-        if dtype.kind not in _NUMERIC:
-            raise _refuse(
-                f"{what} {path}: array '{name}' has dtype {dtype}"
-                + (", which would need unpickling" if dtype.hasobject else ", not numbers")
-            )
-        declared = math.prod(shape) * dtype.itemsize
-        if declared != info.file_size - offset:
-            raise _refuse(
-                f"{what} {path}: array '{name}' declares shape {list(shape)} "
-                f"({declared:,} bytes) but holds {info.file_size - offset:,} bytes"
-            )
-
-
-def load_arrays(path: Path, what: str = "weights file") -> dict[str, Array]:
-    """Every array of an .npz; object (pickled) and non-numeric arrays are refused."""
-    return _read_npz(path, what, None)
-
-
-def _read_npz(path: Path, what: str, names: Collection[str] | None) -> dict[str, Array]:
-    """The arrays `names` (None: all) of an .npz whose every header was checked first; each
-    way an archive can be unreadable becomes one message."""
-    if not path.is_file():
-        raise NetspecError.at(f"{what} {path} does not exist", exit_code=EXIT_RUNTIME)
-    try:
-        with zipfile.ZipFile(path) as z:
-            _scan(z, path, what)
-        with np.load(path, allow_pickle=False) as npz:
-            wanted = npz.files if names is None else [k for k in npz.files if k in names]
-            return {k: npz[k] for k in wanted}
-    except ValueError as e:  # numpy's refusal of object arrays, and malformed headers
-        raise _refuse(f"{what} {path} cannot be read without unpickling ({e})") from None
-    except (
-        OSError,
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        EOFError,
-        zlib.error,
-        NotImplementedError,  # zipfile: an unknown compression
-        RuntimeError,  # zipfile: encrypted
-    ) as e:
-        raise NetspecError.at(
-            f"{what} {path} is not a readable .npz archive: {e}", exit_code=EXIT_RUNTIME
-        ) from None
+# Every file name a run folder may hold (curves.png is the picture's; see viz.curves).
+RUN_FILES = (WEIGHTS, CHECKPOINT, HISTORY, NORMALIZATION, "curves.png")
 
 
 def load_weights(path: Path) -> dict[str, Array]:
@@ -214,14 +138,6 @@ def check_weights(
         )
 
 
-def encode_json(value: Any) -> Array:
-    return np.frombuffer(json.dumps(value).encode("utf-8"), dtype=np.uint8)
-
-
-def decode_json(array: Array) -> Any:
-    return json.loads(np.asarray(array, dtype=np.uint8).tobytes().decode("utf-8"))
-
-
 @dataclass
 class Checkpoint:
     """The training state after a completed epoch."""
@@ -270,7 +186,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
 def load_meta(path: Path) -> dict[str, Any]:
     """Only the JSON record of checkpoint `path`: its arrays' headers are checked, but no
     weights or optimizer moments are read."""
-    arrays = _read_npz(path, "checkpoint", ("meta",))
+    arrays = read_npz(path, "checkpoint", ("meta",))
     if "meta" not in arrays:
         raise NetspecError.at(f"{path} is not a netspec checkpoint", exit_code=EXIT_RUNTIME)
     return _meta(arrays["meta"], path)
@@ -320,3 +236,87 @@ def _meta(array: Array, path: Path) -> dict[str, Any]:
             exit_code=EXIT_RUNTIME,
         )
     return meta  # type: ignore[no-any-return]
+
+
+def expected_shapes(analysis: Analysis) -> dict[str, tuple[int, ...]]:
+    """Every trainable and state array of the network by global name, with its shape."""
+    out: dict[str, tuple[int, ...]] = {}
+    for name, info in analysis.layers.items():
+        for local, shape in (*info.param_shapes.items(), *info.state_shapes.items()):
+            out[f"{name}.{local}"] = tuple(shape)
+    return out
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run was made with that its recipe may not say (a `--seed` override), kept in
+    each checkpoint's meta under "run": eval rebuilds the run's validation split from it, and
+    resume refuses an optimizer whose state would be misread (Adam's `v` is not momentum's)."""
+
+    seed: int
+    validation: float  # the fraction split off the training data; 0 with val_data
+    optimizer: str | None = None  # the recipe's optimizer name; None in older checkpoints
+
+    @classmethod
+    def of(cls, spec: TrainSpec, optimizer: str) -> RunRecord:
+        """The record of a run made by `spec` (its overrides applied)."""
+        return cls(spec.seed, 0.0 if spec.val_data is not None else spec.validation, optimizer)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed": self.seed, "validation": self.validation, "optimizer": self.optimizer}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], path: Path) -> RunRecord | None:
+        """The record of a checkpoint's meta; None for checkpoints written before it existed."""
+        run = meta.get("run")
+        if run is None:
+            return None
+        seed, fraction, optimizer = (
+            (run.get("seed"), run.get("validation"), run.get("optimizer"))
+            if isinstance(run, dict)
+            else (None, None, None)
+        )
+        if not (
+            isinstance(seed, int)
+            and not isinstance(seed, bool)
+            and seed >= 0
+            and isinstance(fraction, float | int)
+            and 0 <= fraction < 1
+            and (optimizer is None or isinstance(optimizer, str))
+        ):
+            raise NetspecError.at(
+                f"{path} is not a netspec checkpoint: its run record {json.dumps(run)[:80]} "
+                "lacks a valid seed, validation fraction or optimizer name",
+                exit_code=EXIT_RUNTIME,
+            )
+        return cls(seed, float(fraction), optimizer)
+
+
+def save_normalization(out_dir: Path, stats: tuple[Array, Array] | None) -> None:
+    """Make normalization.npz describe the weights.npz written next: predict and export apply
+    the statistics beside the weights, so a run that does not normalise removes a file left by
+    an earlier run into the same folder (that file only; a folder of that name is not ours).
+
+    Called just before the weights are written, so that a run that fails midway leaves the
+    previous weights with their own statistics.
+    """
+    path = out_dir / NORMALIZATION
+    if stats is not None:
+        save_arrays(path, {"shift": np.asarray(stats[0]), "scale": np.asarray(stats[1])})
+    elif path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)  # one atomic unlink; a link goes, never its target
+
+
+def history_json(history: list[dict[str, Any]]) -> str:
+    """history.json: a value that is not finite (a validation loss that overflowed) is null,
+    as JSON has no NaN; readers already take null for "not measured" (val_loss without
+    validation data)."""
+    clean = [
+        {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()}
+        for r in history
+    ]
+    return json.dumps(clean, indent=1, allow_nan=False) + "\n"
+
+
+def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_text(out_dir / HISTORY, history_json(history))

@@ -1,0 +1,107 @@
+"""Printing: diagnostics on stderr, the layer table, numbers people read."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from netspec.errors import Diagnostic, Severity, render
+from netspec.ir import Analysis
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def report(diags: Sequence[Diagnostic]) -> None:
+    """Every diagnostic, rendered with its source line and caret, then the counts."""
+    for d in diags:
+        err(render(d))
+    errors = sum(d.severity is Severity.ERROR for d in diags)
+    warnings = len(diags) - errors
+    if errors or warnings:
+        err(f"{errors} error(s), {warnings} warning(s)")
+
+
+def human(n: float, unit: str = "") -> str:
+    for suffix in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.3g}{suffix}{unit}" if suffix else f"{n:g}{unit}"
+        n /= 1000
+    return f"{n:.3g}P{unit}"
+
+
+def size(n: float) -> str:
+    for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.1f} {suffix}" if suffix != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def check_json(analysis: Analysis, diags: list[Diagnostic], batch: int) -> dict[str, Any]:
+    """`check --json`: totals, every layer, every diagnostic."""
+    return {
+        "network": analysis.network.name,
+        "valid": not any(d.severity is Severity.ERROR for d in diags),
+        "total_params": analysis.total_params,
+        "trainable_params": analysis.trainable_params,
+        "non_trainable_params": analysis.state_params,
+        "param_bytes": analysis.total_params * 4,
+        "macs": analysis.macs,
+        "flops": 2 * analysis.macs,
+        "batch": batch,
+        "activation_bytes": analysis.activation_bytes * batch,
+        "layers": [
+            {
+                "name": info.name,
+                "op": info.op,
+                "input_shapes": [list(s) for s in info.input_shapes],
+                "output_shape": None if info.output_shape is None else list(info.output_shape),
+                "params": info.params,
+                "non_trainable_params": info.state,
+                "macs": info.macs,
+                "failed": info.failed,
+            }
+            for name in analysis.order
+            if (info := analysis.layers.get(name)) is not None
+        ],
+        "diagnostics": [d.to_json() for d in diags],
+    }
+
+
+def print_table(analysis: Analysis, batch: int, failed: bool) -> None:
+    """The layer table as aligned plain text: a rich Table costs seconds for ResNet-1202."""
+    rows = [("layer", "op", "output shape", "params", "MACs")]
+    for name in analysis.order:
+        info = analysis.layers.get(name)
+        if info is None:
+            continue
+        shape = "FAILED" if info.output_shape is None else str(list(info.output_shape))
+        params = f"{info.params:,}" + (f" (+{info.state:,})" if info.state else "")
+        rows.append((name, info.op, shape, params, f"{info.macs:,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [f"network {analysis.network.name}"]
+    for i, r in enumerate(rows):
+        lines.append(
+            f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
+            f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}".rstrip()
+        )
+        if i == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    lines += ["the layers after a failure were not checked"] if failed else _totals(analysis, batch)
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _totals(analysis: Analysis, batch: int) -> list[str]:
+    state = analysis.state_params
+    return [
+        f"parameters: {analysis.trainable_params:,} trainable"
+        f" ({size(analysis.trainable_params * 4)} as float32)"
+        + (f", {state:,} non-trainable (+N above)" if state else ""),
+        f"compute:    {human(analysis.macs)} MACs per sample "
+        f"({human(2 * analysis.macs)} FLOPs; 1 MAC = one multiply-accumulate)",
+        f"memory:     {size(analysis.activation_bytes * batch)} of activations for batch "
+        f"{batch} (forward, float32)",
+    ]

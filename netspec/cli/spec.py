@@ -1,0 +1,77 @@
+"""`check`, `compile` and `schema`: the spec itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from netspec.cli.args import Command, positive_int, spec_arguments
+from netspec.cli.report import check_json, err, print_table, report
+from netspec.errors import EXIT_SPEC, NetspecError, Severity
+
+
+def _check_arguments(p: argparse.ArgumentParser) -> None:
+    spec_arguments(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--strict", action="store_true", help="fail on warnings too")
+    p.add_argument(
+        "--batch", type=positive_int, default=1, help="batch size for the memory estimate"
+    )
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from netspec import api
+
+    try:
+        net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
+        analysis, diags = api.analyse_network(net)
+    except NetspecError as e:
+        if args.json:  # a parse or expansion error is still an answer a program can read
+            diagnostics = [d.to_json() for d in e.diagnostics]
+            print(json.dumps({"valid": False, "diagnostics": diagnostics}, indent=1))
+        raise
+    errors = [d for d in diags if d.severity is Severity.ERROR]
+    if args.json:
+        print(json.dumps(check_json(analysis, diags, args.batch), indent=1))
+    else:
+        print_table(analysis, args.batch, failed=bool(errors))
+    report(diags)
+    return EXIT_SPEC if errors or (args.strict and diags) else 0
+
+
+def _compile_arguments(p: argparse.ArgumentParser) -> None:
+    spec_arguments(p)
+    p.add_argument("-o", "--output", help="output file (default: stdout)")
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    from netspec import api
+    from netspec.files import atomic_write_text
+
+    net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
+    text = api.compile_json(api.check(net))
+    if args.output in (None, "-"):
+        print(text)
+    else:
+        atomic_write_text(Path(args.output), text)  # main() has checked -o
+        err(f"wrote {args.output}")
+    return 0
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    from netspec import api
+
+    print(json.dumps(api.schema(), indent=1))
+    return 0
+
+
+CHECK = Command("check", "validate a spec and print its layer table", _check_arguments, run_check)
+COMPILE = Command(
+    "compile",
+    "write the IR with inferred shapes as JSON",
+    _compile_arguments,
+    run_compile,
+    output_example="model.json",
+)
+SCHEMA = Command("schema", "print the IR's JSON Schema", lambda p: None, run_schema)

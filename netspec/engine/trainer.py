@@ -1,0 +1,113 @@
+"""The NumPy engine's side of a training run (training.loop.Trainer), and its inference.
+
+One step is the executor's forward pass, the recipe's loss, the backward pass, the l1/l2
+penalty, gradient clipping and the optimizer's update, all on float32 arrays that this object
+owns; or, with ``perceptron_rule``, Rosenblatt's rule (engine/perceptron.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netspec.engine.executor import Executor, Tape, trainable_names
+from netspec.engine.optimizers import make_optimizer
+from netspec.engine.penalties import add_penalty, clip
+from netspec.engine.perceptron import perceptron_step, require_perceptron
+from netspec.initializers import init_params
+from netspec.ir import Analysis
+from netspec.losses import LOSSES
+from netspec.ops.base import Array, Ctx, Params
+from netspec.recipe import DataSpec, TrainSpec
+from netspec.training.evaluate import Evaluation
+from netspec.training.evaluate import evaluate as score_weights
+from netspec.training.loop import FitResult
+from netspec.training.loop import fit as run_fit
+from netspec.training.plan import Io, io_of, penalised_names
+
+EVAL_BATCH = 1024  # samples per inference pass: bounded memory on any data set
+
+
+def predict(executor: Executor, io: Io, params: Params, x: Array) -> Array:
+    """Raw outputs (logits) in inference mode, in batches of EVAL_BATCH."""
+    ctx = Ctx(train=False)
+    outs = [
+        executor.forward({io.input: x[i : i + EVAL_BATCH]}, params, ctx)[0][io.output]
+        for i in range(0, len(x), EVAL_BATCH)
+    ]
+    return np.concatenate(outs)
+
+
+class NumpyTrainer:
+    """Weights, optimizer and one training step of the NumPy engine."""
+
+    def __init__(
+        self,
+        analysis: Analysis,
+        spec: TrainSpec,
+        init_rng: np.random.Generator,
+        rng: np.random.Generator,
+    ) -> None:
+        self.spec = spec
+        self.io = io_of(analysis)
+        self.loss_fn = LOSSES[spec.loss]
+        self.executor = Executor(analysis, np.float32)
+        self.optimizer = make_optimizer(spec.optimizer)
+        self.params: Params = init_params(analysis, init_rng, np.float32)
+        self.names = trainable_names(analysis)
+        self.penalised = penalised_names(analysis)
+        self.perceptron = require_perceptron(analysis) if spec.perceptron_rule else None
+        self.ctx = Ctx(train=True, rng=rng)  # the loop's stream: dropout draws follow shuffling
+        self._pending: tuple[Tape, Array, Array, Array] | None = None
+
+    def loss(self, x: Array, y: Array) -> tuple[float, Array]:
+        out, tape = self.executor.forward({self.io.input: x}, self.params, self.ctx)
+        y_hat = out[self.io.output]
+        value, dout = self.loss_fn(y_hat, y)
+        self._pending = (tape, dout, y_hat, y)
+        return value, y_hat
+
+    def update(self, lr: float) -> None:
+        assert self._pending is not None, "update() follows loss()"
+        tape, dout, y_hat, y = self._pending
+        self._pending = None
+        if self.perceptron is not None:
+            perceptron_step(self.executor, tape, self.params, self.io.output, y_hat, y, lr)
+            return
+        grads = self.executor.backward(tape, {self.io.output: dout}, self.params)
+        del tape
+        spec = self.spec
+        if spec.l1 or spec.l2:
+            add_penalty(self.params, grads, self.penalised, spec.l1, spec.l2)
+        if spec.clip_norm is not None:
+            clip(grads, spec.clip_norm)
+        self.optimizer.step(self.params, {name: grads[name] for name in self.names}, lr)
+
+    def predict(self, x: Array) -> Array:
+        return predict(self.executor, self.io, self.params, x)
+
+    def optimizer_state(self) -> dict[str, Array]:
+        return self.optimizer.state_dict()
+
+    def restore(self, params: Params, optimizer_state: dict[str, Array]) -> None:
+        self.params = params
+        self.optimizer.load_state_dict(optimizer_state)
+
+
+def fit(analysis: Analysis, spec: TrainSpec, out_dir: Path, **options: Any) -> FitResult:
+    """training.loop.fit on the NumPy engine (options as there)."""
+    return run_fit(analysis, spec, out_dir, NumpyTrainer, **options)
+
+
+def evaluate(
+    analysis: Analysis, spec: TrainSpec, weights_path: Path, *, data: DataSpec | None = None
+) -> Evaluation:
+    """Metrics of saved weights, their outputs computed by the NumPy engine."""
+    executor, io = Executor(analysis, np.float32), io_of(analysis)
+
+    def run(params: Params, x: Array) -> Array:
+        return predict(executor, io, params, x)
+
+    return score_weights(analysis, spec, weights_path, run, data=data)

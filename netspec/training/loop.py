@@ -1,0 +1,353 @@
+"""The training loop: mini-batches, schedule, validation, early stopping, checkpoints, history.
+
+A run is seeded by `spec.seed` and bit-for-bit repeatable: one SeedSequence is split into three
+streams, for the initial weights, the validation split and the loop (shuffling, dropout), and
+the loop's bit-generator state is checkpointed after every epoch, so `resume` continues exactly
+where an interrupted run stopped. The arithmetic (forward, loss, backward, update) is the
+engine's `Trainer`; everything else is here, so every engine runs a recipe the same way.
+
+Choices a user may want to know:
+
+- losses and metrics are per-sample means; the epoch's `loss` is the mean over its batches of
+  the data loss (without the penalty), weighted by batch size, with the network in training mode;
+- the schedule is evaluated before every step at the fractional epoch ``e + k / steps``;
+- `bgd` trains on the whole training set as one batch per epoch, whatever `batch` says;
+- early stopping watches `monitor` after each epoch; with `restore_best` the best epoch's weights
+  are restored when the run ends, whether it stopped early or not;
+- checkpoint.npz and history.json are rewritten after each epoch (at most once a second for
+  very short epochs, timed from the end of the last save; always after the last one), so a
+  resume restarts from an epoch boundary;
+- normalization.npz (the training split's statistics) is written with weights.npz when the
+  recipe normalises, and a stale one is removed when it does not;
+- a non-finite loss stops the run at once; the last checkpoint written is kept;
+- Ctrl-C stops the run, writes weights.npz (the weights of that moment) and history.json, and
+  leaves the checkpoint of the last saved epoch for `--resume`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from netspec import runs
+from netspec.arrays import save_arrays
+from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.ir import Analysis
+from netspec.losses import LOSSES
+from netspec.ops.base import Array, Params
+from netspec.recipe import DataSpec, TrainSpec
+from netspec.training.data import batches
+from netspec.training.evaluate import score
+from netspec.training.metrics import compute_metrics
+from netspec.training.plan import (
+    Splits,
+    check_recipe,
+    io_of,
+    load_splits,
+    metric_task,
+    steps_per_epoch,
+    streams,
+    with_overrides,
+)
+from netspec.training.resume import check_resumed_optimizer, check_resumed_split, resumed_seed
+from netspec.training.schedules import learning_rate
+from netspec.training.stopping import Stopper, make_stopper
+
+# Epochs shorter than this share one checkpoint write (the last epoch is always saved): a
+# 5,000-epoch XOR run would otherwise spend its time in fsync and in rewriting the history.
+CHECKPOINT_INTERVAL_S = 1.0
+
+Stopped = Literal["completed", "early_stopping", "interrupted"]
+
+
+class Trainer(Protocol):
+    """An engine's side of a run: the network's weights and one step's arithmetic.
+
+    `loss` runs the network in training mode on a batch and returns the mean data loss and the
+    outputs; `update` then applies that batch's gradients (penalties, clipping and the optimizer
+    at learning rate `lr`) to `params`. Splitting the step lets the loop refuse a non-finite
+    loss before its update.
+    """
+
+    params: Params  # by global name, as weights.npz holds them
+
+    def loss(self, x: Array, y: Array) -> tuple[float, Array]: ...
+
+    def update(self, lr: float) -> None: ...
+
+    def predict(self, x: Array) -> Array: ...
+
+    def optimizer_state(self) -> dict[str, Array]: ...
+
+    def restore(self, params: Params, optimizer_state: dict[str, Array]) -> None: ...
+
+
+# (analysis, recipe with its overrides, the initial weights' generator, the loop's generator)
+TrainerFactory = Callable[[Analysis, TrainSpec, np.random.Generator, np.random.Generator], Trainer]
+
+
+class Progress(Protocol):
+    """What the loop reports as it goes (the CLI draws a progress bar from it)."""
+
+    def epoch_start(self, epoch: int, epochs: int, samples: int) -> None: ...
+
+    def batch_end(self, samples_done: int, running_loss: float) -> None: ...
+
+    def epoch_end(self, record: dict[str, Any]) -> None: ...
+
+
+class EpochHook(Protocol):
+    """Called after each saved epoch (final=False) and once when the run ends (final=True),
+    e.g. to redraw the curves of history.json."""
+
+    def __call__(
+        self, out_dir: Path, history: list[dict[str, Any]], stopper: Stopper | None, final: bool
+    ) -> None: ...
+
+
+@dataclass
+class FitResult:
+    params: Params
+    history: list[dict[str, Any]]
+    out_dir: Path
+    stopped: Stopped
+    best_epoch: int | None = None
+    # (shift, scale) the inputs were normalised with; `api.export(..., normalization=...)`
+    # builds it into an ONNX model so that the model takes raw inputs.
+    normalization: tuple[Array, Array] | None = None
+
+    @property
+    def weights_path(self) -> Path:
+        return self.out_dir / runs.WEIGHTS
+
+    @property
+    def history_path(self) -> Path:
+        return self.out_dir / runs.HISTORY
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / runs.CHECKPOINT
+
+
+@dataclass
+class _Run:
+    """Everything one run's epochs share."""
+
+    spec: TrainSpec
+    trainer: Trainer
+    splits: Splits
+    rng: np.random.Generator
+    stopper: Stopper | None
+    record: runs.RunRecord
+    out_dir: Path
+    keep_best: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+
+
+def _open_run(
+    analysis: Analysis,
+    spec: TrainSpec,
+    out_dir: Path,
+    make_trainer: TrainerFactory,
+    data: DataSpec | None,
+    overrides: dict[str, Any],
+    resume_from: Path | None,
+) -> _Run:
+    """The run's recipe, data, trainer and early stopping; a resume's state loaded into them."""
+    state, recorded = None, None
+    seed = overrides.pop("seed", None)
+    if resume_from is not None:
+        state = runs.load_checkpoint(resume_from)
+        recorded = runs.RunRecord.from_meta(state.meta, resume_from)
+        if recorded is not None:
+            seed = resumed_seed(recorded, seed, resume_from)
+    spec = with_overrides(spec, seed=seed, **overrides)
+    record = runs.RunRecord.of(spec, spec.optimizer.name)
+    if state is not None and resume_from is not None:
+        check_resumed_optimizer(
+            state, recorded, spec.optimizer.name, spec.optimizer.slots, resume_from
+        )
+        check_resumed_split(recorded, record, resume_from)
+    check_recipe(spec, io_of(analysis))
+    init_rng, data_rng, rng = streams(spec.seed)
+    splits = load_splits(analysis, spec, data, data_rng)
+    stopper = make_stopper(spec, splits.val is not None)
+    es = spec.early_stopping
+    keep_best = stopper is not None and es is not None and es.restore_best
+    run = _Run(
+        spec,
+        make_trainer(analysis, spec, init_rng, rng),
+        splits,
+        rng,
+        stopper,
+        record,
+        out_dir,
+        keep_best,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if state is not None and resume_from is not None:
+        _restore(run, state, resume_from)
+    return run
+
+
+def _restore(run: _Run, state: runs.Checkpoint, path: Path) -> None:
+    """A checked checkpoint's weights, optimizer state, random stream and early stopping."""
+    expected = {k: tuple(v.shape) for k, v in run.trainer.params.items()}
+    runs.check_weights(state.params, expected, f"checkpoint in {path}")
+    dtypes = {k: v.dtype for k, v in run.trainer.params.items()}
+    params = {k: np.asarray(v, dtype=dtypes[k]) for k, v in state.params.items()}
+    run.trainer.restore(params, state.optimizer)
+    run.rng.bit_generator.state = state.meta["rng"]
+    es = state.meta.get("early_stopping")
+    if run.stopper is not None and es is not None:
+        run.stopper.restore(es, state.best, str(path))
+    run.start_epoch = int(state.meta["epoch"])
+    run.history = list(state.meta.get("history", []))
+
+
+def _train_epoch(
+    run: _Run, epoch: int, progress: Progress | None
+) -> tuple[float, Array, Array, float]:
+    """One pass over the training set: (mean loss, outputs, their targets, last lr)."""
+    spec, train = run.spec, run.splits.train
+    n = len(train)
+    size, steps = steps_per_epoch(spec, spec.optimizer, n)
+    order = batches(n, size, run.rng if spec.shuffle else None)
+    total, done, outs, lr_now = 0.0, 0, [], spec.optimizer.lr
+    for k, index in enumerate(order):
+        lr_now = learning_rate(spec.schedule, spec.optimizer.lr, epoch + k / steps, spec.epochs)
+        value, out = run.trainer.loss(train.x[index], train.y[index])
+        if not math.isfinite(value):
+            raise _diverged(run.out_dir, value, epoch, k, lr_now)
+        run.trainer.update(lr_now)
+        total += value * len(index)
+        done += len(index)
+        outs.append(out)
+        if progress is not None:
+            progress.batch_end(done, total / done)
+    seen = train.y[np.concatenate(order)]  # targets in the order the batches ran
+    return total / done, np.concatenate(outs), seen, lr_now
+
+
+def _diverged(out_dir: Path, value: float, epoch: int, step: int, lr: float) -> NetspecError:
+    kept = out_dir / runs.CHECKPOINT
+    return NetspecError.at(
+        f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training "
+        + (f"stopped; {kept} holds the last good epoch" if kept.is_file() else "stopped"),
+        hint=f"lower the learning rate (now {lr:g}) or set clip_norm, e.g. clip_norm = 1.0",
+        exit_code=EXIT_RUNTIME,
+    )
+
+
+def _scalars(values: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in values.items() if isinstance(v, float | int)}
+
+
+def _epoch_record(run: _Run, epoch: int, progress: Progress | None) -> dict[str, Any]:
+    """Train one epoch and score it: the history's record of it."""
+    t0 = time.perf_counter()
+    spec, loss = run.spec, LOSSES[run.spec.loss]
+    if progress is not None:
+        progress.epoch_start(epoch + 1, spec.epochs, len(run.splits.train))
+    total, outs, seen, lr_now = _train_epoch(run, epoch, progress)
+    record: dict[str, Any] = {"epoch": epoch + 1, "loss": total}
+    record.update(_scalars(compute_metrics(spec.metrics, outs, seen, metric_task(spec, loss)), ""))
+    record["val_loss"] = None
+    val = run.splits.val
+    if val is not None:
+        record.update(_scalars(score(loss, spec, run.trainer.predict(val.x), val.y), "val_"))
+    record["lr"] = lr_now
+    record["seconds"] = round(time.perf_counter() - t0, 4)
+    return record
+
+
+def _save_epoch(run: _Run, epoch: int) -> None:
+    """checkpoint.npz and history.json after `epoch` epochs, each replaced atomically."""
+    n = len(run.splits.train)
+    _, steps = steps_per_epoch(run.spec, run.spec.optimizer, n)
+    stopper = run.stopper
+    meta = {
+        "run": run.record.to_json(),
+        "epoch": epoch,
+        "step": epoch * steps,
+        "rng": run.rng.bit_generator.state,
+        "history": run.history,
+        "early_stopping": None if stopper is None else stopper.state(),
+    }
+    best = None if stopper is None else stopper.best_params
+    checkpoint = runs.Checkpoint(run.trainer.params, run.trainer.optimizer_state(), meta, best)
+    runs.save_checkpoint(run.out_dir / runs.CHECKPOINT, checkpoint)
+    runs.write_history(run.out_dir, run.history)
+
+
+def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) -> Stopped:
+    """Every remaining epoch, until the last, early stopping, or Ctrl-C."""
+    last_save = -math.inf
+    try:
+        for epoch in range(run.start_epoch, run.spec.epochs):
+            record = _epoch_record(run, epoch, progress)
+            run.history.append(record)
+            finished = False
+            if run.stopper is not None:
+                value = run.stopper.watched(record)
+                finished = run.stopper.update(epoch + 1, value, run.trainer.params, run.keep_best)
+            last = finished or epoch + 1 == run.spec.epochs
+            if last or time.perf_counter() - last_save >= CHECKPOINT_INTERVAL_S:
+                _save_epoch(run, epoch + 1)
+                last_save = time.perf_counter()  # from the end of the save: a slow save
+                if on_epoch is not None:  # must not make every later epoch save
+                    on_epoch(run.out_dir, run.history, run.stopper, False)
+            if progress is not None:
+                progress.epoch_end(record)
+            if finished:
+                return "early_stopping"
+    except KeyboardInterrupt:
+        runs.write_history(run.out_dir, run.history)
+        return "interrupted"
+    return "completed"
+
+
+def fit(
+    analysis: Analysis,
+    spec: TrainSpec,
+    out_dir: Path,
+    make_trainer: TrainerFactory,
+    *,
+    data: DataSpec | None = None,
+    epochs: int | None = None,
+    batch: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    resume_from: Path | None = None,
+    progress: Progress | None = None,
+    on_epoch: EpochHook | None = None,
+) -> FitResult:
+    """Train `analysis` by `spec` (overrides win), writing weights, history and checkpoints.
+
+    A resumed run keeps the seed it was started with (its validation split must not change);
+    `seed` may only repeat it. Its optimizer must be the one that wrote the checkpoint.
+    """
+    overrides = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed}
+    run = _open_run(analysis, spec, out_dir, make_trainer, data, overrides, resume_from)
+    # A non-finite loss is caught with a better message than numpy's overflow warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        stopped = _epochs(run, progress, on_epoch)
+    params = run.trainer.params
+    stopper = run.stopper
+    if stopped != "interrupted" and run.keep_best and stopper and stopper.best_params is not None:
+        params = stopper.best_params
+    norm = run.splits.normalizer
+    stats = None if norm is None else (np.asarray(norm.shift), np.asarray(norm.scale))
+    runs.save_normalization(out_dir, stats)
+    save_arrays(out_dir / runs.WEIGHTS, params)
+    if on_epoch is not None and stopped != "interrupted":
+        on_epoch(out_dir, run.history, stopper, True)
+    best = None if stopper is None else stopper.best_epoch
+    return FitResult(params, run.history, out_dir, stopped, best, stats)
