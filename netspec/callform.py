@@ -44,3 +44,20 @@ def call_form(
         return out
 
     return BeforeValidator(coerce)
+
+
+def dsl(value: Any, *, words: bool = False) -> str:
+    """A value as a spec writes it: true, "text", [3, 3], adam(...): the one formatter of DSL
+    values, for messages, signatures and generated specs. `words` writes strings bare (they
+    are choice words such as `same`) and floats short (1e-05), as signatures show defaults."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if words else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(dsl(v, words=words) for v in value) + "]"
+    if isinstance(value, dict) and "name" in value:
+        return f"{value['name']}(...)"
+    if isinstance(value, float) and words:
+        return f"{value:g}"
+    return repr(value)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic_core import PydanticUndefined
 
+from netspec.callform import dsl
 from netspec.ops import OP_CLASSES
 from netspec.ops.base import Op
 
@@ -21,17 +22,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _default(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return "auto"
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_default(v) for v in value) + "]"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    """A default as a signature shows it: `auto` for an inferred one, choice words bare."""
+    return "auto" if value is None else dsl(value, words=True)
 
 
 def signature(cls: type[Op]) -> str:

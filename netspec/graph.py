@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from netspec.errors import Diagnostic, NetspecError, Severity, ShapeError, suggest
 from netspec.ir import Analysis, LayerInfo, Network, Node
+from netspec.losses import LOSSES
 from netspec.ops.base import Shape, numel
 
 BYTES_PER_FLOAT = 4
@@ -209,48 +210,50 @@ def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnosti
                     "give one label per output class, in class-index order",
                 )
             )
-    loss = net.train.loss
+    loss = LOSSES[net.train.loss]
     for out in net.outputs:
         node = net.node(out)
         info = layers.get(out)
         shape = None if info is None else info.output_shape
-        if shape is not None and loss in ("cross_entropy", "hinge") and len(shape) != 1:
+        if shape is not None and loss.scores_per_class and len(shape) != 1:
             diags.append(
                 _error(
                     node,
-                    f"{loss} needs one score per class, a [K] output; '{out}' gives {list(shape)}",
+                    f"{loss.name} needs one score per class, a [K] output; '{out}' gives "
+                    f"{list(shape)}",
                     "end with `flatten` and a `dense(K)` for K classes",
                 )
             )
-        elif shape == (1,) and loss == "cross_entropy":
+        elif shape == (1,) and loss.scores_per_class and loss.activation == "softmax":
             diags.append(
                 _error(
                     node,
-                    f"cross_entropy over the one output unit of '{out}' is always 0 (the "
+                    f"{loss.name} over the one output unit of '{out}' is always 0 (the "
                     "softmax of one logit is 1): nothing would train",
                     "for two classes use binary_cross_entropy on dense(1), or dense(2) with "
-                    "cross_entropy",
+                    f"{loss.name}",
                 )
             )
-        if loss == "cross_entropy" and node.op.op == "softmax":
-            diags.append(
-                _error(
-                    node,
-                    f"cross_entropy is applied after an explicit softmax "
-                    f"('{out}'): it would apply softmax twice",
-                    "remove the final softmax: cross_entropy fuses it (numerically "
-                    "stable), and export adds it back unless --logits",
-                )
-            )
-        if loss == "binary_cross_entropy" and node.op.op == "sigmoid":
-            diags.append(
-                _error(
-                    node,
-                    f"binary_cross_entropy is applied after an explicit sigmoid ('{out}')",
-                    "remove the final sigmoid: the loss fuses it",
-                )
-            )
+        if loss.activation is not None and node.op.op == loss.activation:
+            diags.append(_fused_twice(node, loss.name, loss.activation))
     return diags
+
+
+def _fused_twice(node: Node, loss: str, activation: str) -> Diagnostic:
+    """A network that ends with the activation its loss already fuses in."""
+    if activation == "softmax":
+        return _error(
+            node,
+            f"{loss} is applied after an explicit softmax ('{node.name}'): it would apply "
+            "softmax twice",
+            f"remove the final softmax: {loss} fuses it (numerically stable), and export adds "
+            "it back unless --logits",
+        )
+    return _error(
+        node,
+        f"{loss} is applied after an explicit {activation} ('{node.name}')",
+        f"remove the final {activation}: the loss fuses it",
+    )
 
 
 def _summarise(net: Network, order: list[str], layers: dict[str, LayerInfo]) -> Analysis:

@@ -24,8 +24,9 @@ from onnx import TensorProto, helper, numpy_helper
 from netspec import __version__
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 from netspec.ir import Analysis, Network, Node
+from netspec.losses import LOSSES
 from netspec.ops.base import Array, OnnxNode, OpsetError, Params, Shape
-from netspec.runs import check_weights
+from netspec.runs import check_weights, expected_shapes
 
 MIN_OPSET = 13
 
@@ -44,7 +45,7 @@ _ORT_MAX_OPSET: tuple[tuple[tuple[int, int], int], ...] = (
 
 Batch = Literal["dynamic"] | int
 DYNAMIC_BATCH = "N"  # the symbolic name of a dynamic batch axis
-_LOSS_ACTIVATION = {"cross_entropy": "Softmax", "binary_cross_entropy": "Sigmoid"}
+_ACTIVATION_OP = {"softmax": "Softmax", "sigmoid": "Sigmoid"}  # a loss's fused activation
 _DTYPES: dict[str, int] = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
 
 
@@ -66,7 +67,8 @@ def loss_activation_for(network: Network) -> str | None:
     """The ONNX activation the training loss fuses into itself (softmax for cross entropy)."""
     if network.train is None:
         return None
-    return _LOSS_ACTIVATION.get(network.train.loss)
+    activation = LOSSES[network.train.loss].activation
+    return None if activation is None else _ACTIVATION_OP[activation]
 
 
 def model_metadata(network: Network) -> dict[str, str]:
@@ -89,12 +91,7 @@ def model_metadata(network: Network) -> dict[str, str]:
 
 def check_params(analysis: Analysis, params: Mapping[str, Array]) -> dict[str, Array]:
     """The arrays the spec declares, checked by name and shape; float arrays as float32."""
-    expected = {
-        f"{name}.{local}": shape
-        for name, info in analysis.layers.items()
-        for local, shape in {**info.param_shapes, **info.state_shapes}.items()
-    }
-    check_weights(params, expected, "the weights")
+    check_weights(params, expected_shapes(analysis), "the weights")
     out = {k: np.asarray(v) for k, v in params.items()}
     return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
 

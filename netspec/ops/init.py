@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from netspec.callform import call_form
 
@@ -60,7 +61,13 @@ class Init(BaseModel):
 
 def _known(name: str) -> None:
     if name not in ALIASES:
-        raise ValueError(f"unknown initialiser {name!r}; known: {', '.join(sorted(ALIASES))}")
+        known = sorted(ALIASES)
+        # `choices` is for the front end's suggestion; the text is for people.
+        raise PydanticCustomError(
+            "unknown_initialiser",
+            "unknown initialiser '{name}'; known: {known}",
+            {"name": name, "known": ", ".join(known), "choices": known},
+        )
 
 
 InitName = Annotated[Init, call_form(Init.positional, ALIASES, _known)]

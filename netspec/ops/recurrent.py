@@ -8,13 +8,13 @@ BPTT over the same loop. ONNX's gate orders differ and are reordered into derive
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo
 
+from netspec.callform import dsl
 from netspec.errors import ShapeError, suggest
 from netspec.ops.base import Array, Ctx, Example, Grads, OnnxIO, OnnxNode, Op, Params, Shape
 from netspec.ops.functional import sigmoid
@@ -455,7 +455,7 @@ def _inner_error(name: str, cls: type[_Recurrent], err: Any) -> str:
     if err["type"] == "missing":
         return f"{name} needs '{key}', e.g. {name}(128)"
     got = err.get("input")
-    shown = f", got {json.dumps(got)}" if isinstance(got, bool | int | float | str) else ""
+    shown = f", got {dsl(got)}" if isinstance(got, bool | int | float | str) else ""
     return f"{name}: {key}: {str(err['msg']).removeprefix('Value error, ')}{shown}"
 
 
