@@ -12,7 +12,6 @@ them, so `netspec check` loads neither onnx nor the training engine.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,20 +20,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from netspec import memory, runs
-from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, Diagnostic, NetspecError
+from netspec.errors import EXIT_USAGE, Diagnostic, NetspecError
 from netspec.expand import expand, load_program
 from netspec.graph import analyse, require
 from netspec.ir import Analysis, Network
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from netspec.training.evaluate import Evaluation
     from netspec.training.loop import FitResult, Progress
-    from netspec.training.stopping import Stopper
     from netspec.viz.diagram import Diagram
-
-    Array = np.ndarray[Any, Any]
 
 # --max-memory: a number of bytes, None for no limit, "auto" for a share of what is available.
 MemoryLimit = int | None | Literal["auto"]
@@ -211,25 +205,6 @@ def model_metadata(model: str | Path | Analysis) -> dict[str, str]:
     return meta
 
 
-def read_inputs(path: str | Path) -> dict[str, Any]:
-    """The arrays of one input file: an .npz by name, or an .npy as the one array ''."""
-    import numpy as np
-
-    from netspec.arrays import load_arrays
-
-    path = Path(path)
-    if path.suffix == ".npz":
-        return load_arrays(path, "input file")
-    if not path.is_file():
-        raise NetspecError.at(f"input file {path} does not exist", exit_code=EXIT_RUNTIME)
-    try:
-        return {"": np.load(path, allow_pickle=False)}
-    except (OSError, ValueError, EOFError) as e:
-        raise NetspecError.at(
-            f"input file {path} is not a readable .npy array: {e}", exit_code=EXIT_RUNTIME
-        ) from None
-
-
 def predict(
     model: str | Path | Analysis,
     inputs: dict[str, Any],
@@ -272,78 +247,24 @@ def predict(
     if analysis is None:
         analysis = check(load(path, network, allow_outside_imports=allow_outside_imports))
     memory.check_memory(memory.estimate(analysis, batch, None), _limit(max_memory))
-    return _predict_numpy(analysis, inputs, params, batch_size, logits, normalization), "numpy"
+    from netspec.engine.inference import predict_outputs
+
+    outputs = predict_outputs(analysis, inputs, params, batch_size, logits, normalization)
+    return outputs, "numpy"
 
 
-def _predict_numpy(
-    analysis: Analysis,
-    inputs: dict[str, Any],
-    params: dict[str, Any],
-    batch: int,
-    logits: bool,
-    normalization: tuple[Any, Any] | None = None,
-) -> dict[str, Any]:
-    import numpy as np
+def read_inputs(path: str | Path) -> dict[str, Any]:
+    """The arrays of one input file: an .npz by name, or an .npy as the one array ''."""
+    from netspec.arrays import read_input_file
 
-    from netspec.engine.executor import Executor
-    from netspec.feeds import InputSignature, validate
-    from netspec.losses import LOSSES
-    from netspec.ops.base import Ctx
-
-    net = analysis.network
-    runs.check_weights(params, runs.expected_shapes(analysis), "the weights")
-    signature = [
-        InputSignature(
-            node.name,
-            np.dtype(getattr(node.op, "dtype", "float32")),
-            (None, *analysis.shape(node.name)),
-        )
-        for node in net.inputs
-    ]
-    # Checked before normalising: a badly shaped input must be named, not fail to broadcast.
-    feed = validate(signature, inputs)
-    if normalization is not None:  # as the exported model does it, on the first input
-        first = net.inputs[0].name
-        shift, scale = normalization
-        feed[first] = ((feed[first] - shift) / scale).astype(feed[first].dtype)
-    executor = Executor(analysis)
-    total = len(next(iter(feed.values())))
-    parts = [
-        executor.forward({k: v[s : s + batch] for k, v in feed.items()}, params, Ctx())[0]
-        for s in range(0, total, batch)
-    ]
-    outs = {o: np.concatenate([p[o] for p in parts]) for o in net.outputs}
-    loss = None if logits or net.train is None else LOSSES[net.train.loss]
-    if loss is not None and loss.activation is not None:
-        # The loss's activation, as in training and in the exported model.
-        for o in net.outputs:
-            outs[f"{o}.probs"] = loss.probabilities(outs.pop(o))
-    return outs
+    return read_input_file(Path(path))
 
 
 def save_outputs(path: str | Path, outputs: Mapping[str, Any]) -> None:
     """Outputs to an .npz by name, or the one output to an .npy, atomically."""
-    from typing import IO
+    from netspec.arrays import save_outputs as save
 
-    import numpy as np
-
-    from netspec.arrays import save_arrays
-    from netspec.files import atomic_write
-
-    path = Path(path)
-    if path.suffix == ".npz":
-        save_arrays(path, outputs)
-        return
-    if len(outputs) != 1:
-        raise NetspecError.at(
-            f"the model has {len(outputs)} outputs: save them to an .npz", exit_code=EXIT_USAGE
-        )
-    (array,) = outputs.values()
-
-    def write(f: IO[bytes]) -> None:
-        np.save(f, array)
-
-    atomic_write(path, write)
+    save(Path(path), outputs)
 
 
 # ---- training -----------------------------------------------------------------------------------
@@ -387,6 +308,7 @@ def train(
     from netspec.engine.trainer import fit
     from netspec.training.data import with_path
     from netspec.training.plan import require_recipe
+    from netspec.viz.curves import Redraw
 
     spec = require_recipe(analysis)
     out, checkpoint = run_folder(analysis, out_dir, resume)
@@ -405,29 +327,8 @@ def train(
         seed=seed,
         resume_from=checkpoint,
         progress=progress,
-        on_epoch=_Curves() if curves else None,
+        on_epoch=Redraw(CURVES_INTERVAL_S) if curves else None,
     )
-
-
-class _Curves:
-    """Redraws a run's curves.png every few seconds at most, and once when the run ends: a
-    redraw costs tens of milliseconds, which a run of short epochs must not pay per epoch."""
-
-    def __init__(self, interval: float = CURVES_INTERVAL_S) -> None:
-        self.interval = interval
-        self.last = -float("inf")
-
-    def __call__(
-        self, out_dir: Path, history: list[dict[str, Any]], stopper: Stopper | None, final: bool
-    ) -> None:
-        if not final and time.perf_counter() - self.last < self.interval:
-            return
-        from netspec.viz.curves import after_epoch  # matplotlib itself only loads when installed
-
-        best = None if stopper is None else stopper.best_epoch
-        monitor = None if stopper is None else stopper.monitor
-        after_epoch(out_dir, history, best, monitor, stopper is not None and stopper.stopped)
-        self.last = time.perf_counter()  # from the end of the drawing
 
 
 def evaluate(

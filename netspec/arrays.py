@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 from netspec.files import atomic_write
 from netspec.ops.base import Array
 
@@ -115,3 +115,34 @@ def encode_json(value: Any) -> Array:
 
 def decode_json(array: Array) -> Any:
     return json.loads(np.asarray(array, dtype=np.uint8).tobytes().decode("utf-8"))
+
+
+def read_input_file(path: Path) -> dict[str, Array]:
+    """The arrays of one input file: an .npz by name, or an .npy as the one array ''."""
+    if path.suffix == ".npz":
+        return load_arrays(path, "input file")
+    if not path.is_file():
+        raise NetspecError.at(f"input file {path} does not exist", exit_code=EXIT_RUNTIME)
+    try:
+        return {"": np.load(path, allow_pickle=False)}
+    except (OSError, ValueError, EOFError) as e:
+        raise NetspecError.at(
+            f"input file {path} is not a readable .npy array: {e}", exit_code=EXIT_RUNTIME
+        ) from None
+
+
+def save_outputs(path: Path, outputs: Mapping[str, Array]) -> None:
+    """Outputs to an .npz by name, or the one output to an .npy, atomically."""
+    if path.suffix == ".npz":
+        save_arrays(path, outputs)
+        return
+    if len(outputs) != 1:
+        raise NetspecError.at(
+            f"the model has {len(outputs)} outputs: save them to an .npz", exit_code=EXIT_USAGE
+        )
+    (array,) = outputs.values()
+
+    def write(f: IO[bytes]) -> None:
+        np.save(f, array)
+
+    atomic_write(path, write)

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from netspec import syntax as ast
+from netspec import tree as ast
 from netspec.errors import NetspecError, Span, suggest
 from netspec.ir import Network, Node
 from netspec.ops import OPS
 from netspec.ops.base import Op
 from netspec.ops.io import Input
 from netspec.program import MAX_DEPTH, MAX_NODES, Program, choose_network, load_program
-from netspec.recipe import TrainSpec
+from netspec.recipes import train_section
 from netspec.validation import build_model
 from netspec.values import Symbol, evaluate, freeze, plain, show
 
@@ -172,16 +171,36 @@ class _Expander:
     def call(self, call: ast.Call, scope: _Scope, current: str, local: str | None) -> str:
         if call.name in self.program.blocks:
             return self.block(call, scope, current, local)
-        if call.name not in OPS or call.name == "input":
-            known = [k for k in OPS if k != "input"] + list(self.program.blocks)
-            hint = suggest(call.name, known)
-            if call.name == "input":
-                hint = "declare inputs with `input NAME: [shape]`"
-            if call.name in self.program.networks:
-                hint = f"'{call.name}' is a network; only blocks can be used as layers"
-            raise _err(f"unknown op or block '{call.name}'", call.name_span, hint)
-        cls = OPS[call.name]
+        cls = self._op_class(call)
         name = scope.prefix + (local if local is not None else scope.auto_name(call.name))
+        values, spans, named = self._arguments(call, cls, scope)
+        inputs = self._merge_inputs(call, named, current) if cls.arity is None else [current]
+        if not inputs[0]:
+            raise _err(
+                f"'{call.name}' has no input: nothing comes before it",
+                call.span,
+                "declare `input x: [...]` first, or write `x -> ...`",
+            )
+        op = self.op(cls, values, spans, call.span, f"{call.name} '{name}'", name)
+        return self.add(
+            Node(name=name, op=op, inputs=tuple(inputs), span=call.span, scope=scope.path)
+        )
+
+    def _op_class(self, call: ast.Call) -> type[Op]:
+        if call.name in OPS and call.name != "input":
+            return OPS[call.name]
+        known = [k for k in OPS if k != "input"] + list(self.program.blocks)
+        hint = suggest(call.name, known)
+        if call.name == "input":
+            hint = "declare inputs with `input NAME: [shape]`"
+        if call.name in self.program.networks:
+            hint = f"'{call.name}' is a network; only blocks can be used as layers"
+        raise _err(f"unknown op or block '{call.name}'", call.name_span, hint)
+
+    def _arguments(
+        self, call: ast.Call, cls: type[Op], scope: _Scope
+    ) -> tuple[dict[str, Any], dict[str, Span], list[str]]:
+        """Attribute values and their spans, and the tensors a merge names positionally."""
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
         inputs: list[str] = []
@@ -207,34 +226,24 @@ class _Expander:
                 raise _err(f"{call.name}: '{key}' is given twice", arg.span)
             values[key] = evaluate(arg.value, scope.env)
             spans[key] = arg.span
-        if cls.arity is None:
-            if len(inputs) == 1 and inputs[0] == current:
-                raise _err(
-                    f"{call.name}({call.args[0].value.id}) would combine "  # type: ignore[union-attr]
-                    f"'{inputs[0]}' with itself: it is also the previous statement's output",
-                    call.span,
-                    "name the other branch and write both inputs, e.g. add(main, shortcut)",
-                )
-            if len(inputs) < 2:
-                if not current:
-                    raise _err(f"{call.name} needs two or more tensors", call.span)
-                inputs.insert(0, current)
-            if len(inputs) < 2:
-                raise _err(
-                    f"{call.name} needs two or more tensors, e.g. {call.name}(a, b)", call.span
-                )
-        else:
+        return values, spans, inputs
+
+    def _merge_inputs(self, call: ast.Call, inputs: list[str], current: str) -> list[str]:
+        """A merge's tensors: those it names, after the previous output when it names one."""
+        if len(inputs) == 1 and inputs[0] == current:
+            raise _err(
+                f"{call.name}({call.args[0].value.id}) would combine "  # type: ignore[union-attr]
+                f"'{inputs[0]}' with itself: it is also the previous statement's output",
+                call.span,
+                "name the other branch and write both inputs, e.g. add(main, shortcut)",
+            )
+        if len(inputs) < 2:
             if not current:
-                raise _err(
-                    f"'{call.name}' has no input: nothing comes before it",
-                    call.span,
-                    "declare `input x: [...]` first, or write `x -> ...`",
-                )
-            inputs = [current]
-        op = self.op(cls, values, spans, call.span, f"{call.name} '{name}'", name)
-        return self.add(
-            Node(name=name, op=op, inputs=tuple(inputs), span=call.span, scope=scope.path)
-        )
+                raise _err(f"{call.name} needs two or more tensors", call.span)
+            inputs = [current, *inputs]
+        if len(inputs) < 2:
+            raise _err(f"{call.name} needs two or more tensors, e.g. {call.name}(a, b)", call.span)
+        return inputs
 
     def op(
         self,
@@ -260,67 +269,8 @@ class _Expander:
 
     def block(self, call: ast.Call, scope: _Scope, current: str, local: str | None) -> str:
         block = self.program.blocks[call.name]
-        if call.name in self.block_stack:
-            cycle = self.block_stack[self.block_stack.index(call.name) :]
-            raise _err(
-                f"block '{call.name}' instantiates itself (via {' -> '.join(cycle)})",
-                call.span,
-            )
-        if len(self.block_stack) >= MAX_DEPTH:
-            raise _err(
-                f"block '{call.name}' would nest blocks {len(self.block_stack) + 1} deep; "
-                f"netspec allows at most {MAX_DEPTH}",
-                call.span,
-                f"the chain: {_chain(self.block_stack)} -> {call.name}",
-            )
-        env = dict(self.consts)
-        params = {p.name: p for p in block.params}
-        order = list(params)
-        given: dict[str, tuple[Any, Span]] = {}
-        for arg in call.args:
-            if arg.key is None:
-                if not order:
-                    raise _err(f"too many values for block {call.name}", arg.span)
-                key = order.pop(0)
-            else:
-                key = arg.key
-                if key not in params:
-                    raise _err(
-                        f"block {call.name} has no parameter '{key}'",
-                        arg.span,
-                        suggest(key, params),
-                    )
-                if key in order:
-                    order.remove(key)
-            if key in given:
-                raise _err(f"block {call.name}: '{key}' is given twice", arg.span)
-            given[key] = (evaluate(arg.value, scope.env), arg.span)
-        for p in block.params:
-            if p.name in given:
-                value, span = given[p.name]
-            elif p.default is not None:
-                value, span = evaluate(p.default, env), p.span
-            else:
-                raise _err(f"block {call.name} needs a value for '{p.name}'", call.span)
-            if p.type is not None:
-                allowed = PARAM_TYPES.get(p.type.id)
-                if allowed is None:
-                    raise _err(
-                        f"unknown parameter type '{p.type.id}'",
-                        p.type.span,
-                        suggest(p.type.id, PARAM_TYPES),
-                    )
-                if (isinstance(value, bool) and p.type.id != "bool") or not isinstance(
-                    value, allowed
-                ):
-                    raise _err(
-                        f"block {call.name}: '{p.name}' must be {p.type.id}, got {show(value)}",
-                        value.span if isinstance(value, Symbol) else span,
-                        suggest(value.name, value.known) if isinstance(value, Symbol) else None,
-                    )
-                if p.type.id == "float":
-                    value = float(value)  # type: ignore[arg-type]
-            env[p.name] = value
+        self._check_nesting(call)
+        env = _bind(call, block, scope.env, self.consts)
         name = scope.prefix + (local if local is not None else scope.auto_name(call.name.lower()))
         inner = _Scope(
             prefix=name + ".",
@@ -346,6 +296,21 @@ class _Expander:
             raise _err(f"block {call.name} is empty", block.span)
         return inner.current
 
+    def _check_nesting(self, call: ast.Call) -> None:
+        if call.name in self.block_stack:
+            cycle = self.block_stack[self.block_stack.index(call.name) :]
+            raise _err(
+                f"block '{call.name}' instantiates itself (via {' -> '.join(cycle)})",
+                call.span,
+            )
+        if len(self.block_stack) >= MAX_DEPTH:
+            raise _err(
+                f"block '{call.name}' would nest blocks {len(self.block_stack) + 1} deep; "
+                f"netspec allows at most {MAX_DEPTH}",
+                call.span,
+                f"the chain: {_chain(self.block_stack)} -> {call.name}",
+            )
+
     # networks ---------------------------------------------------------------------------------
     def network(self, net: ast.NetworkDef) -> tuple[str, ...]:
         scope = _Scope(prefix="", env=dict(self.consts), tensors={}, path=())
@@ -362,51 +327,63 @@ class _Expander:
         return (scope.current,)
 
 
-def _train(program: Program, name: str, consts: dict[str, Any]) -> TrainSpec | None:
-    tdef = program.trains.get(name)
-    if tdef is None:
-        return None
-    values: dict[str, Any] = {"network": name}
-    spans: dict[str, Span] = {}
-    base = Path(tdef.span.file).resolve().parent
-    for s in tdef.settings:
-        if s.key in values:
-            raise _err(f"train: '{s.key}' is set twice", s.key_span)
-        if s.key not in TrainSpec.KEYS:
-            raise _err(
-                f"train has no setting '{s.key}'",
-                s.key_span,
-                suggest(s.key, TrainSpec.KEYS) or f"known: {', '.join(TrainSpec.KEYS)}",
-            )
-        value = evaluate(s.value, consts)
-        if s.key in ("data", "val_data"):
-            value = _resolve_data(plain(value), base)
-        values[s.key] = value
-        spans[s.key] = s.value.span
-    spec: TrainSpec = build_model(TrainSpec, values, spans, tdef.span, "train", strict=True)
-    return spec
+def _given(call: ast.Call, block: ast.BlockDef, env: dict[str, Any]) -> dict[str, tuple[Any, Span]]:
+    """The values a block call gives, by parameter name (positional ones in order)."""
+    params = {p.name: p for p in block.params}
+    order = list(params)
+    given: dict[str, tuple[Any, Span]] = {}
+    for arg in call.args:
+        if arg.key is None:
+            if not order:
+                raise _err(f"too many values for block {call.name}", arg.span)
+            key = order.pop(0)
+        else:
+            key = arg.key
+            if key not in params:
+                raise _err(
+                    f"block {call.name} has no parameter '{key}'", arg.span, suggest(key, params)
+                )
+            if key in order:
+                order.remove(key)
+        if key in given:
+            raise _err(f"block {call.name}: '{key}' is given twice", arg.span)
+        given[key] = (evaluate(arg.value, env), arg.span)
+    return given
 
 
-def _resolve_data(value: Any, base: Path) -> Any:
-    """Make data paths relative to the spec file, as a user expects."""
+def _bind(
+    call: ast.Call, block: ast.BlockDef, caller: dict[str, Any], consts: dict[str, Any]
+) -> dict[str, Any]:
+    """The block body's names: the constants and every parameter, given or defaulted, each
+    checked against its declared type."""
+    env = dict(consts)
+    given = _given(call, block, caller)
+    for p in block.params:
+        if p.name in given:
+            value, span = given[p.name]
+        elif p.default is not None:
+            value, span = evaluate(p.default, env), p.span
+        else:
+            raise _err(f"block {call.name} needs a value for '{p.name}'", call.span)
+        env[p.name] = value if p.type is None else _typed(call, p, value, span)
+    return env
 
-    def fix(p: Any) -> Any:
-        return str(base / p) if isinstance(p, str) and p and not Path(p).is_absolute() else p
 
-    if isinstance(value, str):
-        return fix(value)
-    if isinstance(value, dict):
-        out = dict(value)
-        out["args"] = [fix(a) if i == 0 else a for i, a in enumerate(out.get("args", []))]
-        for key in ("path", "labels"):
-            if key in out:
-                out[key] = fix(out[key])
-        if out.get("name") in ("npy", "idx"):
-            out["args"] = [fix(a) for a in out["args"]]
-            if "x" in out:
-                out["x"] = fix(out["x"])
-        return out
-    return value
+def _typed(call: ast.Call, p: ast.Param, value: Any, span: Span) -> Any:
+    """A parameter's value checked against its declared type (an int fills a float)."""
+    assert p.type is not None
+    allowed = PARAM_TYPES.get(p.type.id)
+    if allowed is None:
+        raise _err(
+            f"unknown parameter type '{p.type.id}'", p.type.span, suggest(p.type.id, PARAM_TYPES)
+        )
+    if (isinstance(value, bool) and p.type.id != "bool") or not isinstance(value, allowed):
+        raise _err(
+            f"block {call.name}: '{p.name}' must be {p.type.id}, got {show(value)}",
+            value.span if isinstance(value, Symbol) else span,
+            suggest(value.name, value.known) if isinstance(value, Symbol) else None,
+        )
+    return float(value) if p.type.id == "float" else value  # type: ignore[arg-type]
 
 
 def expand(program: Program, network: str | None = None) -> Network:
@@ -422,7 +399,7 @@ def expand(program: Program, network: str | None = None) -> Network:
     try:
         ex = _Expander(program)
         outputs = ex.network(net)
-        train = _train(program, net.name, ex.consts)
+        train = train_section(program, net.name, ex.consts)
     except RecursionError:
         raise _err("the spec nests too deeply to expand", net.span) from None
     return Network(

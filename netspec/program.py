@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netspec import syntax as ast
+from netspec import syntax
+from netspec import tree as ast
 from netspec.errors import NetspecError, Span, suggest
 from netspec.ops import OPS
 
@@ -53,7 +54,7 @@ class _Loader:
 
     def load(self, path: Path, text: str | None, stack: list[Path], is_main: bool) -> None:
         resolved = path.resolve()
-        module = ast.parse(_read(path) if text is None else text, str(path))
+        module = syntax.parse(_read(path) if text is None else text, str(path))
         stack = [*stack, resolved]
         self.seen.add(resolved)
         self.program.files.append(path)

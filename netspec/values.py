@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from netspec import syntax as ast
+from netspec import tree as ast
 from netspec.callform import dsl
 from netspec.errors import NetspecError, Span, suggest
 

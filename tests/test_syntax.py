@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 from lark.exceptions import UnexpectedInput
 
-from netspec import syntax as ast
+from netspec import syntax
+from netspec import tree as ast
 from netspec.errors import NetspecError, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_body(body: str) -> tuple[ast.Stmt, ...]:
-    module = ast.parse(f"network N {{\n{body}\n}}\n", "t.net")
+    module = syntax.parse(f"network N {{\n{body}\n}}\n", "t.net")
     net = module.items[0]
     assert isinstance(net, ast.NetworkDef)
     return net.body
@@ -22,7 +23,7 @@ def parse_body(body: str) -> tuple[ast.Stmt, ...]:
 
 def syntax_error(text: str) -> str:
     with pytest.raises(NetspecError) as info:
-        ast.parse(text, "t.net")
+        syntax.parse(text, "t.net")
     return render(info.value.diagnostics[0])
 
 
@@ -48,7 +49,7 @@ def test_argument_lists_may_wrap_across_lines() -> None:
 
 
 def test_literals_cover_ints_floats_booleans_strings_lists_and_arithmetic() -> None:
-    module = ast.parse(
+    module = syntax.parse(
         'const A = 1_000\nconst B = 1e-3\nconst C = true\nconst D = "s"\n'
         "const E = [1, 2.5]\nconst F = -(A + 2) * 3 // 4 % 5 / 2\n",
         "t.net",
@@ -72,7 +73,7 @@ def test_spans_point_at_the_call() -> None:
 
 
 def test_typed_inputs_and_block_parameters_parse() -> None:
-    module = ast.parse(
+    module = syntax.parse(
         "block B(ch: int, stride: int = 1) { conv2d(ch, 3, stride=stride) }\n"
         "network N { input t: int64[100]\n B(4) }",
         "t.net",
@@ -90,7 +91,7 @@ def test_typed_inputs_and_block_parameters_parse() -> None:
 
 
 def test_train_settings_may_share_a_line() -> None:
-    module = ast.parse(
+    module = syntax.parse(
         "train N { loss = cross_entropy  optimizer = adam(lr=1e-3)  batch = 64 }", "t.net"
     )
     train = module.items[0]
@@ -131,10 +132,10 @@ def test_the_stored_parser_tables_match_the_grammar() -> None:
 
     from netspec import _parser_tables as stored
 
-    grammar = ast.GRAMMAR.read_text(encoding="utf-8")
-    assert ast._grammar_hash(grammar) == stored.GRAMMAR_SHA256, "run `make tables`"
+    grammar = syntax.GRAMMAR.read_text(encoding="utf-8")
+    assert syntax._grammar_hash(grammar) == stored.GRAMMAR_SHA256, "run `make tables`"
     if lark.__version__ == stored.LARK:  # another Lark compiles the grammar: slower, not wrong
-        assert ast._parser().source_path == "<deserialized>"  # loaded, not compiled
+        assert syntax._parser().source_path == "<deserialized>"  # loaded, not compiled
 
 
 @pytest.mark.parametrize(
@@ -143,10 +144,10 @@ def test_the_stored_parser_tables_match_the_grammar() -> None:
 )
 def test_the_stored_parser_and_the_compiled_grammar_agree(path: Path) -> None:
     """Same trees on every bundled file, and the same first error where there is one."""
-    compiled = ast._build_parser(ast.GRAMMAR.read_text(encoding="utf-8"))
+    compiled = syntax._build_parser(syntax.GRAMMAR.read_text(encoding="utf-8"))
     text = path.read_text(encoding="utf-8")
     results = []
-    for parser in (ast._parser(), compiled):
+    for parser in (syntax._parser(), compiled):
         try:
             results.append(parser.parse(text))
         except UnexpectedInput as err:
@@ -160,15 +161,15 @@ def test_stale_tables_are_ignored_and_the_grammar_is_compiled(
     from netspec import _parser_tables as stored
 
     source = "network N {\n  input x: [4]\n  dense(2) relu\n}\n"
-    fresh = ast._parser().parse(source)
+    fresh = syntax._parser().parse(source)
     monkeypatch.setattr(stored, "GRAMMAR_SHA256", "stale")
     monkeypatch.setattr(stored, "TABLES", {})  # would fail to load if it were used
-    ast._parser.cache_clear()
+    syntax._parser.cache_clear()
     try:
-        rebuilt = ast._parser()
+        rebuilt = syntax._parser()
         assert rebuilt.parse(source) == fresh
     finally:
-        ast._parser.cache_clear()
+        syntax._parser.cache_clear()
 
 
 def test_the_stored_parser_reports_positions_like_the_compiled_one() -> None:
@@ -192,7 +193,7 @@ def test_a_byte_order_mark_at_the_start_of_a_file_is_ignored(tmp_path: Path) -> 
         "               ^~~~~\n"
         "  hint: known attributes: units, bias, in_features, init"
     )
-    module = ast.parse("\ufeffnetwork N {\n  input x: [4]\n}\n", "t.net")
+    module = syntax.parse("\ufeffnetwork N {\n  input x: [4]\n}\n", "t.net")
     assert module.items[0].span.column == 1
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -25,7 +25,9 @@ from netspec import __version__
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 from netspec.ir import Analysis, Network, Node
 from netspec.losses import LOSSES
-from netspec.ops.base import Array, OnnxNode, OpsetError, Params, Shape
+from netspec.onnx.fold import fold_batchnorms
+from netspec.onnx.lowering import Graph, Lowering, lower_node, normalize_input, to_proto
+from netspec.ops.base import Array, Shape
 from netspec.runs import check_weights, expected_shapes
 
 MIN_OPSET = 13
@@ -96,140 +98,6 @@ def check_params(analysis: Analysis, params: Mapping[str, Array]) -> dict[str, A
     return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
 
 
-class _Lowering:
-    """The `OnnxIO` handed to one node's `to_onnx`; collects what it asks for in `_Graph`."""
-
-    def __init__(
-        self,
-        graph: _Graph,
-        node: Node,
-        inputs: list[str],
-        input_shapes: list[Shape],
-        output_shape: Shape,
-    ) -> None:
-        self._graph = graph
-        self._node = node.name
-        self.inputs = inputs
-        self.output = node.name
-        self.input_shapes = input_shapes
-        self.output_shape = output_shape
-        self.opset = graph.opset
-
-    def _local_params(self) -> Params:
-        prefix = f"{self._node}."
-        return {k[len(prefix) :]: v for k, v in self._graph.params.items() if k.startswith(prefix)}
-
-    def param(self, local: str) -> str:
-        name = f"{self._node}.{local}"
-        if name not in self._graph.params:
-            # A bug in the op, not an opset limit: it must not look like an OpsetError.
-            raise KeyError(f"{self._node} asks for parameter '{local}', which it does not declare")
-        self._graph.initializers.setdefault(name, self._graph.params[name])
-        return name
-
-    def derived(self, local: str, fn: Callable[[Params], Array]) -> str:
-        name = self._graph.fresh(f"{self._node}.{local}")
-        self._graph.initializers[name] = _as_initializer(np.asarray(fn(self._local_params())))
-        return name
-
-    def const(self, hint: str, value: Array) -> str:
-        name = self._graph.fresh(f"{self._node}.{hint}")
-        self._graph.initializers[name] = np.asarray(value)
-        return name
-
-    def tmp(self, hint: str) -> str:
-        return self._graph.fresh(f"{self._node}.{hint}")
-
-
-class _Graph:
-    """Names, nodes and initializers of the graph being built."""
-
-    def __init__(self, analysis: Analysis, params: dict[str, Array], opset: int) -> None:
-        self.opset = opset
-        self.params = params
-        self.initializers: dict[str, Array] = {}
-        self.nodes: list[onnx.NodeProto] = []
-        # Every spec name is taken up front, so a tmp or const can never shadow one.
-        self.taken: set[str] = set(analysis.order) | set(params)
-
-    def fresh(self, name: str) -> str:
-        base, k = name, 1
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
-
-
-def _normalize_input(graph: _Graph, name: str, shift: Array, scale: Array) -> str:
-    """Sub and Div on a graph input; returns the tensor the network reads instead."""
-    shift_name, scale_name = graph.fresh(f"{name}.norm_shift"), graph.fresh(f"{name}.norm_scale")
-    graph.initializers[shift_name] = np.asarray(shift, np.float32)
-    graph.initializers[scale_name] = np.asarray(scale, np.float32)
-    centred, out = graph.fresh(f"{name}.centred"), graph.fresh(f"{name}.normalized")
-    graph.nodes.append(helper.make_node("Sub", [name, shift_name], [centred], centred))
-    graph.nodes.append(helper.make_node("Div", [centred, scale_name], [out], out))
-    return out
-
-
-def _as_initializer(arr: Array) -> Array:
-    return arr.astype(np.float32) if arr.dtype.kind == "f" else arr
-
-
-def _min_opset(op_type: str) -> int | None:
-    versions = [
-        s.since_version
-        for s in onnx.defs.get_all_schemas_with_history()
-        if s.name == op_type and s.domain == ""
-    ]
-    return min(versions) if versions else None
-
-
-def _opset_error(node: Node, opset: int, message: str) -> NetspecError:
-    return NetspecError.at(
-        f"{node.op.op} '{node.name}' cannot be exported to ONNX opset {opset}: {message}",
-        node.span,
-        hint="export with a newer --opset",
-        layer=node.name,
-        exit_code=EXIT_RUNTIME,
-    )
-
-
-def _lower_node(graph: _Graph, node: Node, io: _Lowering) -> list[OnnxNode] | None:
-    try:
-        return node.op.to_onnx(io)
-    except NotImplementedError:
-        raise NetspecError.at(
-            f"{node.op.op} '{node.name}' has no ONNX lowering yet",
-            node.span,
-            layer=node.name,
-            exit_code=EXIT_RUNTIME,
-        ) from None
-    except OpsetError as e:
-        raise _opset_error(node, graph.opset, str(e)) from None
-
-
-def _to_proto(graph: _Graph, node: Node, described: list[OnnxNode]) -> list[onnx.NodeProto]:
-    protos = []
-    for k, d in enumerate(described):
-        schema_ok = True
-        try:
-            onnx.defs.get_schema(d.op_type, graph.opset, "")
-        except onnx.defs.SchemaError:
-            schema_ok = False
-        if not schema_ok:
-            since = _min_opset(d.op_type)
-            why = (
-                f"ONNX has no operator {d.op_type}"
-                if since is None
-                else f"its lowering uses {d.op_type}, which needs opset >= {since}"
-            )
-            raise _opset_error(node, graph.opset, why)
-        name = node.name if len(described) == 1 else f"{node.name}/{k}"
-        protos.append(helper.make_node(d.op_type, list(d.inputs), list(d.outputs), name, **d.attrs))
-    return protos
-
-
 def _value_info(name: str, dtype: int, shape: Shape, batch: Batch) -> onnx.ValueInfoProto:
     head: int | str = DYNAMIC_BATCH if batch == "dynamic" else batch
     return helper.make_tensor_value_info(name, dtype, [head, *shape])
@@ -260,52 +128,12 @@ def to_onnx_model(
     weight and bias (exact up to float32 rounding), as inference graphs should be; the conv's own
     output tensor then no longer appears in the graph. Turn it off to keep every spec tensor.
     """
-    if opset is None:
-        opset = default_opset()
-    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
-        raise NetspecError.at(
-            f"opset {opset} is not supported: choose {MIN_OPSET} to "
-            f"{onnx.defs.onnx_opset_version()} (default {default_opset()})",
-            exit_code=EXIT_USAGE,
-        )
-    if batch != "dynamic" and batch < 1:
-        raise NetspecError.at(f"batch must be 'dynamic' or >= 1, got {batch}", exit_code=EXIT_USAGE)
+    opset = _check_request(opset, batch)
     net = analysis.network
-    graph = _Graph(analysis, check_params(analysis, params), opset)
-    alias: dict[str, str] = {}  # spec tensor -> the ONNX tensor that holds it
-    dtypes: dict[str, int] = {}
-    graph_inputs: list[onnx.ValueInfoProto] = []
-
-    for name in analysis.order:
-        node = net.node(name)
-        info = analysis.layers[name]
-        if node.op.op == "input":
-            dtype = _DTYPES[getattr(node.op, "dtype", "float32")]
-            dtypes[name] = dtype
-            graph_inputs.append(_value_info(name, dtype, analysis.shape(name), batch))
-            if normalization is not None and name in normalization:
-                if name in net.outputs:  # one ONNX name cannot be the raw and the normalised x
-                    raise NetspecError.at(
-                        f"input '{name}' is also an output of {net.name}, and the model "
-                        "normalises it: the exported graph cannot give the raw input and the "
-                        "normalised one the same name",
-                        node.span,
-                        hint=f"output a copy instead, e.g. `{name}_out = {name} -> identity`",
-                    )
-                alias[name] = _normalize_input(graph, name, *normalization[name])
-            continue
-        inputs = [alias.get(i, i) for i in node.inputs]
-        io = _Lowering(graph, node, inputs, list(info.input_shapes), analysis.shape(name))
-        described = _lower_node(graph, node, io)
-        if described is None:
-            alias[name] = inputs[0]
-            dtypes[name] = dtypes.get(inputs[0], TensorProto.FLOAT)
-            continue
-        dtypes[name] = TensorProto.FLOAT
-        graph.nodes.extend(_to_proto(graph, node, described))
-
+    graph = Graph(analysis, check_params(analysis, params), opset)
+    graph_inputs, alias, dtypes = _lower(graph, analysis, batch, normalization or {})
     if fold_batchnorm:
-        _fold_batchnorms(graph, {alias.get(o, o) for o in net.outputs})
+        fold_batchnorms(graph, {alias.get(o, o) for o in net.outputs})
     outputs = _wire_outputs(graph, net, alias)
     activation = loss_activation_for(net) if loss_activation == "auto" else loss_activation
     graph_outputs = []
@@ -318,24 +146,7 @@ def to_onnx_model(
             graph.nodes.append(helper.make_node(activation, [out], [final], final))
         dtype = dtypes.get(alias.get(out, out), TensorProto.FLOAT)
         graph_outputs.append(_value_info(final, dtype, analysis.shape(out), batch))
-
-    used = {i for n in graph.nodes for i in n.input}
-    initializers = [
-        numpy_helper.from_array(np.ascontiguousarray(arr), name)
-        for name, arr in graph.initializers.items()
-        if name in used
-    ]
-    g = helper.make_graph(
-        graph.nodes, net.name, graph_inputs, graph_outputs, initializer=initializers
-    )
-    opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(
-        g,
-        opset_imports=opsets,
-        producer_name="netspec",
-        producer_version=__version__,
-        ir_version=helper.find_min_ir_version_for(opsets),
-    )
+    model = _model(graph, net, graph_inputs, graph_outputs)
     helper.set_model_props(model, {**model_metadata(net), **(metadata or {})})
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -347,48 +158,91 @@ def to_onnx_model(
     return model
 
 
-def _fold_batchnorms(graph: _Graph, keep: set[str]) -> None:
-    """Fold each BatchNormalization that is the only reader of a Conv's output into the Conv.
-
-    At inference batchnorm is the per-channel affine map y = s (x - mean) + beta with
-    s = gamma / sqrt(var + eps), so conv-then-batchnorm is one Conv with weight s W and bias
-    s (b - mean) + beta (computed in float64, then rounded once to float32). `keep` holds
-    tensors that must stay visible (network outputs).
-    """
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.nodes:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    inits = graph.initializers
-    folded: set[int] = set()
-    for conv in graph.nodes:
-        out = conv.output[0]
-        users = readers.get(out, [])
-        if conv.op_type != "Conv" or out in keep or len(users) != 1:
-            continue
-        (bn,) = users
-        params = [conv.input[1], *bn.input[1:5]]
-        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 or bn.input[0] != out:
-            continue
-        if not all(name in inits for name in params):
-            continue
-        w, gamma, beta, mean, var = (inits[name].astype(np.float64) for name in params)
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        scale = gamma / np.sqrt(var + eps)  # (F,)
-        bias = inits[conv.input[2]].astype(np.float64) if len(conv.input) > 2 else 0.0
-        w_name = graph.fresh(f"{conv.name}.weight_bn_folded")
-        b_name = graph.fresh(f"{conv.name}.bias_bn_folded")
-        inits[w_name] = (w * scale.reshape(-1, *[1] * (w.ndim - 1))).astype(np.float32)
-        inits[b_name] = ((bias - mean) * scale + beta).astype(np.float32)
-        x = conv.input[0]
-        del conv.input[:]
-        conv.input.extend([x, w_name, b_name])
-        conv.output[0] = bn.output[0]
-        folded.add(id(bn))
-    graph.nodes = [n for n in graph.nodes if id(n) not in folded]
+def _check_request(opset: int | None, batch: Batch) -> int:
+    """The opset to write (the default when None), refusing one onnx cannot write."""
+    if opset is None:
+        opset = default_opset()
+    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise NetspecError.at(
+            f"opset {opset} is not supported: choose {MIN_OPSET} to "
+            f"{onnx.defs.onnx_opset_version()} (default {default_opset()})",
+            exit_code=EXIT_USAGE,
+        )
+    if batch != "dynamic" and batch < 1:
+        raise NetspecError.at(f"batch must be 'dynamic' or >= 1, got {batch}", exit_code=EXIT_USAGE)
+    return opset
 
 
-def _wire_outputs(graph: _Graph, net: Network, alias: dict[str, str]) -> list[str]:
+def _lower(
+    graph: Graph,
+    analysis: Analysis,
+    batch: Batch,
+    normalization: Mapping[str, tuple[Array, Array]],
+) -> tuple[list[onnx.ValueInfoProto], dict[str, str], dict[str, int]]:
+    """Every node into `graph`, in order: the graph inputs, and for each spec tensor the ONNX
+    tensor holding it (an op that is the identity at inference aliases its input) and dtype."""
+    net = analysis.network
+    alias: dict[str, str] = {}  # spec tensor -> the ONNX tensor that holds it
+    dtypes: dict[str, int] = {}
+    graph_inputs: list[onnx.ValueInfoProto] = []
+    for name in analysis.order:
+        node = net.node(name)
+        if node.op.op == "input":
+            dtypes[name] = _DTYPES[getattr(node.op, "dtype", "float32")]
+            graph_inputs.append(_value_info(name, dtypes[name], analysis.shape(name), batch))
+            if name in normalization:
+                _refuse_normalised_output(net, node)
+                alias[name] = normalize_input(graph, name, *normalization[name])
+            continue
+        inputs = [alias.get(i, i) for i in node.inputs]
+        shapes = list(analysis.layers[name].input_shapes)
+        io = Lowering(graph, node, inputs, shapes, analysis.shape(name))
+        described = lower_node(graph, node, io)
+        if described is None:
+            alias[name] = inputs[0]
+            dtypes[name] = dtypes.get(inputs[0], TensorProto.FLOAT)
+            continue
+        dtypes[name] = TensorProto.FLOAT
+        graph.nodes.extend(to_proto(graph, node, described))
+    return graph_inputs, alias, dtypes
+
+
+def _refuse_normalised_output(net: Network, node: Node) -> None:
+    if node.name in net.outputs:  # one ONNX name cannot be the raw and the normalised x
+        raise NetspecError.at(
+            f"input '{node.name}' is also an output of {net.name}, and the model normalises "
+            "it: the exported graph cannot give the raw input and the normalised one the same "
+            "name",
+            node.span,
+            hint=f"output a copy instead, e.g. `{node.name}_out = {node.name} -> identity`",
+        )
+
+
+def _model(
+    graph: Graph,
+    net: Network,
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+) -> onnx.ModelProto:
+    """The ModelProto of a lowered graph: only the initializers some node reads."""
+    used = {i for n in graph.nodes for i in n.input}
+    initializers = [
+        numpy_helper.from_array(np.ascontiguousarray(arr), name)
+        for name, arr in graph.initializers.items()
+        if name in used
+    ]
+    g = helper.make_graph(graph.nodes, net.name, inputs, outputs, initializer=initializers)
+    opsets = [helper.make_opsetid("", graph.opset)]
+    return helper.make_model(
+        g,
+        opset_imports=opsets,
+        producer_name="netspec",
+        producer_version=__version__,
+        ir_version=helper.find_min_ir_version_for(opsets),
+    )
+
+
+def _wire_outputs(graph: Graph, net: Network, alias: dict[str, str]) -> list[str]:
     """Give every network output a tensor of its own name, renaming rather than copying.
 
     An output that aliases another tensor (a trailing dropout) takes over that tensor's name

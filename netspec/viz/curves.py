@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -230,3 +231,23 @@ def after_epoch(
         save([Run(out_dir.name, history, best, monitor, stopped)], out_dir / CURVES)
     except (OSError, ValueError, RuntimeError, NetspecError) as e:
         _log.warning("warning: could not draw %s: %s", out_dir / CURVES, e)
+
+
+class Redraw:
+    """The training loop's hook (training.loop.EpochHook): redraws curves.png at most once per
+    `interval` seconds, timed from the end of the last drawing, and always when the run ends.
+    A redraw costs tens of milliseconds, which a run of short epochs must not pay per epoch."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last = -math.inf
+
+    def __call__(
+        self, out_dir: Path, history: list[dict[str, Any]], stopper: Any, final: bool
+    ) -> None:
+        if not final and time.perf_counter() - self.last < self.interval:
+            return
+        best = None if stopper is None else stopper.best_epoch
+        monitor = None if stopper is None else stopper.monitor
+        after_epoch(out_dir, history, best, monitor, stopper is not None and stopper.stopped)
+        self.last = time.perf_counter()

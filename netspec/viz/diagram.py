@@ -16,9 +16,9 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from netspec.errors import Diagnostic, Severity
-from netspec.graph import layout
 from netspec.ir import Analysis, Node
 from netspec.ops.base import Shape
+from netspec.viz.layout import layout
 
 Status = Literal["ok", "warning", "failed", "unchecked"]
 

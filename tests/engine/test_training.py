@@ -13,7 +13,6 @@ from netspec import api
 from netspec import runs as ckpt
 from netspec.arrays import load_arrays
 from netspec.engine import trainer as loop
-from netspec.training import loop as training_loop
 from netspec.engine.executor import Executor
 from netspec.engine.penalties import add_penalty, clip
 from netspec.errors import EXIT_RUNTIME, NetspecError
@@ -21,6 +20,7 @@ from netspec.initializers import init_params
 from netspec.ir import Analysis
 from netspec.losses import LOSSES
 from netspec.runs import history_json
+from netspec.training import loop as training_loop
 from netspec.training.plan import io_of, penalised_names, streams
 from netspec.training.stopping import Stopper
 
@@ -193,7 +193,9 @@ class _StopAfter:
 def test_resume_after_an_interrupt_equals_an_uninterrupted_run(
     small: Analysis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(training_loop, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after every epoch
+    monkeypatch.setattr(
+        training_loop, "CHECKPOINT_INTERVAL_S", 0.0
+    )  # a checkpoint after every epoch
     spec = small.network.train
     assert spec is not None
     whole = loop.fit(small, spec, tmp_path / "whole")
@@ -337,7 +339,9 @@ def test_a_resumed_run_keeps_its_seed_override_and_refuses_another(
 ) -> None:
     """Resuming by the recipe's seed would split off another validation set: the run would
     then train on samples it validated on."""
-    monkeypatch.setattr(training_loop, "CHECKPOINT_INTERVAL_S", 0.0)  # a checkpoint after every epoch
+    monkeypatch.setattr(
+        training_loop, "CHECKPOINT_INTERVAL_S", 0.0
+    )  # a checkpoint after every epoch
     spec = small.network.train
     assert spec is not None
     cut = tmp_path / "cut"

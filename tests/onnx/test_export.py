@@ -344,14 +344,14 @@ def test_probabilities_are_the_loss_activation_of_the_outputs_whatever_the_last_
     analyse: Callable[[str], Analysis],
 ) -> None:
     """cross_entropy after a sigmoid trains softmax(sigmoid(z)): export and predict say so too."""
-    from netspec import api
+    from netspec.engine.inference import predict_outputs
 
     net = analyse(MLP.replace("out = dense(3)", "dense(3)\n  out = sigmoid"))
     params = _params(net)
     xs = _inputs(net, batch=4)
     probs = _ort(to_onnx_model(net, params), xs)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
-    numpy_probs = api._predict_numpy(net, xs, params, batch=4, logits=False)["out.probs"]
+    numpy_probs = predict_outputs(net, xs, params, batch=4, logits=False)["out.probs"]
     np.testing.assert_allclose(probs, numpy_probs, rtol=1e-5, atol=1e-7)
 
 

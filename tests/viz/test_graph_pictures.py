@@ -14,11 +14,11 @@ from PIL import Image
 from netspec import api
 from netspec.cli import main
 from netspec.errors import Diagnostic
-from netspec.graph import layout
 from netspec.ir import Analysis
 from netspec.viz import diagram
 from netspec.viz.dot import to_dot
 from netspec.viz.draw import write_graph
+from netspec.viz.layout import layout
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -1,0 +1,113 @@
+"""What api.train adds around the loop for every caller: the guards before a run, and the
+cost of the work between steps (checkpoints, curves) bounded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from netspec import api
+from netspec.cli import main
+from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.ir import Analysis
+from netspec.training import loop
+
+SPEC = """network N {
+  input x: [4]
+  dense(8) relu
+  dense(3)
+}
+train N {
+  data = "d.npz"
+  loss = cross_entropy
+  optimizer = sgd(lr=0.1)
+  batch = 8
+  epochs = EPOCHS
+}
+"""
+
+
+def _spec(tmp_path: Path, epochs: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1))
+    path = tmp_path / "n.net"
+    path.write_text(SPEC.replace("EPOCHS", str(epochs)), encoding="utf-8")
+    return path
+
+
+def _analysis(path: Path) -> Analysis:
+    return api.check(api.load(path))
+
+
+def test_api_train_refuses_an_over_budget_run_exactly_as_the_cli_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _spec(tmp_path)
+    with pytest.raises(NetspecError) as caught:
+        api.train(_analysis(path), tmp_path / "lib", max_memory=1000)
+    assert caught.value.exit_code == EXIT_RUNTIME
+    (diag,) = caught.value.diagnostics
+    assert "more than the limit of 1000 B" in diag.message
+    code = main(["train", str(path), "--out", str(tmp_path / "cli"), "--max-memory", "1000"])
+    err = capsys.readouterr().err
+    assert code == EXIT_RUNTIME
+    assert diag.message in err and str(diag.hint) in err
+    assert not (tmp_path / "lib").exists() and not (tmp_path / "cli").exists()  # nothing made
+
+
+def test_api_train_refuses_an_output_folder_it_cannot_write(tmp_path: Path) -> None:
+    path = _spec(tmp_path)
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(NetspecError, match="not writable") as caught:
+        api.train(_analysis(path), tmp_path / "file" / "run")
+    assert caught.value.exit_code == EXIT_RUNTIME
+
+
+def test_curves_are_redrawn_every_few_seconds_at_most_and_once_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netspec.viz import curves
+
+    drawn: list[int] = []
+
+    def after_epoch(out_dir: Path, history: list[dict[str, Any]], *rest: Any) -> None:
+        drawn.append(len(history))
+
+    monkeypatch.setattr(curves, "after_epoch", after_epoch)
+    monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # every epoch reaches the hook
+    api.train(_analysis(_spec(tmp_path, epochs=30)), tmp_path / "run")
+    # Thirty epochs of a few milliseconds: the first (nothing drawn yet) and the final drawing.
+    assert drawn == [1, 30]
+
+
+class _Clock:
+    """perf_counter for the loop: a little time per call, and what a slow save costs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def test_the_checkpoint_throttle_counts_from_the_end_of_a_slow_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    saves: list[int] = []
+    real_save = loop.runs.save_checkpoint
+
+    def slow_save(path: Path, checkpoint: Any) -> None:
+        saves.append(checkpoint.meta["epoch"])
+        real_save(path, checkpoint)
+        clock.now += 2.0  # longer than the interval: a save must not make every epoch save
+
+    monkeypatch.setattr(loop, "time", clock)
+    monkeypatch.setattr(loop.runs, "save_checkpoint", slow_save)
+    api.train(_analysis(_spec(tmp_path, epochs=10)), tmp_path / "run", curves=False)
+    assert saves == [1, 10]
