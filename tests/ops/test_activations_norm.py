@@ -37,8 +37,6 @@ from netspec.ops.embedding import Embedding
 from netspec.ops.norm import BatchNorm, Dropout, Lrn
 from netspec.ops.shape import Pad, Reshape
 
-from .twins import against_torch
-
 
 def close(actual: Any, expected: Any) -> None:
     """Equal up to float64 rounding: both sides compute the same formulas."""
@@ -95,7 +93,6 @@ TWINS: list[tuple[Op, Callable[[torch.Tensor], torch.Tensor], tuple[int, ...]]] 
 
 
 @pytest.mark.parametrize(("op", "fn", "shape"), TWINS, ids=[repr(t[0]) for t in TWINS])
-@against_torch(*{op.kind() for op, _, _ in TWINS})
 def test_activation_matches_torch_forward_and_backward(
     op: Op, fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...]
 ) -> None:
@@ -137,7 +134,6 @@ def test_step_is_heaviside_with_a_straight_through_backward() -> None:
     ("channels", "shape"),
     [("shared", (3, 4, 2, 2)), ("per_channel", (3, 4, 2, 2)), ("per_channel", (5, 6))],
 )
-@against_torch("prelu")
 def test_prelu_matches_torch_including_the_slope_gradient(
     channels: str, shape: tuple[int, ...]
 ) -> None:
@@ -185,7 +181,6 @@ def test_rrelu_rejects_lower_above_upper() -> None:
 
 
 @pytest.mark.parametrize(("k", "shape"), [(2, (4, 6)), (3, (2, 6, 3, 3)), (1, (2, 4))])
-@against_torch("maxout")
 def test_maxout_matches_a_torch_reshape_and_max(k: int, shape: tuple[int, ...]) -> None:
     x = rng.uniform(-2, 2, shape)
     y, dy, (dx,), _ = run(Maxout(k=k), x)
@@ -225,7 +220,6 @@ def _bn_params(c: int) -> Params:
 # The last two have 16 or more values per sample and channel: the BLAS path of the sums.
 @pytest.mark.parametrize("shape", [(6, 4), (4, 3, 5), (4, 3, 3, 3), (3, 2, 20), (2, 3, 4, 5)])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@against_torch("batchnorm")
 def test_batchnorm_matches_torch_outputs_grads_and_running_stats(
     shape: tuple[int, ...], train: bool
 ) -> None:
@@ -268,7 +262,6 @@ def test_batchnorm_updates_float32_running_stats_in_place() -> None:
         (Lrn(size=1, alpha=2.0), (2, 3, 2, 2)),
     ],
 )
-@against_torch("lrn")
 def test_lrn_matches_torch_local_response_norm(op: Lrn, shape: tuple[int, ...]) -> None:
     x = rng.normal(size=shape)
     y, dy, (dx,), _ = run(op, x)
@@ -310,7 +303,6 @@ def test_dropout_in_training_keeps_the_expectation_and_masks_backward_alike() ->
 @pytest.mark.parametrize(
     ("target", "shape"), [((3, 8), (2, 2, 3, 4)), ((2, -1, 3), (2, 12)), ((-1,), (3, 2, 2))]
 )
-@against_torch("reshape")
 def test_reshape_matches_torch(target: tuple[int, ...], shape: tuple[int, ...]) -> None:
     op = Reshape(shape=target)
     x = rng.normal(size=shape)
@@ -343,7 +335,6 @@ def test_reshape_allows_at_most_one_inferred_dimension() -> None:
         ((0, 1, 2, 0), 0.5, (2, 2, 3)),
     ],
 )
-@against_torch("pad")
 def test_pad_matches_torch_functional_pad(
     pads: tuple[int, ...], value: float, shape: tuple[int, ...]
 ) -> None:
@@ -364,7 +355,6 @@ def test_pad_with_the_wrong_number_of_values_names_the_rank() -> None:
         Pad(pads=(1, 1)).infer_shape([(3, 4, 4)])
 
 
-@against_torch("embedding")
 def test_embedding_matches_torch_and_accumulates_repeated_ids() -> None:
     op = Embedding(vocab=7, dim=3)
     weight = rng.normal(size=(7, 3))
@@ -395,7 +385,6 @@ def test_embedding_refuses_ids_outside_the_vocabulary() -> None:
     [(Dense(units=3), (4, 5)), (Dense(units=4, bias=False), (2, 6)), (Dense(units=2), (3, 4, 5))],
     ids=["bias", "no-bias", "per-step"],
 )
-@against_torch("dense")
 def test_dense_matches_torch_linear_forward_and_all_gradients(
     op: Dense, shape: tuple[int, ...]
 ) -> None:
