@@ -174,7 +174,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
     analysis = api.check(net)
-    text = api.compile_json(analysis)
+    if args.target == "torch":  # torch is optional: a missing one is a message and exit 3
+        from netspec.torch import torch_code
+
+        text = torch_code(analysis).rstrip("\n")
+    else:
+        text = api.compile_json(analysis)
     if args.output in (None, "-"):
         print(text)
     else:
@@ -302,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c = spec_command("compile", "write the IR with inferred shapes as JSON")
     c.add_argument("-o", "--output", help="output file (default: stdout)")
+    c.add_argument(
+        "--target",
+        choices=("json", "torch"),
+        default="json",
+        help="json: the IR; torch: the torch.fx GraphModule's Python code (needs torch)",
+    )
     sub.add_parser("schema", help="print the IR's JSON Schema")
     for extend in _EXTENSIONS:
         extend(sub, spec_command)

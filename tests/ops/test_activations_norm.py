@@ -175,6 +175,34 @@ def test_rrelu_in_training_draws_slopes_within_bounds_and_reuses_them_backward()
     assert at_kink.min() >= 0.1 and at_kink.max() <= 0.3
 
 
+def _torch_train(op: Op, x: Array, seed: int) -> tuple[Array, Array, Array]:
+    """torch_forward in training after torch.manual_seed(seed): (y, dy, dx) for sum(y * dy)."""
+    torch.manual_seed(seed)
+    tx = torch.tensor(x, requires_grad=True)
+    y = op.torch_forward(torch, [tx], {}, True)
+    dy = torch.randn(y.shape, dtype=y.dtype)
+    (y * dy).sum().backward()
+    assert tx.grad is not None
+    return y.detach().numpy(), dy.numpy(), tx.grad.numpy()
+
+
+def test_rrelu_lowered_to_torch_draws_slopes_from_torchs_generator_within_bounds() -> None:
+    op = RRelu(lower=0.1, upper=0.3)
+    x = rng.uniform(-2, 2, (64, 50))
+    x[0] = 0.0
+    y, dy, dx = _torch_train(op, x, seed=3)
+    neg = x < 0
+    slopes = y[neg] / x[neg]
+    assert slopes.min() >= 0.1 and slopes.max() <= 0.3 and slopes.std() > 0.03
+    np.testing.assert_array_equal(y[x > 0], x[x > 0])
+    close(dx[neg], dy[neg] * slopes)  # backward reuses the draw, as the NumPy op's cache
+    close(dx[x > 0], dy[x > 0])
+    at_kink = dx[0] / dy[0]  # a random slope at 0 too, as forward
+    assert at_kink.min() >= 0.1 and at_kink.max() <= 0.3 and at_kink.std() > 0.03
+    np.testing.assert_array_equal(_torch_train(op, x, seed=3)[0], y)  # torch's seed decides
+    assert not np.array_equal(_torch_train(op, x, seed=4)[0], y)
+
+
 def test_rrelu_rejects_lower_above_upper() -> None:
     with pytest.raises(ValidationError, match="must not exceed"):
         RRelu(lower=0.5, upper=0.2)
@@ -282,6 +310,20 @@ def test_dropout_is_the_identity_at_inference_and_vanishes_from_onnx() -> None:
     np.testing.assert_array_equal(y, x)
     np.testing.assert_array_equal(dx, dy)
     assert Dropout().to_onnx(None) is None
+
+
+def test_dropout_lowered_to_torch_masks_and_scales_as_forward_with_torchs_generator() -> None:
+    p = 0.3
+    x = np.full((200, 500), 2.0)
+    y, dy, dx = _torch_train(Dropout(p=p), x, seed=7)
+    dropped = y == 0
+    assert abs(dropped.mean() - p) < 0.01
+    close(y[~dropped], 2.0 / (1 - p))
+    close(dx, dy * y / 2.0)  # dx = dy * mask / (1 - p)
+    np.testing.assert_array_equal(_torch_train(Dropout(p=p), x, seed=7)[0], y)
+    assert not np.array_equal(_torch_train(Dropout(p=p), x, seed=8)[0], y)
+    at_inference = Dropout(p=p).torch_forward(torch, [torch.tensor(x)], {}, False)
+    np.testing.assert_array_equal(at_inference.numpy(), x)
 
 
 def test_dropout_in_training_keeps_the_expectation_and_masks_backward_alike() -> None:
