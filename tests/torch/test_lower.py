@@ -235,3 +235,15 @@ def test_torch_compile_takes_the_whole_module_as_one_graph_and_matches_eager() -
     assert compiled_params.keys() == params.keys()
     for name, value in params_of(eager).items():  # batchnorm's buffers moved in place
         assert_close(compiled_params[name], value, name)
+
+
+def test_the_readme_torch_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("### PyTorch", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(ROOT)
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)  # the documented example, as written
+    logits, weights = scope["logits"], scope["weights"]
+    assert isinstance(logits, torch.Tensor) and tuple(logits.shape) == (4, 10)
+    assert isinstance(weights, dict) and weights["conv2d_1.weight"].shape == (32, 1, 3, 3)
