@@ -16,7 +16,16 @@ from netspec.ir import Analysis
 from netspec.ops.base import Array, Ctx
 from netspec.torch import lower, params_of
 
-from .nets import LIBRARY, ROOT, analysis_of, analysis_text, as_tensors, inputs, weights
+from .nets import (
+    LIBRARY,
+    ROOT,
+    analysis_of,
+    analysis_text,
+    as_tensors,
+    calibrated,
+    inputs,
+    weights,
+)
 
 # Networks of over 10M parameters or 1 GMAC per sample (and ResNet-1202's 4,211 layers): run by
 # `make test` too, left out by -m "not slow".
@@ -40,7 +49,9 @@ def test_the_lowered_network_computes_the_numpy_executors_outputs(path: Path) ->
     analysis = analysis_of(path)
     batch = 1 if path.stem in SLOW else 2
     params, xs = weights(analysis), inputs(analysis, batch)
-    with np.errstate(over="ignore", invalid="ignore"):
+    want, _ = Executor(analysis, np.float64).forward(xs, params, Ctx(train=False))
+    if max(np.abs(y).max() for y in want.values()) > 1e6:  # random statistics blew it up
+        calibrated(analysis, params, xs)
         want, _ = Executor(analysis, np.float64).forward(xs, params, Ctx(train=False))
     module = lower(analysis, params)
     assert set(params_of(module)) == set(params)  # the state dict is netspec's names
@@ -49,7 +60,7 @@ def test_the_lowered_network_computes_the_numpy_executors_outputs(path: Path) ->
         got = module(*as_tensors(analysis, xs))
     assert isinstance(got, tuple) and len(got) == len(analysis.network.outputs)
     for name, tensor in zip(analysis.network.outputs, got, strict=True):
-        assert np.isfinite(want[name]).all() and np.abs(want[name]).max() > 0, name
+        assert np.isfinite(want[name]).all() and 0 < np.abs(want[name]).max() <= 1e6, name
         assert_close(tensor.numpy(), want[name], name)
 
 
