@@ -102,6 +102,13 @@ def compile_json(analysis: Analysis) -> str:
     return analysis.model_dump_json(indent=1)
 
 
+def torch_code(analysis: Analysis) -> str:
+    """The network as the readable Python code of its torch.fx GraphModule (needs torch)."""
+    from netspec.torch import torch_code as code
+
+    return code(analysis)
+
+
 def schema() -> dict[str, Any]:
     """The IR's JSON Schema."""
     return Network.model_json_schema()

@@ -225,10 +225,10 @@ def test_errors_imports_nothing_from_netspec() -> None:
     assert not netspec_imports(PACKAGE / "errors.py")
 
 
-def test_check_does_not_import_onnx_onnxruntime_torch_or_the_engine() -> None:
+def test_check_and_compile_do_not_import_onnx_onnxruntime_torch_or_the_engine() -> None:
     code = (
         "import sys, netspec.cli as c;"
-        "c.main(['check', 'specs/lenet5.net']);"
+        "c.main(['check', 'specs/lenet5.net']); c.main(['compile', 'specs/lenet5.net']);"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('onnx','onnxruntime','torch')"
         " or m.startswith(('netspec.engine', 'netspec.training', 'netspec.onnx'))))"
     )

@@ -43,6 +43,12 @@ def run_check(args: argparse.Namespace) -> int:
 def _compile_arguments(p: argparse.ArgumentParser) -> None:
     spec_arguments(p)
     p.add_argument("-o", "--output", help="output file (default: stdout)")
+    p.add_argument(
+        "--target",
+        choices=("json", "torch"),
+        default="json",
+        help="json: the IR; torch: the torch.fx GraphModule's Python code (needs torch)",
+    )
 
 
 def run_compile(args: argparse.Namespace) -> int:
@@ -50,7 +56,11 @@ def run_compile(args: argparse.Namespace) -> int:
     from netspec.files import atomic_write_text
 
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
-    text = api.compile_json(api.check(net))
+    analysis = api.check(net)
+    if args.target == "torch":  # torch is optional: a missing one is a message and exit 3
+        text = api.torch_code(analysis).rstrip("\n")
+    else:
+        text = api.compile_json(analysis)
     if args.output in (None, "-"):
         print(text)
     else:

@@ -6,7 +6,7 @@ The ones with parameters (prelu), randomness (rrelu) or a reduction (maxout, sof
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -58,13 +58,15 @@ class Identity(Elementwise):
     op: Literal["identity"] = "identity"
     summary: ClassVar[str] = "y = x (a named no-op)"
     onnx_op: ClassVar[str] = "Identity"
-    has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
         return x.copy()  # a fresh array: the executor may accumulate into outputs in place
 
     def df(self, x: Array, y: Array) -> Array:
         return np.ones_like(x)
+
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        return x
 
     @classmethod
     def examples(cls) -> list[Example]:
@@ -97,6 +99,11 @@ class Step(Elementwise):
             OnnxNode("Relu", (sign,), (io.output,)),
         ]
 
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        # Straight through: the value is exactly the step (x - x.detach() is exactly 0) and the
+        # gradient is dy, as backward's. (x + (step - x).detach() would round the 1s.)
+        return (x > 0).to(x.dtype) + (x - x.detach())
+
     @classmethod
     def examples(cls) -> list[Example]:
         return [Example(cls(), ((6,),)), Example(cls(), ((2, 3, 3),))]
@@ -108,13 +115,15 @@ class Relu(Elementwise):
     commutes_with_max: ClassVar[bool] = True
     summary: ClassVar[str] = "max(0, x)"
     onnx_op: ClassVar[str] = "Relu"
-    has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
         return np.maximum(x, 0)
 
     def df(self, x: Array, y: Array) -> Array:
         return (x > 0).astype(x.dtype)
+
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        return torch.relu(x)  # gradient 0 at the kink, as df
 
     @classmethod
     def examples(cls) -> list[Example]:
@@ -129,7 +138,6 @@ class LeakyRelu(Elementwise):
     positional: ClassVar[tuple[str, ...]] = ("alpha",)
     summary: ClassVar[str] = "x if x > 0 else alpha * x: `leaky_relu(alpha=0.01)`"
     onnx_op: ClassVar[str] = "LeakyRelu"
-    has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
         return np.where(x > 0, x, self.alpha * x)
@@ -139,6 +147,9 @@ class LeakyRelu(Elementwise):
 
     def onnx_attrs(self) -> dict[str, Any]:
         return {"alpha": float(self.alpha)}
+
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        return torch.nn.functional.leaky_relu(x, self.alpha)  # slope alpha at 0, as df
 
     @classmethod
     def examples(cls) -> list[Example]:
@@ -156,7 +167,6 @@ class PRelu(Op):
     summary: ClassVar[str] = (
         "leaky relu with a learned slope (init 0.25): `prelu(channels=shared|per_channel)`"
     )
-    has_torch_twin: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         return inputs[0]
@@ -194,6 +204,12 @@ class PRelu(Op):
         slope = io.derived("slope_b", lambda p: self._slope(p["slope"], rank).copy())
         return [OnnxNode("PRelu", (io.inputs[0], slope), (io.output,))]
 
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        # F.prelu's slope is (C,) on axis 1 or (1,) shared, as ours; x <= 0 takes the slope.
+        return torch.nn.functional.prelu(xs[0], p["slope"])
+
     @classmethod
     def examples(cls) -> list[Example]:
         return [
@@ -217,7 +233,6 @@ class RRelu(Op):
         "leaky relu, slope ~ U[lower, upper] in training, the mean at inference: "
         "`rrelu(lower=1/8, upper=1/3)`"
     )
-    has_torch_twin: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _ordered(self) -> RRelu:
@@ -246,6 +261,13 @@ class RRelu(Op):
         alpha = float((self.lower + self.upper) / 2)
         return [OnnxNode("LeakyRelu", (io.inputs[0],), (io.output,), {"alpha": alpha})]
 
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        # Training draws the slopes from torch's generator (x <= 0 too, as forward); inference
+        # is leaky relu with the mean slope.
+        return torch.nn.functional.rrelu(xs[0], self.lower, self.upper, training=train)
+
     @classmethod
     def examples(cls) -> list[Example]:
         return [Example(cls(), ((7,),)), Example(cls(lower=0.1, upper=0.3), ((2, 3, 3),))]
@@ -262,7 +284,6 @@ class Maxout(Op):
     positional: ClassVar[tuple[str, ...]] = ("k",)
     category: ClassVar[str] = "activation"
     summary: ClassVar[str] = "max over groups of k units or channels: `maxout(k)`; [C] -> [C/k]"
-    has_torch_twin: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs
@@ -304,6 +325,14 @@ class Maxout(Op):
             )
         return nodes
 
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        x = xs[0]
+        groups = x.reshape(x.shape[0], x.shape[1] // self.k, self.k, *x.shape[2:])
+        # max(dim), not amax: the gradient goes to one winner per group (amax splits ties).
+        return groups.max(dim=2).values
+
     @classmethod
     def examples(cls) -> list[Example]:
         return [Example(cls(k=2), ((6,),)), Example(cls(k=3), ((6, 2, 2),))]
@@ -313,13 +342,15 @@ class Sigmoid(Elementwise):
     op: Literal["sigmoid"] = "sigmoid"
     summary: ClassVar[str] = "1 / (1 + e^-x)"
     onnx_op: ClassVar[str] = "Sigmoid"
-    has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
         return sigmoid(x)
 
     def df(self, x: Array, y: Array) -> Array:
         return y * (1 - y)
+
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        return torch.sigmoid(x)
 
     @classmethod
     def examples(cls) -> list[Example]:
@@ -330,13 +361,15 @@ class Tanh(Elementwise):
     op: Literal["tanh"] = "tanh"
     summary: ClassVar[str] = "hyperbolic tangent"
     onnx_op: ClassVar[str] = "Tanh"
-    has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
         return np.tanh(x)
 
     def df(self, x: Array, y: Array) -> Array:
         return 1 - y * y
+
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        return torch.tanh(x)
 
     @classmethod
     def examples(cls) -> list[Example]:
@@ -347,13 +380,17 @@ class Softplus(Elementwise):
     op: Literal["softplus"] = "softplus"
     summary: ClassVar[str] = "log(1 + e^x), a smooth relu"
     onnx_op: ClassVar[str] = "Softplus"
-    has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
         return np.logaddexp(0, x).astype(x.dtype, copy=False)  # never overflows
 
     def df(self, x: Array, y: Array) -> Array:
         return sigmoid(x)
+
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        # Not F.softplus: it returns x itself above x = 20 (off by e^-20), and its exp
+        # overflows for a large threshold. logaddexp is forward's formula.
+        return torch.logaddexp(x, torch.zeros_like(x))
 
     @classmethod
     def examples(cls) -> list[Example]:
@@ -368,7 +405,6 @@ class Elu(Elementwise):
     positional: ClassVar[tuple[str, ...]] = ("alpha",)
     summary: ClassVar[str] = "x if x > 0 else alpha * (e^x - 1): `elu(alpha=1.0)`"
     onnx_op: ClassVar[str] = "Elu"
-    has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
         # expm1 of min(x, 0): the discarded branch must not overflow either.
@@ -379,6 +415,9 @@ class Elu(Elementwise):
 
     def onnx_attrs(self) -> dict[str, Any]:
         return {"alpha": float(self.alpha)}
+
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        return torch.nn.functional.elu(x, self.alpha)
 
     @classmethod
     def examples(cls) -> list[Example]:
@@ -391,7 +430,6 @@ class Gelu(Elementwise):
     op: Literal["gelu"] = "gelu"
     rectifier: ClassVar[bool] = True
     summary: ClassVar[str] = "x * Phi(x), the exact (erf) form"
-    has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
         return 0.5 * x * (1 + erf(x / math.sqrt(2)))
@@ -414,6 +452,9 @@ class Gelu(Elementwise):
             OnnxNode("Mul", (xe, _scalar(io, "half", 0.5)), (io.output,)),
         ]
 
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        return torch.nn.functional.gelu(x, approximate="none")
+
     @classmethod
     def examples(cls) -> list[Example]:
         return [Example(cls(), ((8,),), low=-4, high=4), Example(cls(), ((2, 3, 3),))]
@@ -425,7 +466,6 @@ class Swish(Elementwise):
     op: Literal["swish"] = "swish"
     rectifier: ClassVar[bool] = True
     summary: ClassVar[str] = "x * sigmoid(x) (SiLU)"
-    has_torch_twin: ClassVar[bool] = True
 
     def f(self, x: Array) -> Array:
         return x * sigmoid(x)
@@ -441,6 +481,9 @@ class Swish(Elementwise):
             OnnxNode("Mul", (io.inputs[0], s), (io.output,)),
         ]
 
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        return torch.nn.functional.silu(x)
+
     @classmethod
     def examples(cls) -> list[Example]:
         return [Example(cls(), ((6,),), low=-5, high=5)]
@@ -454,7 +497,6 @@ class Softmax(Op):
 
     category: ClassVar[str] = "activation"
     summary: ClassVar[str] = "normalised exponentials along a per-sample axis: `softmax(axis=-1)`"
-    has_torch_twin: ClassVar[bool] = True
 
     def _axis(self, rank: int) -> int:
         if not -rank <= self.axis < rank:
@@ -479,6 +521,11 @@ class Softmax(Op):
         axis = self._axis(len(io.input_shapes[0])) + 1
         # From opset 13 (the exporter's minimum) Softmax normalises along this one axis only.
         return [OnnxNode("Softmax", (io.inputs[0],), (io.output,), {"axis": axis})]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        return torch.softmax(xs[0], dim=self._axis(xs[0].dim() - 1) + 1)
 
     @classmethod
     def examples(cls) -> list[Example]:

@@ -121,9 +121,6 @@ class Op(BaseModel):
     summary: ClassVar[str] = ""
     # The input dtype an op needs, when not float (embedding takes int64 indices).
     input_dtype: ClassVar[str] = "float32"
-    # True when a test compares this op with PyTorch (forward and gradients, float64); the
-    # tests register each comparison (tests/ops/twins.py) and test_contract checks the two agree.
-    has_torch_twin: ClassVar[bool] = False
     # Read by the weight initialiser: a rectifier asks the layer feeding it for He/MSRA init,
     # and init-transparent ops (batchnorm, dropout) are looked through on the way.
     rectifier: ClassVar[bool] = False
@@ -249,6 +246,15 @@ class Elementwise(Op):
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         return [OnnxNode(self.onnx_op, (io.inputs[0],), (io.output,), self.onnx_attrs())]
+
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        """f on a torch tensor; autograd must give the same derivative as ``df``."""
+        raise NotImplementedError
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        return self.torch_f(torch, xs[0])
 
 
 def channel_sums(a: Array, b: Array | None = None) -> Array:

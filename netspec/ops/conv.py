@@ -9,7 +9,7 @@ padded output gradient with the flipped kernel. Window geometry is in window.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -30,7 +30,15 @@ from netspec.ops.base import (
 )
 from netspec.ops.im2col import Grid, chunk_grids, correlate
 from netspec.ops.init import Init, InitName
-from netspec.ops.window import PaddingAttr, Pads, Sizes, Windowed, as_tuple
+from netspec.ops.window import (
+    PaddingAttr,
+    Pads,
+    Sizes,
+    Windowed,
+    as_tuple,
+    symmetric,
+    torch_pad,
+)
 
 
 class ConvNd(Windowed):
@@ -47,7 +55,6 @@ class ConvNd(Windowed):
     init: InitName | None = None
 
     positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
-    has_torch_twin: ClassVar[bool] = True
 
     def _kernel(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         n = self.ndim
@@ -195,6 +202,18 @@ class ConvNd(Windowed):
             "group": self.groups,
         }
         return [OnnxNode("Conv", tuple(ins), (io.output,), attrs)]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        x = xs[0]
+        _, s, d = self._kernel()
+        pads, _ = self._geometry(tuple(x.shape[1:]))
+        padding = symmetric(pads)
+        if padding is None:  # asymmetric (`same`, ONNX begin/end pads): pad, then a valid conv
+            x, padding = torch_pad(torch, x, pads), (0,) * self.ndim
+        conv = self._torch_fn(torch, "conv")
+        return conv(x, p["weight"], p.get("bias"), s, padding, d, self.groups)
 
 
 class Conv2d(ConvNd):

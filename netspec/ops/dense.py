@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -32,7 +32,6 @@ class Dense(Op):
 
     positional: ClassVar[tuple[str, ...]] = ("units",)
     summary: ClassVar[str] = "fully connected: `dense(units, bias=true)`; weight (units, in)"
-    has_torch_twin: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs
@@ -87,6 +86,11 @@ class Dense(Op):
             OnnxNode("MatMul", (x, wt), (mm,)),
             OnnxNode("Add", (mm, io.param("bias")), (io.output,)),
         ]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        return torch.nn.functional.linear(xs[0], p["weight"], p.get("bias"))
 
     @classmethod
     def examples(cls) -> list[Example]:

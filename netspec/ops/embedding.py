@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -24,7 +24,6 @@ class Embedding(Op):
     positional: ClassVar[tuple[str, ...]] = ("vocab", "dim")
     summary: ClassVar[str] = "int64 ids [T] -> vectors [T, dim]: `embedding(vocab, dim)`"
     input_dtype: ClassVar[str] = "int64"
-    has_torch_twin: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         return (*inputs[0], self.dim)
@@ -47,6 +46,13 @@ class Embedding(Op):
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         table = io.param("weight")
         return [OnnxNode("Gather", (table, io.inputs[0]), (io.output,), {"axis": 0})]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        # Ids outside the table are torch's IndexError here, not check_ids' message: a data
+        # check belongs before the loop (a min/max per batch would stall a GPU).
+        return torch.nn.functional.embedding(xs[0], p["weight"])
 
     @classmethod
     def examples(cls) -> list[Example]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -36,6 +36,11 @@ class Input(Op):
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         return None  # graph inputs are declared by the exporter
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        return xs[0]  # netspec.torch makes graph inputs placeholders; as forward otherwise
 
     @classmethod
     def examples(cls) -> list[Example]:

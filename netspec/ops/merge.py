@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -47,6 +47,14 @@ class Add(Op):
         if len(io.inputs) == 2:
             return [OnnxNode("Add", tuple(io.inputs), (io.output,))]
         return [OnnxNode("Sum", tuple(io.inputs), (io.output,))]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        y = xs[0]
+        for x in xs[1:]:  # left to right, as forward sums
+            y = y + x
+        return y
 
     @classmethod
     def examples(cls) -> list[Example]:
@@ -94,6 +102,11 @@ class Concat(Op):
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         axis = self._axis(len(io.input_shapes[0])) + 1
         return [OnnxNode("Concat", tuple(io.inputs), (io.output,), {"axis": axis})]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        return torch.cat(list(xs), dim=self._axis(xs[0].dim() - 1) + 1)
 
     @classmethod
     def examples(cls) -> list[Example]:

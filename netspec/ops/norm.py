@@ -6,7 +6,7 @@ axis 1, as PyTorch and ONNX do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -50,7 +50,6 @@ class BatchNorm(Op):
         "batch normalisation over channels: `batchnorm(eps=1e-5, momentum=0.1)`; "
         "weight, bias (C), running_mean, running_var"
     )
-    has_torch_twin: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         expect_rank("batchnorm", inputs[0], (1, 2, 3), "channels first")
@@ -127,6 +126,23 @@ class BatchNorm(Op):
         )
         return [OnnxNode("BatchNormalization", ins, (io.output,), {"epsilon": float(self.eps)})]
 
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        # PyTorch's own rule, which forward follows: training normalises with the biased batch
+        # variance and moves the running buffers (in place) towards the unbiased one. Unlike
+        # forward it refuses a channel with a single value in training.
+        return torch.nn.functional.batch_norm(
+            xs[0],
+            p["running_mean"],
+            p["running_var"],
+            p["weight"],
+            p["bias"],
+            training=train,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
+
     @classmethod
     def examples(cls) -> list[Example]:
         return [
@@ -167,7 +183,6 @@ class Lrn(Op):
         "local response norm across channels (AlexNet): "
         "`lrn(size=5, alpha=1e-4, beta=0.75, bias=2.0)`"
     )
-    has_torch_twin: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _odd(self) -> Lrn:
@@ -222,6 +237,13 @@ class Lrn(Op):
             OnnxNode("Reshape", (y4, back), (io.output,)),
         ]
 
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        return torch.nn.functional.local_response_norm(
+            xs[0], self.size, alpha=self.alpha, beta=self.beta, k=self.bias
+        )
+
     @classmethod
     def examples(cls) -> list[Example]:
         return [
@@ -258,6 +280,12 @@ class Dropout(Op):
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         return None
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        # torch's generator draws the mask; the scaling 1 / (1 - p) is forward's.
+        return torch.nn.functional.dropout(xs[0], self.p, training=train)
 
     @classmethod
     def examples(cls) -> list[Example]:

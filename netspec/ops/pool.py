@@ -9,7 +9,7 @@ off the end.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -38,7 +38,9 @@ from netspec.ops.window import (
     out_size,
     pad_input,
     scatter_windows,
+    symmetric,
     tap_regions,
+    torch_pad,
     windows,
 )
 
@@ -56,7 +58,6 @@ class PoolNd(Windowed):
 
     positional: ClassVar[tuple[str, ...]] = ("kernel",)
     category: ClassVar[str] = "pool"
-    has_torch_twin: ClassVar[bool] = True
 
     def _dilation(self) -> tuple[int, ...]:
         return (1,) * self.ndim
@@ -87,19 +88,36 @@ class PoolNd(Windowed):
                 )
         return (x[0], *out)
 
-    def _padded(self, x: Array, value: float) -> tuple[Array, Pads, tuple[int, ...]]:
-        """The padded input, its pads, and the output size.
+    def _full_pads(self, x: Shape) -> tuple[Pads, Pads, tuple[int, ...]]:
+        """For a per-sample input (C, *spatial): its pads, the pads every window fits in, and
+        the output size.
 
         ceil_mode's last window may run past the right padding; pad a little more so the
-        window view exists (max pool ignores the -inf, average pool's divisor excludes it).
+        window exists (max pool ignores the -inf, average pool's divisor excludes it). A
+        window-sized floor-mode pool over the fully padded input has exactly `out` windows.
         """
         k, s, d = self._kernel()
-        pads, out = self._geometry(x.shape[1:])
+        pads, out = self._geometry(x)
         full = []
-        for h, kk, ss, dd, (lo, hi), o in zip(x.shape[2:], k, s, d, pads, out, strict=True):
+        for h, kk, ss, dd, (lo, hi), o in zip(x[1:], k, s, d, pads, out, strict=True):
             need = (o - 1) * ss + dd * (kk - 1) + 1
             full.append((lo, hi + max(0, need - (h + lo + hi))))
+        return pads, full, out
+
+    def _padded(self, x: Array, value: float) -> tuple[Array, Pads, tuple[int, ...]]:
+        """The fully padded input (see _full_pads), its pads, and the output size."""
+        pads, full, out = self._full_pads(x.shape[1:])
         return pad_input(x, full, value), pads, out
+
+    def _torch_padding(self, pads: Pads) -> tuple[int, ...] | None:
+        """The padding to hand torch's own pool, or None where it cannot take ours: torch pads
+        both sides alike and at most half a kernel. Its output size and average divisor (ceil
+        windows clipped at the padded end) are then the ones window.py and _divisor give."""
+        k, _, _ = self._kernel()
+        same = symmetric(pads)
+        if same is None or any(lo > kk // 2 for lo, kk in zip(same, k, strict=True)):
+            return None
+        return same
 
     def _onnx_attrs(self, io: OnnxIO) -> dict[str, Any]:
         k, s, d = self._kernel()
@@ -192,6 +210,19 @@ class MaxPoolNd(PoolNd):
         if any(v != 1 for v in d):
             attrs["dilations"] = list(d)  # MaxPool has dilations since opset 10
         return [OnnxNode("MaxPool", (io.inputs[0],), (io.output,), attrs)]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        # torch's max pool sends a window's gradient to its first maximum, as backward does.
+        x = xs[0]
+        k, s, d = self._kernel()
+        pads, full, _ = self._full_pads(tuple(x.shape[1:]))
+        pool = self._torch_fn(torch, "max_pool")
+        padding = self._torch_padding(pads)
+        if padding is not None:
+            return pool(x, k, s, padding, d, ceil_mode=self.ceil_mode)
+        return pool(torch_pad(torch, x, full, -math.inf), k, s, 0, d)  # padding never wins
 
 
 def tiled_max(xp: Array, kernel: Sequence[int], out: Shape) -> tuple[Array, list[Array]]:
@@ -286,6 +317,36 @@ class AvgPoolNd(PoolNd):
         attrs["count_include_pad"] = int(self.count_include_pad)
         return [OnnxNode("AveragePool", (io.inputs[0],), (io.output,), attrs)]
 
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        x = xs[0]
+        k, s, _ = self._kernel()
+        pads, full, _ = self._full_pads(tuple(x.shape[1:]))
+        padding = self._torch_padding(pads)
+        if padding is not None:
+            pool = self._torch_fn(torch, "avg_pool")
+            return pool(x, k, s, padding, self.ceil_mode, self.count_include_pad)
+        # Window sums over the fully padded input, divided by _divisor's counts: the sum of a
+        # mask that is 1 on the input, on the padding too with count_include_pad, and 0 on
+        # ceil_mode's overhang (a box sum of a product of 1-D masks is the product of counts).
+        sums = self._torch_sums(torch, torch_pad(torch, x, full), k, s)
+        mask = torch_pad(
+            torch, x.new_ones((1, 1, *x.shape[2:])), pads, float(self.count_include_pad)
+        )
+        mask = torch_pad(
+            torch, mask, [(0, f - p) for (_, p), (_, f) in zip(pads, full, strict=True)]
+        )
+        return sums / self._torch_sums(torch, mask, k, s)
+
+    def _torch_sums(self, torch: Any, x: Any, kernel: Shape, stride: Shape) -> Any:
+        """Sums over every window of an already padded tensor (avg_pool1d has no divisor)."""
+        avg = torch.nn.functional.avg_pool2d
+        if self.ndim == 1:
+            y = avg(x.unsqueeze(2), (1, *kernel), (1, *stride), divisor_override=1)
+            return y.squeeze(2)
+        return avg(x, kernel, stride, divisor_override=1)
+
     def _check_spelled_out_ceil(
         self, ends: Sequence[int], pads: Pads, kernel: Sequence[int]
     ) -> None:
@@ -333,6 +394,8 @@ class AvgPool2d(AvgPoolNd):
             Example(cls(kernel=(3, 2), stride=2, padding=1, ceil_mode=True), ((2, 8, 6),)),
             # The last row window hangs off the end: its divisor counts only what is inside.
             Example(cls(kernel=2, ceil_mode=True, count_include_pad=True), ((2, 5, 4),)),
+            # `same` pads W by 0+1: torch's own pool cannot take it (padded, then summed).
+            Example(cls(kernel=3, stride=2, padding="same"), ((2, 7, 6),)),
         ]
 
 
@@ -361,6 +424,11 @@ class AvgPool1d(AvgPoolNd):
         return [
             Example(cls(kernel=3), ((3, 9),)),
             Example(cls(kernel=3, stride=2, padding=1, count_include_pad=True), ((2, 10),)),
+            # Padding 2+1, over half the kernel, and a ceil window hanging past the end.
+            Example(
+                cls(kernel=3, stride=2, padding=(2, 1), ceil_mode=True, count_include_pad=True),
+                ((2, 9),),
+            ),
         ]
 
 
@@ -372,7 +440,6 @@ class GlobalPool(Op):
     """Reduce every spatial position: (C, *S) -> (C, 1, ..., 1), as ONNX's Global*Pool."""
 
     category: ClassVar[str] = "pool"
-    has_torch_twin: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs
@@ -396,6 +463,12 @@ class GlobalAvgPool(GlobalPool):
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         return [OnnxNode("GlobalAveragePool", (io.inputs[0],), (io.output,))]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        x = xs[0]
+        return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
 
     @classmethod
     def examples(cls) -> list[Example]:
@@ -424,6 +497,13 @@ class GlobalMaxPool(GlobalPool):
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         return [OnnxNode("GlobalMaxPool", (io.inputs[0],), (io.output,))]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        x = xs[0]
+        y = x.flatten(2).max(dim=-1).values  # one winner per channel, as forward's argmax
+        return y.reshape(*x.shape[:2], *(1,) * (x.dim() - 2))
 
     @classmethod
     def examples(cls) -> list[Example]:

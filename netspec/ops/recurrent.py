@@ -8,7 +8,7 @@ BPTT over the same loop. ONNX's gate orders differ and are reordered into derive
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -47,7 +47,6 @@ class _Recurrent(Op):
 
     positional: ClassVar[tuple[str, ...]] = ("hidden",)
     category: ClassVar[str] = "recurrent"
-    has_torch_twin: ClassVar[bool] = True
     gates: ClassVar[int] = 1
     has_cell: ClassVar[bool] = False  # an LSTM's c, carried beside h
     onnx_op: ClassVar[str] = ""
@@ -206,6 +205,34 @@ class _Recurrent(Op):
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         return self.onnx_nodes(io, ("",))
 
+    # ---- PyTorch -----------------------------------------------------------------------------
+    def torch_kernel(self, torch: Any) -> Any:
+        """torch's fused recurrent kernel for this layer (the one torch.nn.RNN/LSTM/GRU call)."""
+        raise NotImplementedError
+
+    def torch_scan(self, torch: Any, x: Any, weights: Sequence[Any], train: bool) -> Any:
+        """x (N, T, F) through torch's kernel with netspec's arrays, one direction per four of
+        `weights` (weight_ih, weight_hh, bias_ih, bias_hh: torch's flat order, gates and all);
+        the output as forward's: (N, [T,] D*H), the backward direction second.
+
+        `train` is passed on: cuDNN keeps what its backward needs only in training."""
+        d = len(weights) // len(WEIGHTS)
+        h0 = x.new_zeros((d, x.shape[0], self.hidden))
+        hx = (h0, h0) if self.has_cell else h0
+        out, h_n, *_ = self.torch_kernel(torch)(
+            x, hx, list(weights), True, 1, 0.0, train, d == 2, True
+        )
+        if self.return_sequences:
+            return out  # (N, T, D*H)
+        # The last state of each direction; the reversed one's is after reading x[0], as in
+        # seq_grad.
+        return h_n[0] if d == 1 else torch.cat([h_n[0], h_n[1]], dim=-1)
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        return self.torch_scan(torch, xs[0], [p[k] for k in WEIGHTS], train)
+
 
 def _squeeze0(io: OnnxIO, x: str) -> OnnxNode:
     if io.opset >= 13:  # axes became an input in opset 13
@@ -228,6 +255,9 @@ class Rnn(_Recurrent):
 
     def onnx_attrs(self, directions: int) -> dict[str, Any]:
         return {"activations": [self.nonlinearity.capitalize()] * directions}
+
+    def torch_kernel(self, torch: Any) -> Any:
+        return torch._VF.rnn_tanh if self.nonlinearity == "tanh" else torch._VF.rnn_relu
 
     def step(self, gi: Array, h: Array, c: Array | None, w_hh: Array, b_hh: Array) -> Any:
         a = gi + h @ w_hh.T + b_hh
@@ -268,6 +298,9 @@ class Lstm(_Recurrent):
     # serves all four gates, and what BPTT needs from the gates is computed for all steps at
     # once. Measured (batch 64, T 32, 32 -> 128, 1 thread): forward 5.8 -> 4.5 ms, backward
     # unchanged at ~10.5 ms, of which ~6 ms are GEMMs (see benchmarks/README.md).
+
+    def torch_kernel(self, torch: Any) -> Any:
+        return torch._VF.lstm
 
     def _gate_scale(self, dtype: Any) -> Array:
         """sigmoid(z) = 0.5 + 0.5 tanh(z / 2): one tanh serves all four gates (g is tanh(z))."""
@@ -385,6 +418,9 @@ class Gru(_Recurrent):
     def onnx_attrs(self, directions: int) -> dict[str, Any]:
         return {"linear_before_reset": 1}  # PyTorch's n gate: r * (W_hn h + b_hn)
 
+    def torch_kernel(self, torch: Any) -> Any:
+        return torch._VF.gru
+
     def step(self, gi: Array, h: Array, c: Array | None, w_hh: Array, b_hh: Array) -> Any:
         gh = h @ w_hh.T + b_hh  # (N, 3H)
         gi_r, gi_z, gi_n = np.split(gi, 3, axis=1)
@@ -470,7 +506,6 @@ class Bidirectional(Op):
 
     positional: ClassVar[tuple[str, ...]] = ("layer",)
     category: ClassVar[str] = "recurrent"
-    has_torch_twin: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "both directions of a recurrent layer, joined: `bidirectional(lstm(128))`; "
         "[2H] or [T, 2H]; params fwd.*, bwd.*"
@@ -514,6 +549,12 @@ class Bidirectional(Op):
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         return self.layer.onnx_nodes(io, ("fwd.", "bwd."))
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        weights = [p[f"{d}.{k}"] for d in ("fwd", "bwd") for k in WEIGHTS]
+        return self.layer.torch_scan(torch, xs[0], weights, train)
 
     @classmethod
     def examples(cls) -> list[Example]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -44,6 +44,11 @@ class Flatten(Op):
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         return [OnnxNode("Flatten", (io.inputs[0],), (io.output,), {"axis": 1})]
 
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        return xs[0].flatten(1)
+
     @classmethod
     def examples(cls) -> list[Example]:
         return [Example(cls(), ((2, 3, 4),))]
@@ -57,7 +62,6 @@ class Reshape(Op):
 
     positional: ClassVar[tuple[str, ...]] = ("shape",)
     category: ClassVar[str] = "shape"
-    has_torch_twin: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "same values, new per-sample shape: `reshape([4, 7, 7])`, one -1 allowed"
     )
@@ -98,6 +102,13 @@ class Reshape(Op):
         shape = io.const("reshape_shape", np.array([0, *io.output_shape], dtype=np.int64))
         return [OnnxNode("Reshape", (io.inputs[0], shape), (io.output,))]
 
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        x = xs[0]
+        # The resolved shape, not a -1: an empty batch has no size to infer it from.
+        return x.reshape(x.shape[0], *self.infer_shape([tuple(x.shape[1:])]))
+
     @classmethod
     def examples(cls) -> list[Example]:
         return [
@@ -119,7 +130,6 @@ class Pad(Op):
     summary: ClassVar[str] = (
         "constant padding, ONNX order [begins..., ends...]: `pad([8, 0, 0, 8, 0, 0], value=0.0)`"
     )
-    has_torch_twin: ClassVar[bool] = True
 
     @field_validator("pads")
     @classmethod
@@ -160,6 +170,15 @@ class Pad(Op):
             io.const("pad_value", np.array(self.value, dtype=np.float32)),
         )
         return [OnnxNode("Pad", ins, (io.output,), {"mode": "constant"})]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        x = xs[0]
+        pairs = self._pairs(x.dim() - 1)
+        # F.pad lists (begin, end) from the last axis backwards; the batch axis is not padded.
+        flat = [v for pair in reversed(pairs) for v in pair]
+        return torch.nn.functional.pad(x, flat, value=self.value)
 
     @classmethod
     def examples(cls) -> list[Example]:

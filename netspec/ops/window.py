@@ -233,12 +233,29 @@ class Windowed(Op):
         pads, out = self._geometry(inputs[0])
         return dropped_warnings(inputs[0][1:], k, s, d, pads, out)
 
+    def _torch_fn(self, torch: Any, name: str) -> Any:
+        """torch.nn.functional's n-d version of `name` (conv, max_pool, avg_pool)."""
+        return getattr(torch.nn.functional, f"{name}{self.ndim}d")
+
 
 def pad_input(x: Array, pads: Pads, value: float = 0.0) -> Array:
     """Pad the spatial axes (2 onward) of a batch-first (N, C, *spatial) array."""
     if not any(lo or hi for lo, hi in pads):
         return x
     return np.pad(x, [(0, 0), (0, 0), *pads], constant_values=value)
+
+
+def symmetric(pads: Pads) -> tuple[int, ...] | None:
+    """The per-dimension padding when every dimension pads both sides alike, else None."""
+    return tuple(lo for lo, _ in pads) if all(lo == hi for lo, hi in pads) else None
+
+
+def torch_pad(torch: Any, x: Any, pads: Pads, value: float = 0.0) -> Any:
+    """pad_input on a torch tensor: F.pad lists (before, after) from the last axis backwards."""
+    if not any(lo or hi for lo, hi in pads):
+        return x
+    flat = [v for pair in reversed(pads) for v in pair]
+    return torch.nn.functional.pad(x, flat, value=value)
 
 
 def windows(

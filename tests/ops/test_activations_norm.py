@@ -37,8 +37,6 @@ from netspec.ops.embedding import Embedding
 from netspec.ops.norm import BatchNorm, Dropout, Lrn
 from netspec.ops.shape import Pad, Reshape
 
-from .twins import against_torch
-
 
 def close(actual: Any, expected: Any) -> None:
     """Equal up to float64 rounding: both sides compute the same formulas."""
@@ -95,7 +93,6 @@ TWINS: list[tuple[Op, Callable[[torch.Tensor], torch.Tensor], tuple[int, ...]]] 
 
 
 @pytest.mark.parametrize(("op", "fn", "shape"), TWINS, ids=[repr(t[0]) for t in TWINS])
-@against_torch(*{op.kind() for op, _, _ in TWINS})
 def test_activation_matches_torch_forward_and_backward(
     op: Op, fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...]
 ) -> None:
@@ -137,7 +134,6 @@ def test_step_is_heaviside_with_a_straight_through_backward() -> None:
     ("channels", "shape"),
     [("shared", (3, 4, 2, 2)), ("per_channel", (3, 4, 2, 2)), ("per_channel", (5, 6))],
 )
-@against_torch("prelu")
 def test_prelu_matches_torch_including_the_slope_gradient(
     channels: str, shape: tuple[int, ...]
 ) -> None:
@@ -179,13 +175,40 @@ def test_rrelu_in_training_draws_slopes_within_bounds_and_reuses_them_backward()
     assert at_kink.min() >= 0.1 and at_kink.max() <= 0.3
 
 
+def _torch_train(op: Op, x: Array, seed: int) -> tuple[Array, Array, Array]:
+    """torch_forward in training after torch.manual_seed(seed): (y, dy, dx) for sum(y * dy)."""
+    torch.manual_seed(seed)
+    tx = torch.tensor(x, requires_grad=True)
+    y = op.torch_forward(torch, [tx], {}, True)
+    dy = torch.randn(y.shape, dtype=y.dtype)
+    (y * dy).sum().backward()
+    assert tx.grad is not None
+    return y.detach().numpy(), dy.numpy(), tx.grad.numpy()
+
+
+def test_rrelu_lowered_to_torch_draws_slopes_from_torchs_generator_within_bounds() -> None:
+    op = RRelu(lower=0.1, upper=0.3)
+    x = rng.uniform(-2, 2, (64, 50))
+    x[0] = 0.0
+    y, dy, dx = _torch_train(op, x, seed=3)
+    neg = x < 0
+    slopes = y[neg] / x[neg]
+    assert slopes.min() >= 0.1 and slopes.max() <= 0.3 and slopes.std() > 0.03
+    np.testing.assert_array_equal(y[x > 0], x[x > 0])
+    close(dx[neg], dy[neg] * slopes)  # backward reuses the draw, as the NumPy op's cache
+    close(dx[x > 0], dy[x > 0])
+    at_kink = dx[0] / dy[0]  # a random slope at 0 too, as forward
+    assert at_kink.min() >= 0.1 and at_kink.max() <= 0.3 and at_kink.std() > 0.03
+    np.testing.assert_array_equal(_torch_train(op, x, seed=3)[0], y)  # torch's seed decides
+    assert not np.array_equal(_torch_train(op, x, seed=4)[0], y)
+
+
 def test_rrelu_rejects_lower_above_upper() -> None:
     with pytest.raises(ValidationError, match="must not exceed"):
         RRelu(lower=0.5, upper=0.2)
 
 
 @pytest.mark.parametrize(("k", "shape"), [(2, (4, 6)), (3, (2, 6, 3, 3)), (1, (2, 4))])
-@against_torch("maxout")
 def test_maxout_matches_a_torch_reshape_and_max(k: int, shape: tuple[int, ...]) -> None:
     x = rng.uniform(-2, 2, shape)
     y, dy, (dx,), _ = run(Maxout(k=k), x)
@@ -225,7 +248,6 @@ def _bn_params(c: int) -> Params:
 # The last two have 16 or more values per sample and channel: the BLAS path of the sums.
 @pytest.mark.parametrize("shape", [(6, 4), (4, 3, 5), (4, 3, 3, 3), (3, 2, 20), (2, 3, 4, 5)])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@against_torch("batchnorm")
 def test_batchnorm_matches_torch_outputs_grads_and_running_stats(
     shape: tuple[int, ...], train: bool
 ) -> None:
@@ -268,7 +290,6 @@ def test_batchnorm_updates_float32_running_stats_in_place() -> None:
         (Lrn(size=1, alpha=2.0), (2, 3, 2, 2)),
     ],
 )
-@against_torch("lrn")
 def test_lrn_matches_torch_local_response_norm(op: Lrn, shape: tuple[int, ...]) -> None:
     x = rng.normal(size=shape)
     y, dy, (dx,), _ = run(op, x)
@@ -291,6 +312,20 @@ def test_dropout_is_the_identity_at_inference_and_vanishes_from_onnx() -> None:
     assert Dropout().to_onnx(None) is None
 
 
+def test_dropout_lowered_to_torch_masks_and_scales_as_forward_with_torchs_generator() -> None:
+    p = 0.3
+    x = np.full((200, 500), 2.0)
+    y, dy, dx = _torch_train(Dropout(p=p), x, seed=7)
+    dropped = y == 0
+    assert abs(dropped.mean() - p) < 0.01
+    close(y[~dropped], 2.0 / (1 - p))
+    close(dx, dy * y / 2.0)  # dx = dy * mask / (1 - p)
+    np.testing.assert_array_equal(_torch_train(Dropout(p=p), x, seed=7)[0], y)
+    assert not np.array_equal(_torch_train(Dropout(p=p), x, seed=8)[0], y)
+    at_inference = Dropout(p=p).torch_forward(torch, [torch.tensor(x)], {}, False)
+    np.testing.assert_array_equal(at_inference.numpy(), x)
+
+
 def test_dropout_in_training_keeps_the_expectation_and_masks_backward_alike() -> None:
     p = 0.3
     x = np.full((200, 500), 2.0)
@@ -310,7 +345,6 @@ def test_dropout_in_training_keeps_the_expectation_and_masks_backward_alike() ->
 @pytest.mark.parametrize(
     ("target", "shape"), [((3, 8), (2, 2, 3, 4)), ((2, -1, 3), (2, 12)), ((-1,), (3, 2, 2))]
 )
-@against_torch("reshape")
 def test_reshape_matches_torch(target: tuple[int, ...], shape: tuple[int, ...]) -> None:
     op = Reshape(shape=target)
     x = rng.normal(size=shape)
@@ -343,7 +377,6 @@ def test_reshape_allows_at_most_one_inferred_dimension() -> None:
         ((0, 1, 2, 0), 0.5, (2, 2, 3)),
     ],
 )
-@against_torch("pad")
 def test_pad_matches_torch_functional_pad(
     pads: tuple[int, ...], value: float, shape: tuple[int, ...]
 ) -> None:
@@ -364,7 +397,6 @@ def test_pad_with_the_wrong_number_of_values_names_the_rank() -> None:
         Pad(pads=(1, 1)).infer_shape([(3, 4, 4)])
 
 
-@against_torch("embedding")
 def test_embedding_matches_torch_and_accumulates_repeated_ids() -> None:
     op = Embedding(vocab=7, dim=3)
     weight = rng.normal(size=(7, 3))
@@ -395,7 +427,6 @@ def test_embedding_refuses_ids_outside_the_vocabulary() -> None:
     [(Dense(units=3), (4, 5)), (Dense(units=4, bias=False), (2, 6)), (Dense(units=2), (3, 4, 5))],
     ids=["bias", "no-bias", "per-step"],
 )
-@against_torch("dense")
 def test_dense_matches_torch_linear_forward_and_all_gradients(
     op: Dense, shape: tuple[int, ...]
 ) -> None:

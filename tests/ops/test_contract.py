@@ -1,14 +1,15 @@
 """The op contract, checked for every registered op and every one of its examples.
 
-A new op that misses any part of the contract fails here: there is no list to remember.
-The torch comparisons live in the per-op test files; each is registered with `against_torch`,
-and the last test here checks the registry against every op's `has_torch_twin`.
+A new op that misses any part of the contract fails here: there is no list to remember. That
+includes its torch lowering: `torch_forward` must equal `forward`, and autograd through it
+`backward`, for every example (tests/ops/test_*.py compare the NumPy side with torch's own
+modules besides).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -16,16 +17,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from pydantic import TypeAdapter
 
 from netspec import api
 from netspec.ir import Analysis, Network, Node
 from netspec.onnx.export import to_onnx_model
 from netspec.ops import OP_CLASSES, AnyOp
+from netspec.ops.activation import RRelu
 from netspec.ops.base import Array, Ctx, Example, Op
 from netspec.ops.io import Input
-
-from .twins import MODULES, TORCH_CHECKED
+from netspec.ops.norm import Dropout
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 2  # batch
@@ -265,14 +267,6 @@ def test_every_op_has_a_readme_row(cls: type[Op]) -> None:
     assert any(line.startswith(f"| `{cls.kind()}` |") for line in readme)
 
 
-def test_has_torch_twin_flags_exactly_the_ops_the_tests_compare_with_torch() -> None:
-    for module in MODULES:
-        importlib.import_module(module)  # registers its against_torch marks
-    flagged = {cls.kind() for cls in OP_CLASSES if cls.has_torch_twin}
-    assert TORCH_CHECKED - flagged == set(), "compared with torch: set has_torch_twin = True"
-    assert flagged - TORCH_CHECKED == set(), "has_torch_twin without a torch comparison"
-
-
 def test_an_op_registered_without_examples_fails_one_test_that_names_it() -> None:
     class Bare(Op):
         op: Literal["bare"] = "bare"
@@ -281,3 +275,126 @@ def test_an_op_registered_without_examples_fails_one_test_that_names_it() -> Non
     assert _examples(Bare) == []  # collection goes on
     with pytest.raises(AssertionError, match="bare"):
         test_every_op_has_a_summary_and_examples(Bare)
+
+
+# ---- the torch lowering ----------------------------------------------------------------------
+
+# Ops whose training forward draws random numbers (found by running it with two seeds) cannot
+# match torch draw for draw: training is compared on a deterministic instance of the same op,
+# and tests/ops/test_activations_norm.py checks the random draws themselves.
+DETERMINISTIC_IN_TRAINING: dict[str, Callable[[Any], Op]] = {
+    "dropout": lambda op: Dropout(p=0.0),
+    "rrelu": lambda op: RRelu(lower=op.upper, upper=op.upper),
+}
+
+
+def _random_in_training(op: Op, ex: Example) -> bool:
+    rng = np.random.default_rng(0)
+    xs, p = _inputs(op, ex, rng, np.float64), _params(op, ex, rng, np.float64)
+    runs = [
+        op.forward(xs, copy.deepcopy(p), Ctx(train=True, rng=np.random.default_rng(seed)))[0]
+        for seed in (1, 2)
+    ]
+    return not np.array_equal(*runs)
+
+
+def _torch_forward(op: Op, xs: list[Array], p: dict[str, Array], train: bool) -> Any:
+    """op.torch_forward on copies of the arrays, trainable ones and float inputs as leaves
+    that collect gradients; returns (y, input tensors, parameter tensors)."""
+    tx = [torch.tensor(x, requires_grad=x.dtype.kind == "f") for x in xs]
+    trainable = set(op.param_shapes([x.shape[1:] for x in xs]))
+    tp = {k: torch.tensor(v, requires_grad=k in trainable) for k, v in p.items()}
+    return op.torch_forward(torch, tx, tp, train), tx, tp
+
+
+def _close(got: Any, want: Array, what: str) -> None:
+    got = got.detach().numpy() if isinstance(got, torch.Tensor) else got
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=what)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize(("cls", "k", "ex"), CASES)
+def test_torch_forward_and_its_autograd_equal_forward_and_backward_in_float64(
+    cls: type[Op], k: int, ex: Example, train: bool
+) -> None:
+    op = ex.op
+    if train and _random_in_training(op, ex):
+        assert cls.kind() in DETERMINISTIC_IN_TRAINING, (
+            f"{cls.kind()} draws random numbers in training: give the contract test a "
+            "deterministic instance in DETERMINISTIC_IN_TRAINING"
+        )
+        op = DETERMINISTIC_IN_TRAINING[cls.kind()](op)
+    rng = np.random.default_rng(400 + k)
+    xs, p = _inputs(op, ex, rng, np.float64), _params(op, ex, rng, np.float64)
+    ours = copy.deepcopy(p)  # training moves the running statistics of this copy
+    y, cache = op.forward(xs, ours, Ctx(train=train, rng=np.random.default_rng(7)))
+    r = rng.normal(size=y.shape)  # L = sum(y * r)
+    dxs, dparams = op.backward(r.copy(), cache, ours)
+
+    ty, tx, tp = _torch_forward(op, xs, p, train)
+    assert ty.dtype == torch.float64 and tuple(ty.shape) == y.shape
+    _close(ty, y, "forward")
+    (ty * torch.tensor(r)).sum().backward()
+    for i, (t, dx) in enumerate(zip(tx, dxs, strict=True)):
+        if t.requires_grad:
+            assert t.grad is not None and dx is not None, f"input {i}"
+            _close(t.grad, dx, f"gradient of input {i}")
+    for name in op.param_shapes(ex.inputs):
+        assert tp[name].grad is not None, name
+        _close(tp[name].grad, dparams[name], f"gradient of {name}")
+    for name in op.state_shapes(ex.inputs):  # updated in place in training, kept in eval
+        _close(tp[name], ours[name], f"state {name} after the forward")
+        assert train or np.array_equal(ours[name], p[name])
+
+
+@pytest.mark.parametrize(("cls", "k", "ex"), CASES)
+def test_torch_forward_keeps_float32_and_agrees_with_forward(
+    cls: type[Op], k: int, ex: Example
+) -> None:
+    rng = np.random.default_rng(500 + k)
+    op = ex.op
+    xs, p = _inputs(op, ex, rng, np.float32), _params(op, ex, rng, np.float32)
+    y, _ = _forward(op, xs, p, train=False)
+    with torch.no_grad():
+        ty = op.torch_forward(torch, [torch.tensor(x) for x in xs], _as_torch(p), False)
+    assert ty.dtype == torch.float32
+    np.testing.assert_allclose(ty.numpy(), y, rtol=1e-5, atol=1e-6)
+
+
+def _as_torch(p: dict[str, Array]) -> dict[str, Any]:
+    return {k: torch.tensor(v) for k, v in p.items()}
+
+
+@pytest.mark.parametrize("cls", OPS, ids=lambda c: c.kind())
+def test_every_op_has_a_torch_lowering(cls: type[Op]) -> None:
+    rng = np.random.default_rng(0)
+    for ex in _examples(cls):
+        xs, p = _inputs(ex.op, ex, rng, np.float64), _params(ex.op, ex, rng, np.float64)
+        try:
+            ex.op.torch_forward(torch, [torch.tensor(x) for x in xs], _as_torch(p), False)
+        except NotImplementedError:
+            pytest.fail(f"{cls.kind()} has no torch_forward: netspec.torch cannot lower it")
+
+
+def test_an_op_without_a_torch_lowering_fails_one_test_that_names_it() -> None:
+    class Unlowered(Op):
+        op: Literal["unlowered"] = "unlowered"
+        summary: ClassVar[str] = "an op whose author forgot torch_forward"
+
+        def infer_shape(self, inputs: Any) -> Any:
+            return inputs[0]
+
+        @classmethod
+        def examples(cls) -> list[Example]:
+            return [Example(cls(), ((3,),))]
+
+    with pytest.raises(pytest.fail.Exception, match="unlowered has no torch_forward"):
+        test_every_op_has_a_torch_lowering(Unlowered)
+
+
+@pytest.mark.parametrize("kind", sorted(DETERMINISTIC_IN_TRAINING))
+def test_the_deterministic_stand_ins_are_the_random_ops_made_deterministic(kind: str) -> None:
+    (ex, *_) = _examples(next(c for c in OPS if c.kind() == kind))
+    assert _random_in_training(ex.op, ex)
+    stand_in = DETERMINISTIC_IN_TRAINING[kind](ex.op)
+    assert stand_in.kind() == kind and not _random_in_training(stand_in, ex)

@@ -26,8 +26,6 @@ from netspec.ops.pool import (
 )
 from netspec.ops.window import tap_regions
 
-from .twins import against_torch
-
 BATCH = 2
 
 
@@ -103,7 +101,6 @@ CONV2D_CASES: list[tuple[Conv2d, Shape, tuple[int, ...] | None]] = [
 
 
 @pytest.mark.parametrize(("op", "shape", "torch_pad"), CONV2D_CASES)
-@against_torch("conv2d")
 def test_conv2d_matches_torch_forward_and_all_gradients(
     op: Conv2d, shape: Shape, torch_pad: tuple[int, ...] | None
 ) -> None:
@@ -135,7 +132,6 @@ def test_conv2d_same_padding_with_stride_one_matches_torch_same() -> None:
         Conv1d(filters=2, kernel=2, dilation=3, padding=1, bias=False),
     ],
 )
-@against_torch("conv1d")
 def test_conv1d_matches_torch_forward_and_all_gradients(op: Conv1d) -> None:
     def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.conv1d(
@@ -269,7 +265,6 @@ MAXPOOL2D_CASES = [
 
 
 @pytest.mark.parametrize(("op", "shape"), MAXPOOL2D_CASES)
-@against_torch("maxpool2d")
 def test_maxpool2d_matches_torch_forward_and_input_gradient(op: MaxPool2d, shape: Shape) -> None:
     def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.max_pool2d(x, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
@@ -313,7 +308,6 @@ AVGPOOL2D_CASES = [
 
 
 @pytest.mark.parametrize(("op", "shape"), AVGPOOL2D_CASES)
-@against_torch("avgpool2d")
 def test_avgpool2d_matches_torch_divisors_and_gradient(op: AvgPool2d, shape: Shape) -> None:
     def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         stride = op.stride if op.stride is not None else op.kernel
@@ -332,7 +326,6 @@ def test_avgpool2d_matches_torch_divisors_and_gradient(op: AvgPool2d, shape: Sha
         MaxPool1d(kernel=3, padding=1, ceil_mode=True),
     ],
 )
-@against_torch("maxpool1d")
 def test_maxpool1d_matches_torch(op: MaxPool1d) -> None:
     def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.max_pool1d(x, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
@@ -347,7 +340,6 @@ def test_maxpool1d_matches_torch(op: MaxPool1d) -> None:
         AvgPool1d(kernel=3, stride=2, padding=1, ceil_mode=True, count_include_pad=True),
     ],
 )
-@against_torch("avgpool1d")
 def test_avgpool1d_matches_torch(op: AvgPool1d) -> None:
     def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.avg_pool1d(x, op.kernel, op.stride, op.padding, op.ceil_mode, op.count_include_pad)
@@ -355,14 +347,12 @@ def test_avgpool1d_matches_torch(op: AvgPool1d) -> None:
     assert_matches_torch(op, (3, 10), fn)
 
 
-@against_torch("global_avgpool")
 def test_global_avgpool_matches_torch_and_keeps_unit_spatial_axes() -> None:
     op = GlobalAvgPool()
     assert op.infer_shape([(3, 5, 4)]) == (3, 1, 1)
     assert_matches_torch(op, (3, 5, 4), lambda x, _: F.adaptive_avg_pool2d(x, 1))
 
 
-@against_torch("global_maxpool")
 def test_global_maxpool_matches_torch_and_keeps_unit_spatial_axes() -> None:
     op = GlobalMaxPool()
     assert op.infer_shape([(3, 5, 4)]) == (3, 1, 1)
@@ -448,7 +438,6 @@ def test_the_wide_stride_one_grid_equals_the_exact_grid(
         Conv2d(filters=2, kernel=3, padding=1),  # dx by correlation, chunked too
     ],
 )
-@against_torch("conv2d")
 def test_a_batch_split_into_chunks_of_unequal_size_matches_torch(
     op: Conv2d, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -487,7 +476,6 @@ CORRELATION_CASES: list[tuple[Conv1d | Conv2d, Shape]] = [
 
 
 @pytest.mark.parametrize(("op", "shape"), CORRELATION_CASES)
-@against_torch("conv1d", "conv2d")
 def test_the_input_gradient_as_a_correlation_with_the_flipped_kernel_matches_torch(
     op: Conv1d | Conv2d, shape: Shape
 ) -> None:

@@ -13,8 +13,6 @@ from netspec.ir import Analysis, Node
 from netspec.ops.base import Ctx, Op, Params
 from netspec.ops.recurrent import Bidirectional, Gru, Lstm, Rnn
 
-from .twins import against_torch
-
 N, T, F, H = 3, 4, 3, 5
 TORCH = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 INNER = {"rnn": Rnn, "lstm": Lstm, "gru": Gru}
@@ -65,7 +63,6 @@ def torch_grad_name(local: str) -> str:
 @pytest.mark.parametrize("bidir", [False, True], ids=["plain", "bidirectional"])
 @pytest.mark.parametrize("seq", [False, True], ids=["last", "sequence"])
 @pytest.mark.parametrize(("kind", "nonlin"), KINDS)
-@against_torch("rnn", "lstm", "gru", "bidirectional")
 def test_recurrent_matches_torch_outputs_and_every_gradient_in_float64(
     kind: str, nonlin: str | None, seq: bool, bidir: bool, steps: int
 ) -> None:
