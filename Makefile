@@ -43,8 +43,9 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy netspec
 
+# Tests run on every core; a heavy fixture's tests stay on one worker (xdist_group).
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadgroup
 
 # The README's generated parts: the op table and the pictures in docs/.
 docs: $(VENV)/.plot

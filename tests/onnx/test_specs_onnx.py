@@ -46,7 +46,13 @@ def _calibrated(spec: Analysis, xs: dict[str, Array]) -> dict[str, Array]:
     return params
 
 
-@pytest.fixture(scope="module", params=SPECS, ids=[p.stem for p in SPECS])
+# Each spec's export is built once and shared by its tests, on one worker under xdist.
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(p, id=p.stem, marks=pytest.mark.xdist_group(f"onnx-{p.stem}")) for p in SPECS
+    ],
+)
 def exported(request: pytest.FixtureRequest) -> Exported:
     analysis = api.check(api.load(request.param))
     xs = _inputs(analysis, batch=2)
