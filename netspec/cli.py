@@ -318,6 +318,7 @@ _EXTENSIONS: list[Callable[..., None]] = []
 
 # After _EXTENSIONS: these modules register into it (and import their heavy libraries lazily).
 import netspec.engine.commands  # noqa: E402
+import netspec.lsp.commands  # noqa: E402
 import netspec.onnx.commands  # noqa: E402
 import netspec.viz.commands  # noqa: E402, F401
 
