@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,11 +73,19 @@ def _err(message: str, span: Span | None, hint: str | None = None) -> NetspecErr
 # Loading files and imports
 
 
-def load_program(path: Path, text: str | None = None, allow_outside: bool = False) -> Program:
-    """Parse `path` and, transitively, its imports. Import cycles and escapes are refused."""
+def load_program(
+    path: Path,
+    text: str | None = None,
+    allow_outside: bool = False,
+    texts: Mapping[Path, str] | None = None,
+) -> Program:
+    """Parse `path` and, transitively, its imports. Import cycles and escapes are refused.
+
+    `texts` holds file contents by resolved path that win over the disk (an editor's unsaved
+    buffers of imported files)."""
     root = path.resolve().parent
     program = Program(main=str(path))
-    _load(path, text, program, root, allow_outside, stack=[], is_main=True, seen=set())
+    _load(path, text, program, root, allow_outside, stack=[], is_main=True, seen=set(), texts=texts)
     return program
 
 
@@ -90,8 +98,11 @@ def _load(
     stack: list[Path],
     is_main: bool,
     seen: set[Path],
+    texts: Mapping[Path, str] | None = None,
 ) -> None:
     resolved = path.resolve()
+    if text is None and texts is not None:
+        text = texts.get(resolved)
     if text is None:
         if not path.is_file():
             what = "a folder" if path.is_dir() else "not a regular file"
@@ -136,7 +147,7 @@ def _load(
             if not target.is_file():
                 raise _err(f"imported file {item.path!r} does not exist", item.span)
             shown = Path(os.path.normpath(path.parent / item.path))
-            _load(shown, None, program, root, allow_outside, stack, False, seen)
+            _load(shown, None, program, root, allow_outside, stack, False, seen, texts)
             continue
         table: dict[str, Any]
         name: str
@@ -537,9 +548,21 @@ class _Scope:
         return f"{kind}_{k}"
 
 
+@dataclass(frozen=True)
+class CallTrace:
+    """What one call of a chain built (each repetition is its own): the nodes
+    `nodes[start:end]` of the network and its output tensor. For editors: shapes per line."""
+
+    call: ast.Call
+    output: str
+    start: int
+    end: int
+
+
 class _Expander:
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, trace: list[CallTrace] | None = None) -> None:
         self.program = program
+        self.trace = trace
         self.nodes: list[Node] = []
         self.names: set[str] = set()
         self.block_stack: list[str] = []
@@ -640,7 +663,10 @@ class _Expander:
         single = len(instances) == 1
         for i, call in enumerate(instances):
             local = None if target is None else target if single else f"{target}.{i}"
+            start = len(self.nodes)
             current = self.call(call, scope, current, local)
+            if self.trace is not None:
+                self.trace.append(CallTrace(call, current, start, len(self.nodes)))
         return current
 
     # calls ------------------------------------------------------------------------------------
@@ -905,8 +931,11 @@ def choose_network(program: Program, name: str | None) -> ast.NetworkDef:
     return program.networks[(trained or program.main_networks)[-1]]
 
 
-def expand(program: Program, network: str | None = None) -> Network:
-    """Build the IR of one network of the program."""
+def expand(
+    program: Program, network: str | None = None, trace: list[CallTrace] | None = None
+) -> Network:
+    """Build the IR of one network of the program; `trace`, when given, receives a CallTrace
+    per call expanded (also when expansion fails part way)."""
     net = choose_network(program, network)
     for t in program.trains.values():
         if t.network not in program.networks:
@@ -916,7 +945,7 @@ def expand(program: Program, network: str | None = None) -> Network:
                 suggest(t.network, program.networks),
             )
     try:
-        ex = _Expander(program)
+        ex = _Expander(program, trace)
         outputs = ex.network(net)
         train = _train(program, net.name, ex.consts)
     except RecursionError:
