@@ -18,12 +18,14 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 from pygls.uris import from_fs_path, to_fs_path
 from pygls.workspace import PositionCodec, TextDocument
 
@@ -279,6 +281,18 @@ def _symbol(sym: symbols.Symbol, range_of: Callable[[Span], lsp.Range]) -> lsp.D
 # ---- the server ------------------------------------------------------------------------------
 
 
+class _Protocol(LanguageServerProtocol):
+    """pygls 2.1 keeps the future of every notification its built-in handlers run as
+    generators (didOpen, didChange, didSave, ...) in `_request_futures` for good: about a
+    kilobyte per keystroke. Drop each one once it is done."""
+
+    def _check_handler_result(self, future: Future[Any]) -> None:
+        super()._check_handler_result(future)
+        for key, pending in list(self._request_futures.items()):
+            if pending is future:
+                del self._request_futures[key]
+
+
 class _Features:
     """Registers handlers with pygls; the one named by NETSPEC_LSP_FAULT raises instead."""
 
@@ -301,7 +315,7 @@ class _Features:
 
 def build_server() -> LanguageServer:
     """A server with every feature registered; `start_io()` runs it on stdin/stdout."""
-    server = LanguageServer("netspec", __version__)
+    server = LanguageServer("netspec", __version__, protocol_cls=_Protocol)
     s = Session(server)
     feature = _Features(server, os.environ.get(FAULT_ENV))
 
