@@ -231,8 +231,8 @@ def _arg(doc: Document, path: list[object], at: Position) -> str | None:
     """`key=` of an op call, a block call or a value call (`adam(lr=...)`)."""
     arg = path[-1]
     assert isinstance(arg, ast.Arg)
-    if arg.key is None or not (arg.span.line, arg.span.column + len(arg.key)) >= at:
-        return None
+    if arg.key is None or at > (arg.span.line, arg.span.column + len(arg.key)):
+        return None  # not on the key: the value says more
     owner = path[-2] if len(path) >= 2 else None
     if isinstance(owner, ast.Call) and owner.name in OPS:
         return _field_text(OPS[owner.name], arg.key, f"attribute of {owner.name}")

@@ -16,7 +16,7 @@ from netspec.lsp.complete import complete
 from netspec.lsp.facts import statement_facts
 from netspec.lsp.hover import hover
 from netspec.lsp.locate import definition
-from netspec.lsp.server import Session
+from netspec.lsp.session import Session
 from netspec.lsp.symbols import folds, outline, tables
 from netspec.ops import OPS
 from netspec.recipe import TrainSpec
