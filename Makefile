@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint docs tables fuzz bench clean
+.PHONY: demo test lint editor-test docs tables fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,18 @@ lint: $(VENV)/.dev
 # Tests run on every core; a heavy fixture's tests stay on one worker (xdist_group).
 test: lint
 	$(BIN)/pytest -q -n auto --dist loadgroup
+	@if command -v node >/dev/null 2>&1; then $(MAKE) --no-print-directory editor-test; \
+	else echo "node is not installed: skipping editor-test (the VS Code grammar's tests)"; fi
+
+# The VS Code grammar's golden scope files, run by a real TextMate tokenizer (vscode-textmate,
+# through vscode-tmgrammar-test). Needs node and npm; the lock file pins every package.
+VSCODE := editors/vscode
+$(VSCODE)/node_modules/.installed: $(VSCODE)/package.json $(VSCODE)/package-lock.json
+	cd $(VSCODE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+editor-test: $(VSCODE)/node_modules/.installed
+	cd $(VSCODE) && npx --no-install vscode-tmgrammar-test "tests/*.test.net"
 
 # The README's generated parts: the op table and the pictures in docs/.
 docs: $(VENV)/.plot
@@ -69,4 +81,4 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run.py --quick
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache $(VSCODE)/node_modules

@@ -23,7 +23,7 @@ from netspec.recipes import train_section
 from netspec.validation import build_model
 from netspec.values import Symbol, evaluate, freeze, plain, show
 
-__all__ = ["Program", "expand", "iter_calls", "load_program"]
+__all__ = ["CallTrace", "Program", "expand", "iter_calls", "load_program"]
 
 PARAM_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
@@ -61,8 +61,20 @@ class _Scope:
         return f"{kind}_{k}"
 
 
+@dataclass(frozen=True)
+class CallTrace:
+    """What one call of a chain built (each repetition is its own): the nodes
+    `nodes[start:end]` of the network and its output tensor. For editors: shapes per line."""
+
+    call: ast.Call
+    output: str
+    start: int
+    end: int
+
+
 class _Expander:
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, trace: list[CallTrace] | None = None) -> None:
+        self.trace = trace
         self.program = program
         self.nodes: list[Node] = []
         self.names: set[str] = set()
@@ -164,7 +176,10 @@ class _Expander:
         single = len(instances) == 1
         for i, call in enumerate(instances):
             local = None if target is None else target if single else f"{target}.{i}"
+            start = len(self.nodes)
             current = self.call(call, scope, current, local)
+            if self.trace is not None:
+                self.trace.append(CallTrace(call, current, start, len(self.nodes)))
         return current
 
     # calls ------------------------------------------------------------------------------------
@@ -386,8 +401,11 @@ def _typed(call: ast.Call, p: ast.Param, value: Any, span: Span) -> Any:
     return float(value) if p.type.id == "float" else value  # type: ignore[arg-type]
 
 
-def expand(program: Program, network: str | None = None) -> Network:
-    """Build the IR of one network of the program."""
+def expand(
+    program: Program, network: str | None = None, trace: list[CallTrace] | None = None
+) -> Network:
+    """Build the IR of one network of the program; `trace`, when given, receives a CallTrace
+    per call expanded (also when expansion fails part way)."""
     net = choose_network(program, network)
     for t in program.trains.values():
         if t.network not in program.networks:
@@ -397,7 +415,7 @@ def expand(program: Program, network: str | None = None) -> Network:
                 suggest(t.network, program.networks),
             )
     try:
-        ex = _Expander(program)
+        ex = _Expander(program, trace)
         outputs = ex.network(net)
         train = train_section(program, net.name, ex.consts)
     except RecursionError:

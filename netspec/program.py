@@ -6,6 +6,7 @@ live here too: the file size, the layers a network may expand to and how deep bl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,15 +38,24 @@ def _err(message: str, span: Span | None, hint: str | None = None) -> NetspecErr
     return NetspecError.at(message, span, hint)
 
 
-def load_program(path: Path, text: str | None = None, allow_outside: bool = False) -> Program:
-    """Parse `path` and, transitively, its imports. Import cycles and escapes are refused."""
-    loader = _Loader(path, allow_outside)
+def load_program(
+    path: Path,
+    text: str | None = None,
+    allow_outside: bool = False,
+    texts: Mapping[Path, str] | None = None,
+) -> Program:
+    """Parse `path` and, transitively, its imports. Import cycles and escapes are refused.
+
+    `texts` holds file contents by resolved path that win over the disk (an editor's unsaved
+    buffers of imported files)."""
+    loader = _Loader(path, allow_outside, texts or {})
     loader.load(path, text, stack=[], is_main=True)
     return loader.program
 
 
 class _Loader:
-    def __init__(self, main: Path, allow_outside: bool) -> None:
+    def __init__(self, main: Path, allow_outside: bool, texts: Mapping[Path, str]) -> None:
+        self.texts = texts
         self.program = Program(main=str(main))
         self.root = main.resolve().parent
         self.shown_root = main.parent  # the folder as the user named it, for messages
@@ -54,6 +64,8 @@ class _Loader:
 
     def load(self, path: Path, text: str | None, stack: list[Path], is_main: bool) -> None:
         resolved = path.resolve()
+        if text is None:
+            text = self.texts.get(resolved)
         module = syntax.parse(_read(path) if text is None else text, str(path))
         stack = [*stack, resolved]
         self.seen.add(resolved)

@@ -7,6 +7,7 @@ diagnostics naming what was expected, in words (`)` rather than RPAR).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
@@ -35,6 +36,7 @@ from netspec.tree import (
     Import,
     InputStmt,
     Item,
+    Lexeme,
     ListExpr,
     Module,
     Name,
@@ -440,3 +442,44 @@ def parse(text: str, file: str = "<string>") -> Module:
             "split deeply nested expressions into named constants",
         ) from None
     return Module(file, items)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens, for tools that keep the text's layout (`netspec fmt`, editors)
+
+
+_GAP = re.compile(r"#[^\n]*|\n")
+
+
+def lex(text: str, file: str = "<string>") -> list[Lexeme]:
+    """Every token of `text`, with its comments and line breaks, in order.
+
+    The text is expected to parse (`parse` first): lexing alone checks no grammar. Offsets
+    are into the text without a leading byte-order mark.
+    """
+    text = text.removeprefix("\ufeff")
+    out: list[Lexeme] = []
+    at = 0
+
+    def gap(end: int) -> None:
+        # Between two tokens lies only what the grammar ignores: blanks, comments and the
+        # line breaks the post-lexer drops inside brackets.
+        for m in _GAP.finditer(text, at, end):
+            kind = "NEWLINE" if m.group() == "\n" else "COMMENT"
+            out.append(Lexeme(kind, m.group().rstrip(), m.start(), m.end()))
+
+    try:
+        for tok in _parser().lex(text):
+            start, end = tok.start_pos or 0, tok.end_pos or 0
+            gap(start)
+            if tok.type == "_NL":
+                at = start
+                gap(end)  # an _NL token may hold several line breaks
+            else:
+                out.append(Lexeme(tok.type, str(tok), start, end))
+            at = end
+    except UnexpectedInput as err:
+        SOURCES.add(file, text)
+        raise _syntax_error(err, file) from None
+    gap(len(text))
+    return out

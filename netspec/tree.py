@@ -182,3 +182,17 @@ Item = Import | ConstDef | NetworkDef | BlockDef | TrainDef
 class Module:
     file: str
     items: tuple[Item, ...]
+
+
+@dataclass(frozen=True)
+class Lexeme:
+    """One token of the source, or a comment, or one line break; offsets into the text.
+
+    `kind` is the grammar's terminal name (NAME, INT, LPAR, ...), COMMENT, or NEWLINE (one per
+    line break, those inside brackets included, which the parser itself never sees).
+    """
+
+    kind: str
+    text: str
+    start: int
+    end: int

@@ -55,7 +55,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("api", ("netspec.api",)),
-    ("edges", ("netspec.cli", "netspec.lsp", "netspec.docs", "netspec.__main__")),
+    ("edges", ("netspec.cli", "netspec.lsp", "netspec.fmt", "netspec.docs", "netspec.__main__")),
 )
 FRONT_END = (
     "netspec.syntax",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from netspec import __version__
-from netspec.cli import model, pictures, spec, train
+from netspec.cli import editor, model, pictures, spec, train
 from netspec.cli.args import Command
 from netspec.cli.outputs import check_output
 from netspec.cli.report import err, report
@@ -33,6 +33,8 @@ COMMANDS: dict[str, Command] = {
         model.PREDICT,
         pictures.GRAPH,
         pictures.PLOT,
+        editor.FMT,
+        editor.LSP,
     )
 }
 
