@@ -182,6 +182,40 @@ def test_an_output_that_is_one_of_the_commands_inputs_is_refused_and_left_untouc
     assert {p: p.read_bytes() for p in xor.rglob("*") if p.is_file()} == files
 
 
+@pytest.mark.parametrize("command", ["compile", "export", "graph"])
+def test_an_output_that_is_a_device_or_a_pipe_is_refused_and_left_in_place(
+    xor: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The atomic rename would replace it with a regular file and exit 0 (as root, /dev/null)."""
+    os.mkfifo(xor / "pipe")
+    (xor / "null").symlink_to("/dev/null")  # the rename would replace the link, not the device
+    for name, what in (("pipe", "not a regular file"), ("null", "a device")):
+        code, err = run(capsys, command, "xor.net", "-o", name)
+        assert code == EXIT_USAGE and f"cannot write {name}: it is {what}" in err, err
+    assert (xor / "pipe").is_fifo() and (xor / "null").is_symlink()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["export", "xor.net", "-o", "run/checkpoint.npz"],
+        ["compile", "xor.net", "-o", "run/history.json"],
+        ["graph", "xor.net", "-o", "run/normalization.npz"],
+        ["export", "xor.net", "-o", "run/weights.npz"],
+    ],
+)
+def test_an_output_that_is_a_file_of_a_training_run_is_refused_and_left_untouched(
+    xor: Path, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`export -o run/checkpoint.npz` once overwrote the run, and `--resume` and `eval` failed."""
+    assert main(["train", "xor.net", "--out", "run"]) == 0
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in (xor / "run").iterdir()}
+    code, err = run(capsys, *args)
+    assert code == EXIT_USAGE and "is a file of the training run in run" in err, err
+    assert {p: p.read_bytes() for p in (xor / "run").iterdir()} == files
+
+
 @pytest.mark.parametrize(
     ("args", "example"),
     [
