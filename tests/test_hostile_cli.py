@@ -240,3 +240,42 @@ def test_an_input_with_no_rows_is_bad_data(xor: Path, capsys: pytest.CaptureFixt
     np.save(xor / "empty.npy", np.ones((0, 2), np.float32))
     code, err = run(capsys, "predict", "m.onnx", "--input", "empty.npy")
     assert code == EXIT_RUNTIME and "the input has no rows" in err
+
+
+def test_strings_read_from_files_are_escaped_before_they_reach_the_terminal(
+    xor: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Labels in an ONNX model's metadata, layer names in IR JSON and names quoted in messages
+    could hold ESC sequences that drive the terminal; each is printed escaped."""
+    import json
+
+    import onnx
+
+    from netspec.errors import Diagnostic, Severity, render
+
+    (xor / "xor.net").write_text(XOR.replace("dense(1)", "dense(2)").replace("binary_", ""))
+    assert main(["export", "xor.net", "-o", "m.onnx"]) == 0
+    model = onnx.load("m.onnx")
+    model.metadata_props.add(key="labels", value=json.dumps(["a\x1b[31mred", "b\x07"]))
+    onnx.save(model, "esc.onnx")
+    np.save(xor / "x.npy", np.ones((2, 2), np.float32))
+    capsys.readouterr()
+    assert main(["predict", "esc.onnx", "--input", "x.npy"]) == 0
+    out = capsys.readouterr().out
+    assert "a\\x1b[31mred" in out and "b\\x07" in out and "\x1b" not in out and "\x07" not in out
+
+    assert main(["compile", "xor.net", "-o", "n.json"]) == 0
+    ir = json.loads(Path("n.json").read_text())
+    net = ir["network"]
+    net["name"] = "X\x1b]0;owned\x07"
+    net["nodes"][1]["name"] = "d\x1b[2J"
+    net["nodes"][2]["inputs"] = ["d\x1b[2J"]
+    Path("n.json").write_text(json.dumps(ir))
+    capsys.readouterr()
+    code = main(["check", "n.json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "d\\x1b[2J" in captured.out and "\x1b" not in captured.out + captured.err
+
+    shown = render(Diagnostic(Severity.ERROR, "no input 'x\x1b[2J'\nsecond line", hint="h\x1b"))
+    assert "\x1b" not in shown and "x\\x1b[2J" in shown and "\nsecond line" in shown
