@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from netspec.errors import Diagnostic, Severity, render
+from netspec.errors import Diagnostic, Severity, printable, render
 from netspec.ir import Analysis
 
 
@@ -80,9 +80,9 @@ def print_table(analysis: Analysis, batch: int, failed: bool) -> None:
             continue
         shape = "FAILED" if info.output_shape is None else str(list(info.output_shape))
         params = f"{info.params:,}" + (f" (+{info.state:,})" if info.state else "")
-        rows.append((name, info.op, shape, params, f"{info.macs:,}"))
+        rows.append((printable(name), info.op, shape, params, f"{info.macs:,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = [f"network {analysis.network.name}"]
+    lines = [f"network {printable(analysis.network.name)}"]  # IR JSON names are any text
     for i, r in enumerate(rows):
         lines.append(
             f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "

@@ -17,7 +17,7 @@ from netspec.cli.args import (
     positive_int,
     spec_arguments,
 )
-from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.errors import EXIT_RUNTIME, NetspecError, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -190,7 +190,11 @@ def _print_confusion(counts: list[list[int]], labels: tuple[str, ...] | None) ->
     from rich.table import Table
 
     k = len(counts)
-    names = list(labels) if labels is not None and len(labels) == k else [str(i) for i in range(k)]
+    from rich.markup import escape
+
+    # Labels are read from files: neither terminal escapes nor rich markup may act.
+    given = labels is not None and len(labels) == k
+    names = [escape(printable(n)) for n in labels or ()] if given else [str(i) for i in range(k)]
     table = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
     table.add_column("")
     for name in names:
