@@ -52,6 +52,13 @@ def _as_input(x: Array, input_shape: Shape, input_dtype: str, where: str) -> Arr
     fit_input(x.shape, input_shape, where)
     x = x.reshape((x.shape[0], *input_shape))  # layout only: the sizes already match
     if input_dtype == "int64":
+        # Only numbers are ids: bool, complex, datetime and text would be cast silently into
+        # integers (True -> 1, a date -> nanoseconds) and trained on as tokens.
+        if x.dtype.kind not in "iuf":
+            raise _fail(
+                f"{where} has dtype {x.dtype}, but the network's input is int64 token ids",
+                "save the ids as integers: x.astype(np.int64), after mapping text to a vocabulary",
+            )
         if x.dtype.kind == "f" and not np.all(np.mod(x, 1) == 0):
             raise _fail(f"{where} holds fractional values but the network's input is int64")
         return x.astype(np.int64)

@@ -447,3 +447,29 @@ def test_gzipped_npy_and_npz_are_refused_with_a_way_out(tmp_path: Path, fmt: str
         f"{path} is gzip-compressed; gzip is read for IDX and CSV files, not .{fmt}"
     )
     assert f"gunzip {path.name}" in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.array([["3", "1"], ["2", "0"]]),
+        np.array([[1 + 0j, 2], [3, 0]]),
+        np.array([["2020-01-01", "2020-01-02"]] * 2, dtype="datetime64[D]"),
+        np.array([[True, False], [False, True]]),
+    ],
+    ids=["text", "complex", "datetime", "bool"],
+)
+def test_token_ids_that_are_not_numbers_are_refused_for_an_int64_input(
+    tmp_path: Path, ids: np.ndarray
+) -> None:
+    np.savez(tmp_path / "d.npz", x=ids, y=np.array([0, 1]))
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(tmp_path / "d.npz")), (2,), "int64")
+    assert err.value.exit_code == EXIT_RUNTIME
+    assert f"dtype {ids.dtype}" in message(err) and "int64 token ids" in message(err)
+
+
+def test_whole_float_token_ids_are_still_read_as_int64(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.array([[3.0, 1.0], [2.0, 0.0]]), y=np.array([0, 1]))
+    d = load_data(spec(path=str(tmp_path / "d.npz")), (2,), "int64")
+    assert d.x.dtype == np.int64 and d.x.tolist() == [[3, 1], [2, 0]]
