@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 # --max-memory: a number of bytes, None for no limit, "auto" for a share of what is available.
 MemoryLimit = int | None | Literal["auto"]
+Labels = tuple[str, ...] | None
 CURVES_INTERVAL_S = 5.0  # curves.png is redrawn at most this often, and once at the end
 
 
@@ -127,6 +128,7 @@ class Trained:
 
     params: dict[str, Any]
     normalization: tuple[Any, Any] | None
+    classes: Labels = None  # the class names its run mapped text labels from, if any
 
 
 def trained(net: Network, weights: str | Path) -> Trained:
@@ -136,7 +138,11 @@ def trained(net: Network, weights: str | Path) -> Trained:
     data = None if net.train is None else net.train.data
     mode = "none" if data is None else data.normalize
     dtype = getattr(net.inputs[0].op, "dtype", "float32") if net.inputs else "float32"
-    return Trained(runs.load_weights(path), runs.load_normalization(path.parent, mode, dtype))
+    return Trained(
+        runs.load_weights(path),
+        runs.load_normalization(path.parent, mode, dtype),
+        runs.recorded_classes(path.parent),
+    )
 
 
 # ---- export and inference ----------------------------------------------------------------------
@@ -197,8 +203,9 @@ def model_inputs(model: str | Path | Analysis) -> list[str]:
     return [i.name for i in graph.input if i.name not in inits]
 
 
-def model_metadata(model: str | Path | Analysis) -> dict[str, str]:
-    """What a model says of itself: network, loss, labels (an `.onnx` file's metadata props)."""
+def model_metadata(model: str | Path | Analysis, classes: Labels = None) -> dict[str, str]:
+    """What a model says of itself: network, loss, labels (an `.onnx` file's metadata props);
+    a spec's labels are its recipe's, else the `classes` its run mapped text labels from."""
     if not isinstance(model, Analysis):
         from netspec.onnx.runtime import load_model
 
@@ -207,8 +214,9 @@ def model_metadata(model: str | Path | Analysis) -> dict[str, str]:
     meta = {"network": net.name}
     if net.train is not None:
         meta["loss"] = net.train.loss
-    if net.labels is not None:
-        meta["labels"] = json.dumps(list(net.labels))
+    labels = net.labels if net.labels is not None else classes
+    if labels is not None:
+        meta["labels"] = json.dumps(list(labels))
     return meta
 
 

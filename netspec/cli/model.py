@@ -183,13 +183,14 @@ def _model(args: argparse.Namespace) -> tuple[Path | Analysis, dict[str, Array] 
     net = api.load(model, args.network, allow_outside_imports=args.allow_outside_imports)
     analysis = api.check(net)  # read and checked once: the estimate and the run share it
     weights = api.trained(net, args.weights)
-    return analysis, weights.params, weights.normalization
+    return analysis, weights.params, weights
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from netspec import api
 
-    model, params, norm = _model(args)
+    model, params, weights = _model(args)
+    norm = None if weights is None else weights.normalization
     inputs = _inputs(args.input, api.model_inputs(model))
     outputs, provider = api.predict(
         model,
@@ -204,7 +205,9 @@ def run_predict(args: argparse.Namespace) -> int:
         max_memory=args.max_memory,
     )
     print(f"provider: {provider}")
-    _show(outputs, api.model_metadata(model), args.top)
+    _show(
+        outputs, api.model_metadata(model, None if weights is None else weights.classes), args.top
+    )
     if args.output is not None:
         api.save_outputs(args.output, outputs)
         err(f"wrote {args.output}")

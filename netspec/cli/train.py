@@ -145,6 +145,13 @@ def run_train(args: argparse.Namespace) -> int:
         raise _write_failed(e, out) from None
     finally:
         bar.close()
+    if result.classes is not None:
+        # Names come from a data file: shown as text, never as markup or escape sequences.
+        shown = (n if n.isprintable() else ascii(n) for n in result.classes)
+        mapping = ", ".join(f"{name}={i}" for i, name in enumerate(shown))
+        console.print(
+            f"note: class names mapped to indices: {mapping}", highlight=False, markup=False
+        )
     if result.stopped == "early_stopping":
         console.print(f"early stopping: best epoch {result.best_epoch}", highlight=False)
     if result.stopped == "interrupted":

@@ -167,6 +167,26 @@ def prepare_targets(
     return y.reshape((y.shape[0], *output_shape)).astype(np.float32)
 
 
+def class_indices(
+    y: Array, classes: Sequence[str] | None, where: str, origin: str = "the recipe's labels"
+) -> tuple[Array, tuple[str, ...]]:
+    """Class names (`setosa`) as indices into `classes` (the recipe's labels, or the run's), or
+    into the sorted set of names when none are given; returns the indices and the classes."""
+    given = [str(v).strip() for v in y.reshape(-1)]
+    names = tuple(sorted(set(given))) if classes is None else tuple(classes)
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted(set(given) - set(index))
+    if unknown:
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        raise _fail(
+            f"{where}: label '{unknown[0]}' is not one of the classes of {origin} ({shown})",
+            "add every class name to the train section's labels = [...], in index order"
+            if origin == "the recipe's labels"
+            else "the classes are the ones the weights were trained on",
+        )
+    return np.array([index[g] for g in given], dtype=np.int64), names
+
+
 # ---- public API --------------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from netspec.runs import (
 )
 from netspec.training.data import Dataset, Normalizer, split
 from netspec.training.metrics import compute_metrics
-from netspec.training.plan import io_of, load_dataset, metric_task, streams
+from netspec.training.plan import Classes, io_of, load_dataset, metric_task, streams
 
 Scores = dict[str, float | list[list[int]]]
 # Raw outputs (logits) of a network in inference mode, for weights and inputs.
@@ -82,10 +82,14 @@ def _evaluation_data(
         )
     if data is None and spec.val_data is not None:
         source = spec.val_data
-    ds = load_dataset(source, io, LOSSES[spec.loss])
+    run = _run_of(weights_path)
+    if run is not None and run.classes is not None:
+        classes = Classes(run.classes, "the trained run")
+    else:
+        classes = Classes(spec.labels)
+    ds, _ = load_dataset(source, io, LOSSES[spec.loss], classes)
     what = ds.source
     if data is None and spec.val_data is None:
-        run = _run_of(weights_path)
         seed, fraction = (spec.seed, spec.validation) if run is None else (run.seed, run.validation)
         if fraction > 0:
             _, ds = split(ds, fraction, streams(seed)[1])  # the run's own split

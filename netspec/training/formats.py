@@ -271,7 +271,7 @@ def _read_csv(spec: DataSpec) -> tuple[Array, Array]:
     if not rows:
         raise _fail(f"CSV file {path} is empty")
     header: list[str] | None = None
-    if not all(_is_number(c) for c in rows[0]):
+    if _is_header(rows):
         header, rows = [c.strip() for c in rows[0]], rows[1:]
         if not rows:
             raise _fail(
@@ -281,31 +281,60 @@ def _read_csv(spec: DataSpec) -> tuple[Array, Array]:
     width = len(rows[0]) if rows else 0
     if width < 2:
         raise _fail(f"CSV file {path} needs at least one feature column and a label column")
-    if isinstance(spec.y, int):
-        if not -width <= spec.y < width:
-            raise _fail(f"label column {spec.y} is out of range: {path} has {width} columns")
-        label = spec.y % width
-    elif header is not None and spec.y in header:
-        label = header.index(spec.y)
-    elif header is None and spec.y == "y":
-        label = width - 1  # no header and no choice made: the last column, by convention
-    else:
-        have = f"columns: {', '.join(header)}" if header else "the file has no header row"
+    label = _label_column(spec.y, header, width, path)
+    first = header is not None
+    short = next((i for i, r in enumerate(rows) if len(r) != width), None)
+    if short is not None:
         raise _fail(
-            f"CSV file {path} has no label column '{spec.y}' ({have})",
-            'choose it by name or by index: csv("file.csv", y="label") or y=0',
+            f"CSV file {path} line {short + 1 + first} has {len(rows[short])} cells, not {width}: "
+            f"{','.join(rows[short])[:80]!r}"
         )
+    names = [r[label].strip() for r in rows]
+    if all(map(_is_number, names)):
+        return _numbers(rows, path, first)[:, [i for i in range(width) if i != label]], np.array(
+            names, dtype=np.float64
+        )
+    # Class names (`setosa`): kept as text, mapped to class indices by training.data.
+    features = [r[:label] + r[label + 1 :] for r in rows]
+    return _numbers(features, path, first), np.array(names, dtype=str)
+
+
+def _label_column(y: str | int, header: list[str] | None, width: int, path: Path) -> int:
+    if isinstance(y, int):
+        if not -width <= y < width:
+            raise _fail(f"label column {y} is out of range: {path} has {width} columns")
+        return y % width
+    if header is not None and y in header:
+        return header.index(y)
+    if header is None and y == "y":
+        return width - 1  # no header and no choice made: the last column, by convention
+    have = f"columns: {', '.join(header)}" if header else "the file has no header row"
+    raise _fail(
+        f"CSV file {path} has no label column '{y}' ({have})",
+        'choose it by name or by index: csv("file.csv", y="label") or y=0',
+    )
+
+
+def _is_header(rows: list[list[str]]) -> bool:
+    """The first row is a header when a cell of it is text over a number: a column of class
+    names (`setosa` in every row) is data, not a header."""
+    text = [i for i, c in enumerate(rows[0]) if not _is_number(c)]
+    if not text:
+        return False
+    below = rows[1] if len(rows) > 1 else []
+    return len(below) != len(rows[0]) or any(_is_number(below[i]) for i in text)
+
+
+def _numbers(rows: list[list[str]], path: Path, header: bool) -> Array:
     try:
-        table = np.array(rows, dtype=np.float64)
+        return np.array(rows, dtype=np.float64)
     except ValueError:
-        bad = next(i for i, r in enumerate(rows) if len(r) != width or not all(map(_is_number, r)))
-        line = bad + 1 + (header is not None)
+        bad = next(i for i, r in enumerate(rows) if not all(map(_is_number, r)))
         raise _fail(
-            f"CSV file {path} line {line} is not {width} numbers: {','.join(rows[bad])[:80]!r}"
+            f"CSV file {path} line {bad + 1 + header} holds a feature that is not a number: "
+            f"{','.join(rows[bad])[:80]!r}",
+            "every column but the label must be numbers; a text label column names classes",
         ) from None
-    y = table[:, label]
-    x = np.delete(table, label, axis=1)
-    return x, y
 
 
 # ---- checks ------------------------------------------------------------------------------------

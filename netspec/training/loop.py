@@ -26,6 +26,7 @@ Choices a user may want to know:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -121,6 +122,8 @@ class FitResult:
     # (shift, scale) the inputs were normalised with; `api.export(..., normalization=...)`
     # builds it into an ONNX model so that the model takes raw inputs.
     normalization: tuple[Array, Array] | None = None
+    # The class names text labels were mapped from, index by index (None: numeric labels).
+    classes: tuple[str, ...] | None = None
 
     @property
     def weights_path(self) -> Path:
@@ -177,7 +180,10 @@ def _open_run(
         check_resumed_split(recorded, record, resume_from)
     check_recipe(spec, io_of(analysis))
     init_rng, data_rng, rng = streams(spec.seed)
-    splits = load_splits(analysis, spec, data, data_rng)
+    splits = load_splits(
+        analysis, spec, data, data_rng, None if recorded is None else recorded.classes
+    )
+    record = dataclasses.replace(record, classes=splits.classes)
     stopper = make_stopper(spec, splits.val is not None)
     es = spec.early_stopping
     keep_best = stopper is not None and es is not None and es.restore_best
@@ -350,4 +356,4 @@ def fit(
     if on_epoch is not None and stopped != "interrupted":
         on_epoch(out_dir, run.history, stopper, True)
     best = None if stopper is None else stopper.best_epoch
-    return FitResult(params, run.history, out_dir, stopped, best, stats)
+    return FitResult(params, run.history, out_dir, stopped, best, stats, run.splits.classes)

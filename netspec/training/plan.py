@@ -15,6 +15,7 @@ from netspec.recipe import DataSpec, Optimizer, TrainSpec
 from netspec.training.data import (
     Dataset,
     Normalizer,
+    class_indices,
     fit_normalizer,
     load_data,
     prepare_targets,
@@ -148,19 +149,42 @@ class Splits:
     train: Dataset
     val: Dataset | None
     normalizer: Normalizer | None
+    # The class names text labels were mapped from, index by index; None for numeric labels.
+    classes: tuple[str, ...] | None = None
 
 
-def load_dataset(source: DataSpec, io: Io, loss: Loss) -> Dataset:
-    """One data source as the network and the loss want it (not normalised)."""
+@dataclass(frozen=True)
+class Classes:
+    """The class names text labels map to (None: the sorted set of the data's), and whose."""
+
+    names: tuple[str, ...] | None
+    origin: str = "the recipe's labels"
+
+
+def load_dataset(
+    source: DataSpec, io: Io, loss: Loss, classes: Classes | None = None
+) -> tuple[Dataset, tuple[str, ...] | None]:
+    """One data source as the network and the loss want it (not normalised), and the class
+    names its text labels were mapped from (None when its labels are numbers)."""
     d = load_data(source, io.input_shape, io.input_dtype)
-    y = prepare_targets(d.y, io.output_shape, loss.task, d.source, soft=loss.soft_targets)
-    return Dataset(d.x, y, d.source)
+    y, names = d.y, None
+    if y.dtype.kind == "U":
+        given = classes if classes is not None else Classes(None)
+        y, names = class_indices(y, given.names, d.source, given.origin)
+    y = prepare_targets(y, io.output_shape, loss.task, d.source, soft=loss.soft_targets)
+    return Dataset(d.x, y, d.source), names
 
 
 def load_splits(
-    analysis: Analysis, spec: TrainSpec, data: DataSpec | None, rng: np.random.Generator
+    analysis: Analysis,
+    spec: TrainSpec,
+    data: DataSpec | None,
+    rng: np.random.Generator,
+    classes: tuple[str, ...] | None = None,
 ) -> Splits:
-    """Training and validation data as the network and the loss want them, normalised."""
+    """Training and validation data as the network and the loss want them, normalised; text
+    labels are mapped by `classes` (a resumed run's), else the recipe's labels, else by the
+    sorted set of the training data's."""
     io = io_of(analysis)
     source = data if data is not None else spec.data
     if source is None:
@@ -170,10 +194,14 @@ def load_splits(
             exit_code=EXIT_RUNTIME,
         )
     loss = LOSSES[spec.loss]
-    train = load_dataset(source, io, loss)
+    given = Classes(spec.labels) if classes is None else Classes(classes, "the resumed run")
+    train, names = load_dataset(source, io, loss, given)
     val: Dataset | None = None
     if spec.val_data is not None:
-        val = load_dataset(spec.val_data, io, loss)
+        # The training data's classes, so that a name means the same index in both.
+        if names is not None and given.names is None:
+            given = Classes(names, "the training data")
+        val, _ = load_dataset(spec.val_data, io, loss, given)
     elif spec.validation > 0:
         train, val = split(train, spec.validation, rng)
     normalizer = fit_normalizer(train.x, source.normalize)
@@ -181,4 +209,4 @@ def load_splits(
         train = Dataset(normalizer(train.x), train.y, train.source)
         if val is not None:
             val = Dataset(normalizer(val.x), val.y, val.source)
-    return Splits(train, val, normalizer)
+    return Splits(train, val, normalizer, names)
