@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -122,27 +121,13 @@ def _limit(max_memory: MemoryLimit) -> int | None:
 # ---- trained weights --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Trained:
-    """Weights saved by a run, with the input statistics its recipe normalised by (if any)."""
-
-    params: dict[str, Any]
-    normalization: tuple[Any, Any] | None
-    classes: Labels = None  # the class names its run mapped text labels from, if any
-
-
-def trained(net: Network, weights: str | Path) -> Trained:
+def trained(net: Network, weights: str | Path) -> runs.Trained:
     """The weights at `weights` (a weights.npz or its run folder) and the normalization.npz
     beside them, which is applied only when the network's recipe normalises."""
-    path = runs.weights_file(weights)
     data = None if net.train is None else net.train.data
     mode = "none" if data is None else data.normalize
     dtype = getattr(net.inputs[0].op, "dtype", "float32") if net.inputs else "float32"
-    return Trained(
-        runs.load_weights(path),
-        runs.load_normalization(path.parent, mode, dtype),
-        runs.recorded_classes(path.parent),
-    )
+    return runs.load_trained(runs.weights_file(weights), mode, dtype)
 
 
 # ---- export and inference ----------------------------------------------------------------------
@@ -303,6 +288,8 @@ def train(
     out_dir: str | Path | None = None,
     *,
     data: str | Path | None = None,
+    x: str | None = None,
+    y: str | None = None,
     epochs: int | None = None,
     batch: int | None = None,
     lr: float | None = None,
@@ -316,12 +303,13 @@ def train(
 
     Writes weights.npz, history.json and checkpoint.npz (and curves.png, with matplotlib and
     `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/).
-    `resume` names a run folder or its checkpoint.npz. Before anything is allocated, a run
+    `resume` names a run folder or its checkpoint.npz; `x`, `y` name the data's arrays (an
+    .npz's, or a CSV's label column). Before anything is allocated, a run
     whose memory estimate exceeds `max_memory` bytes ("auto": a share of the memory available;
     None: no limit), or whose folder cannot be written or lacks room, is refused.
     """
     from netspec.engine.trainer import fit
-    from netspec.training.data import with_path
+    from netspec.training.data import override
     from netspec.training.plan import require_recipe
     from netspec.viz.curves import Redraw
 
@@ -335,7 +323,7 @@ def train(
         analysis,
         spec,
         out,
-        data=None if data is None else with_path(spec.data, data),
+        data=override(spec.data, data, x, y),
         epochs=epochs,
         batch=batch,
         lr=lr,
@@ -347,17 +335,22 @@ def train(
 
 
 def evaluate(
-    analysis: Analysis, weights: str | Path, *, data: str | Path | None = None
+    analysis: Analysis,
+    weights: str | Path,
+    *,
+    data: str | Path | None = None,
+    x: str | None = None,
+    y: str | None = None,
 ) -> Evaluation:
     """Metrics of saved weights (an Evaluation) on `data`, or the recipe's validation data;
-    `weights` is a weights.npz or the run folder holding it."""
+    `weights` is a weights.npz or the run folder holding it; `x`, `y` as in `train`."""
     from netspec.engine.trainer import evaluate as run_evaluation
-    from netspec.training.data import with_path
+    from netspec.training.data import override
     from netspec.training.plan import require_recipe
 
     spec = require_recipe(analysis)
-    override = None if data is None else with_path(spec.data, data)
-    return run_evaluation(analysis, spec, runs.weights_file(weights), data=override)
+    source = override(spec.data, data, x, y)
+    return run_evaluation(analysis, spec, runs.weights_file(weights), data=source)
 
 
 # ---- pictures ------------------------------------------------------------------------------------

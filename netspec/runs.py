@@ -56,6 +56,36 @@ def load_weights(path: Path) -> dict[str, Array]:
     return params
 
 
+def without_torch_counters(weights: dict[str, Array]) -> tuple[dict[str, Array], list[str]]:
+    """The weights without PyTorch batchnorm's `num_batches_tracked` step counters (a state
+    dict saved as .npz has one beside each `running_mean`; netspec's batchnorm uses a fixed
+    momentum and keeps none), and the names of those dropped, for a note."""
+    dropped = sorted(
+        k
+        for k in weights
+        if k.endswith(".num_batches_tracked")
+        and f"{k.removesuffix('.num_batches_tracked')}.running_mean" in weights
+    )
+    return {k: v for k, v in weights.items() if k not in dropped}, dropped
+
+
+@dataclass(frozen=True)
+class Trained:
+    """Weights saved by a run, with the input statistics its recipe normalised by (if any)."""
+
+    params: dict[str, Array]
+    normalization: tuple[Array, Array] | None
+    classes: tuple[str, ...] | None = None  # the names its run mapped text labels from
+    ignored: list[str] = field(default_factory=list)  # PyTorch's num_batches_tracked, dropped
+
+
+def load_trained(path: Path, mode: str, input_dtype: str) -> Trained:
+    """The weights file `path` with what its run folder says of it (see load_normalization)."""
+    params, ignored = without_torch_counters(load_weights(path))
+    stats = load_normalization(path.parent, mode, input_dtype)
+    return Trained(params, stats, recorded_classes(path.parent), ignored)
+
+
 def load_normalization(folder: Path, mode: str, input_dtype: str) -> tuple[Array, Array] | None:
     """The (shift, scale) a run saved beside its weights, when its recipe normalises (`mode`)
     float inputs; None otherwise (training fits no statistics for token ids), so a file left

@@ -16,7 +16,7 @@ from netspec.cli.args import (
     spec_arguments,
 )
 from netspec.cli.outputs import check_output
-from netspec.cli.report import err
+from netspec.cli.report import err, note_torch_counters
 from netspec.errors import EXIT_USAGE, NetspecError
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ def run_export(args: argparse.Namespace) -> int:
         normalization=None if weights is None else weights.normalization,
         fold_batchnorm=args.fold_batchnorm,
     )
+    if weights is not None:
+        note_torch_counters(weights.ignored)
     if weights is not None and weights.normalization is not None:
         err("note: the model normalises its input itself, with the training statistics")
     if weights is None:
@@ -191,6 +193,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     model, params, weights = _model(args)
     norm = None if weights is None else weights.normalization
+    if weights is not None:
+        note_torch_counters(weights.ignored)
     inputs = _inputs(args.input, api.model_inputs(model))
     outputs, provider = api.predict(
         model,

@@ -258,8 +258,9 @@ def with_path(spec: DataSpec | None, path: str | Path) -> DataSpec:
       recipe's data with every option kept (array names, label column; for an npy or IDX pair
       PATH replaces the features file and the labels file stays).
     - PATH whose extension names another one-file format (.npz; .csv, .tsv, .txt) is read in
-      that format with its defaults, keeping `normalize` and a label chosen by name (`y="label"`
-      names an .npz array or a CSV column alike; a column index names no array).
+      that format with its defaults (an .npz's arrays `x` and `y`, a CSV's column `y` or its
+      last), keeping `normalize`: a CSV's column name is no .npz array's (`with_names` names
+      them, as `--x`/`--y` do).
     - One .npy or IDX file cannot replace one-file data: those formats need a labels file too,
       which only the train section can name; that is refused with the line to write.
     """
@@ -283,5 +284,40 @@ def with_path(spec: DataSpec | None, path: str | Path) -> DataSpec:
             f'name both in the train section, data = {new}("{name}", "labels.{new}"), '
             'or pack them into one archive: np.savez("data.npz", x=x, y=y)',
         )
-    y = spec.y if isinstance(spec.y, str) and old in ("npz", "csv") else "y"
-    return DataSpec(path=where, y=y, normalize=spec.normalize)
+    return DataSpec(path=where, normalize=spec.normalize)
+
+
+def with_names(spec: DataSpec, x: str | None, y: str | None) -> DataSpec:
+    """The data source with other array names (`--x`, `--y`): an .npz's features and labels
+    arrays, or a CSV's label column (by name, or by index when `y` is an integer)."""
+    fmt = spec.name if spec.name != "auto" else format_of(spec.path)
+    fields = spec.model_dump()
+    if x is not None:
+        if fmt != "npz":
+            raise _fail(
+                f"--x names the features array of an .npz; {spec.path or spec.x} is {fmt} data",
+                "a CSV's features are every column but the label: choose that with --y"
+                if fmt == "csv"
+                else "name the features file in the train section, or pass an .npz with --data",
+            )
+        fields["x"] = x
+    if y is not None:
+        if fmt not in ("npz", "csv"):
+            raise _fail(
+                f"--y names an .npz array or a CSV column; {fmt} data has a labels file",
+                "name the labels file in the train section, or pass an .npz with --data",
+            )
+        is_index = fmt == "csv" and y.lstrip("-").isdigit()
+        fields["y"] = int(y) if is_index else y
+    return DataSpec.model_validate(fields)
+
+
+def override(
+    recipe: DataSpec | None, path: str | Path | None, x: str | None, y: str | None
+) -> DataSpec | None:
+    """The data that `--data PATH`, `--x` and `--y` mean; None when none is given (the
+    recipe's own) or when the recipe names none to rename (the caller then says so)."""
+    if path is None and x is None and y is None:
+        return None
+    source = with_path(recipe, path) if path is not None else recipe
+    return None if source is None else with_names(source, x, y)

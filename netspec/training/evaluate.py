@@ -6,7 +6,7 @@ The outputs come from an engine's `predict`; nothing here runs a network.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from netspec.runs import (
     load_meta,
     load_normalization,
     load_weights,
+    without_torch_counters,
 )
 from netspec.training.data import Dataset, Normalizer, split
 from netspec.training.metrics import compute_metrics
@@ -66,6 +67,7 @@ class Evaluation:
     confusion: list[list[int]] | None
     samples: int
     source: str
+    ignored: list[str] = field(default_factory=list)  # PyTorch's num_batches_tracked, dropped
 
 
 def _evaluation_data(
@@ -116,7 +118,7 @@ def evaluate(
     from the checkpoint beside the weights (a `--seed` override changes the split); weights
     without one are split by the recipe.
     """
-    params = load_weights(weights_path)
+    params, ignored = without_torch_counters(load_weights(weights_path))
     check_weights(params, expected_shapes(analysis), str(weights_path))
     params = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
     loss = LOSSES[spec.loss]
@@ -135,4 +137,5 @@ def evaluate(
         confusion if isinstance(confusion, list) else None,
         len(ds),
         what,
+        ignored,
     )
