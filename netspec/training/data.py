@@ -31,10 +31,11 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features (N, *input_shape) and targets (N, ...), aligned on the first axis."""
+    """Features (N, *input_shape) and targets (N, ...), aligned on the first axis; for a
+    network of several inputs or outputs, training.named.Named arrays by name."""
 
-    x: Array
-    y: Array
+    x: Any
+    y: Any
     source: str = ""
 
     def __len__(self) -> int:
@@ -48,7 +49,7 @@ def _fail(message: str, hint: str | None = None) -> NetspecError:
     return NetspecError.at(message, hint=hint, exit_code=EXIT_RUNTIME)
 
 
-def _as_input(x: Array, input_shape: Shape, input_dtype: str, where: str) -> Array:
+def as_input(x: Array, input_shape: Shape, input_dtype: str, where: str) -> Array:
     fit_input(x.shape, input_shape, where)
     x = x.reshape((x.shape[0], *input_shape))  # layout only: the sizes already match
     if input_dtype == "int64":
@@ -201,7 +202,7 @@ def load_data(spec: DataSpec, input_shape: Sequence[int], input_dtype: str = "fl
         raise _fail(f"{where} has {len(x)} samples but {len(y)} labels")
     if len(x) == 0:
         raise _fail(f"{where} holds no samples")
-    return Dataset(_as_input(x, shape, input_dtype, where), y, where)
+    return Dataset(as_input(x, shape, input_dtype, where), y, where)
 
 
 def split(data: Dataset, fraction: float, rng: np.random.Generator) -> tuple[Dataset, Dataset]:

@@ -28,6 +28,7 @@ from netspec.runs import (
 )
 from netspec.training.data import Dataset, Normalizer, split
 from netspec.training.metrics import compute_metrics
+from netspec.training.named import Named, map_first, named_scores
 from netspec.training.plan import Classes, io_of, load_dataset, metric_task, streams
 
 Scores = dict[str, float | list[list[int]]]
@@ -36,7 +37,10 @@ Predict = Callable[[Params, Array], Array]
 
 
 def score(loss: Loss, spec: TrainSpec, outputs: Array, targets: Array) -> Scores:
-    """The loss and every metric of the recipe on a set of outputs."""
+    """The loss and every metric of the recipe on a set of outputs (of each output, and
+    their weighted loss, for a network of several)."""
+    if isinstance(outputs, Named):
+        return named_scores(spec, outputs, targets)
     value, _ = loss(outputs, targets)
     result: Scores = {"loss": value}
     result.update(compute_metrics(spec.metrics, outputs, targets, metric_task(spec, loss)))
@@ -89,7 +93,7 @@ def _evaluation_data(
         classes = Classes(run.classes, "the trained run")
     else:
         classes = Classes(spec.labels)
-    ds, _ = load_dataset(source, io, LOSSES[spec.loss], classes)
+    ds, _ = load_dataset(source, io, spec, classes)
     what = ds.source
     if data is None and spec.val_data is None:
         seed, fraction = (spec.seed, spec.validation) if run is None else (run.seed, run.validation)
@@ -99,7 +103,7 @@ def _evaluation_data(
     mode = (spec.data if spec.data is not None else source).normalize
     stats = load_normalization(weights_path.parent, mode, io.input_dtype)
     if stats is not None:
-        ds = Dataset(Normalizer(*stats)(ds.x), ds.y, ds.source)
+        ds = Dataset(map_first(ds.x, Normalizer(*stats)), ds.y, ds.source)
     return ds, what
 
 
@@ -124,6 +128,10 @@ def evaluate(
     loss = LOSSES[spec.loss]
     ds, what = _evaluation_data(analysis, spec, weights_path, data)
     outputs = predict(params, ds.x)
+    if isinstance(outputs, Named):
+        scores = named_scores(spec, outputs, ds.y)
+        numbers = {k: float(v) for k, v in scores.items() if isinstance(v, float | int)}
+        return Evaluation(numbers, None, len(ds), what, ignored)
     wanted = list(spec.metrics)
     names = {m.name for m in wanted}
     task = metric_task(spec, loss)

@@ -46,6 +46,7 @@ from netspec.recipe import DataSpec, TrainSpec
 from netspec.training.data import batches
 from netspec.training.evaluate import score
 from netspec.training.metrics import compute_metrics
+from netspec.training.named import Named, concat, named_scores
 from netspec.training.plan import (
     Splits,
     check_recipe,
@@ -239,7 +240,7 @@ def _train_epoch(
         if progress is not None:
             progress.batch_end(done, total / done)
     seen = train.y[np.concatenate(order)]  # targets in the order the batches ran
-    return total / done, np.concatenate(outs), seen, lr_now
+    return total / done, concat(outs), seen, lr_now
 
 
 def _diverged(out_dir: Path, value: float, epoch: int, step: int, lr: float) -> NetspecError:
@@ -264,7 +265,11 @@ def _epoch_record(run: _Run, epoch: int, progress: Progress | None) -> dict[str,
         progress.epoch_start(epoch + 1, spec.epochs, len(run.splits.train))
     total, outs, seen, lr_now = _train_epoch(run, epoch, progress)
     record: dict[str, Any] = {"epoch": epoch + 1, "loss": total}
-    record.update(_scalars(compute_metrics(spec.metrics, outs, seen, metric_task(spec, loss)), ""))
+    if isinstance(outs, Named):  # each output's loss and metrics; `loss` is their sum
+        record.update(_scalars(named_scores(spec, outs, seen), "") | {"loss": total})
+    else:
+        task = metric_task(spec, loss)
+        record.update(_scalars(compute_metrics(spec.metrics, outs, seen, task), ""))
     record["val_loss"] = None
     val = run.splits.val
     if val is not None:
