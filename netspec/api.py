@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 
 # --max-memory: a number of bytes, None for no limit, "auto" for a share of what is available.
 MemoryLimit = int | None | Literal["auto"]
+Labels = tuple[str, ...] | None
 CURVES_INTERVAL_S = 5.0  # curves.png is redrawn at most this often, and once at the end
 
 
@@ -121,22 +121,13 @@ def _limit(max_memory: MemoryLimit) -> int | None:
 # ---- trained weights --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Trained:
-    """Weights saved by a run, with the input statistics its recipe normalised by (if any)."""
-
-    params: dict[str, Any]
-    normalization: tuple[Any, Any] | None
-
-
-def trained(net: Network, weights: str | Path) -> Trained:
+def trained(net: Network, weights: str | Path) -> runs.Trained:
     """The weights at `weights` (a weights.npz or its run folder) and the normalization.npz
     beside them, which is applied only when the network's recipe normalises."""
-    path = runs.weights_file(weights)
     data = None if net.train is None else net.train.data
     mode = "none" if data is None else data.normalize
     dtype = getattr(net.inputs[0].op, "dtype", "float32") if net.inputs else "float32"
-    return Trained(runs.load_weights(path), runs.load_normalization(path.parent, mode, dtype))
+    return runs.load_trained(runs.weights_file(weights), mode, dtype)
 
 
 # ---- export and inference ----------------------------------------------------------------------
@@ -197,8 +188,9 @@ def model_inputs(model: str | Path | Analysis) -> list[str]:
     return [i.name for i in graph.input if i.name not in inits]
 
 
-def model_metadata(model: str | Path | Analysis) -> dict[str, str]:
-    """What a model says of itself: network, loss, labels (an `.onnx` file's metadata props)."""
+def model_metadata(model: str | Path | Analysis, classes: Labels = None) -> dict[str, str]:
+    """What a model says of itself: network, loss, labels (an `.onnx` file's metadata props);
+    a spec's labels are its recipe's, else the `classes` its run mapped text labels from."""
     if not isinstance(model, Analysis):
         from netspec.onnx.runtime import load_model
 
@@ -207,8 +199,9 @@ def model_metadata(model: str | Path | Analysis) -> dict[str, str]:
     meta = {"network": net.name}
     if net.train is not None:
         meta["loss"] = net.train.loss
-    if net.labels is not None:
-        meta["labels"] = json.dumps(list(net.labels))
+    labels = net.labels if net.labels is not None else classes
+    if labels is not None:
+        meta["labels"] = json.dumps(list(labels))
     return meta
 
 
@@ -295,6 +288,8 @@ def train(
     out_dir: str | Path | None = None,
     *,
     data: str | Path | None = None,
+    x: str | None = None,
+    y: str | None = None,
     epochs: int | None = None,
     batch: int | None = None,
     lr: float | None = None,
@@ -308,12 +303,13 @@ def train(
 
     Writes weights.npz, history.json and checkpoint.npz (and curves.png, with matplotlib and
     `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/).
-    `resume` names a run folder or its checkpoint.npz. Before anything is allocated, a run
+    `resume` names a run folder or its checkpoint.npz; `x`, `y` name the data's arrays (an
+    .npz's, or a CSV's label column). Before anything is allocated, a run
     whose memory estimate exceeds `max_memory` bytes ("auto": a share of the memory available;
     None: no limit), or whose folder cannot be written or lacks room, is refused.
     """
     from netspec.engine.trainer import fit
-    from netspec.training.data import with_path
+    from netspec.training.data import override
     from netspec.training.plan import require_recipe
     from netspec.viz.curves import Redraw
 
@@ -327,7 +323,7 @@ def train(
         analysis,
         spec,
         out,
-        data=None if data is None else with_path(spec.data, data),
+        data=override(spec.data, data, x, y),
         epochs=epochs,
         batch=batch,
         lr=lr,
@@ -339,17 +335,22 @@ def train(
 
 
 def evaluate(
-    analysis: Analysis, weights: str | Path, *, data: str | Path | None = None
+    analysis: Analysis,
+    weights: str | Path,
+    *,
+    data: str | Path | None = None,
+    x: str | None = None,
+    y: str | None = None,
 ) -> Evaluation:
     """Metrics of saved weights (an Evaluation) on `data`, or the recipe's validation data;
-    `weights` is a weights.npz or the run folder holding it."""
+    `weights` is a weights.npz or the run folder holding it; `x`, `y` as in `train`."""
     from netspec.engine.trainer import evaluate as run_evaluation
-    from netspec.training.data import with_path
+    from netspec.training.data import override
     from netspec.training.plan import require_recipe
 
     spec = require_recipe(analysis)
-    override = None if data is None else with_path(spec.data, data)
-    return run_evaluation(analysis, spec, runs.weights_file(weights), data=override)
+    source = override(spec.data, data, x, y)
+    return run_evaluation(analysis, spec, runs.weights_file(weights), data=source)
 
 
 # ---- pictures ------------------------------------------------------------------------------------

@@ -191,6 +191,25 @@ def _unused(net: Network, g: nx.DiGraph) -> list[Diagnostic]:
     ]
 
 
+def _loss_lists(net: Network) -> list[Diagnostic]:
+    """`losses` and `loss_weights` give one entry per output, in `output` order."""
+    assert net.train is not None
+    last = net.node(net.outputs[-1])
+    diags = []
+    for key in ("losses", "loss_weights"):
+        given = getattr(net.train, key)
+        if given is not None and len(given) != len(net.outputs):
+            diags.append(
+                _error(
+                    last,
+                    f"train gives {len(given)} {key} but network {net.name} has "
+                    f"{len(net.outputs)} output(s): {', '.join(net.outputs)}",
+                    f"give one per output, in the order of `output`: {key} = [...]",
+                )
+            )
+    return diags
+
+
 def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnostic]:
     """Network/recipe mismatches the trainer would otherwise discover too late."""
     if net.train is None:
@@ -210,8 +229,10 @@ def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnosti
                     "give one label per output class, in class-index order",
                 )
             )
-    loss = LOSSES[net.train.loss]
+    diags += _loss_lists(net)
+    chosen = net.train.output_losses(net.outputs)
     for out in net.outputs:
+        loss = LOSSES[chosen[out][0]]
         node = net.node(out)
         info = layers.get(out)
         shape = None if info is None else info.output_shape

@@ -228,6 +228,10 @@ class TrainSpec(_Model):
     data: DataArg | None = None
     val_data: DataArg | None = None
     loss: LossName = "cross_entropy"
+    # A network with several outputs: one loss each, in `output` order (default: `loss` for
+    # every one), and the weights of their sum (default: 1 each).
+    losses: tuple[LossName, ...] | None = None
+    loss_weights: tuple[Annotated[float, Field(ge=0)], ...] | None = None
     optimizer: Optimizer = Field(default_factory=lambda: SGD())
     schedule: Schedule = Field(default_factory=lambda: Constant())
     batch: int = Field(default=32, ge=1)
@@ -242,6 +246,30 @@ class TrainSpec(_Model):
     labels: tuple[str, ...] | None = None  # class names, index by index (shown by predict)
     seed: int = 0
     perceptron_rule: bool = False  # train `step` layers by Rosenblatt's rule (see engine docs)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_loss_or_a_list(cls, data: Any) -> Any:
+        # `losses` given: `loss` is its first (what export and predict read for one output).
+        given = data.get("losses") if isinstance(data, dict) else None
+        if isinstance(given, list | tuple) and given:
+            if "loss" in data and data["loss"] != given[0]:
+                raise ValueError("give `loss` (every output's) or `losses` (one each), not both")
+            data = {**data, "loss": given[0]}
+        return data
+
+    def output_losses(self, outputs: tuple[str, ...]) -> dict[str, tuple[str, float]]:
+        """Each output's loss name and weight (lengths are checked against the network by
+        the analysis; a shorter list here leaves the rest to `loss`, weight 1)."""
+        names = self.losses or ()
+        weights = self.loss_weights or ()
+        return {
+            out: (
+                names[i] if i < len(names) else self.loss,
+                weights[i] if i < len(weights) else 1.0,
+            )
+            for i, out in enumerate(outputs)
+        }
 
 
 TrainSpec.KEYS = tuple(k for k in TrainSpec.model_fields if k != "network")

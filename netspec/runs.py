@@ -56,6 +56,36 @@ def load_weights(path: Path) -> dict[str, Array]:
     return params
 
 
+def without_torch_counters(weights: dict[str, Array]) -> tuple[dict[str, Array], list[str]]:
+    """The weights without PyTorch batchnorm's `num_batches_tracked` step counters (a state
+    dict saved as .npz has one beside each `running_mean`; netspec's batchnorm uses a fixed
+    momentum and keeps none), and the names of those dropped, for a note."""
+    dropped = sorted(
+        k
+        for k in weights
+        if k.endswith(".num_batches_tracked")
+        and f"{k.removesuffix('.num_batches_tracked')}.running_mean" in weights
+    )
+    return {k: v for k, v in weights.items() if k not in dropped}, dropped
+
+
+@dataclass(frozen=True)
+class Trained:
+    """Weights saved by a run, with the input statistics its recipe normalised by (if any)."""
+
+    params: dict[str, Array]
+    normalization: tuple[Array, Array] | None
+    classes: tuple[str, ...] | None = None  # the names its run mapped text labels from
+    ignored: list[str] = field(default_factory=list)  # PyTorch's num_batches_tracked, dropped
+
+
+def load_trained(path: Path, mode: str, input_dtype: str) -> Trained:
+    """The weights file `path` with what its run folder says of it (see load_normalization)."""
+    params, ignored = without_torch_counters(load_weights(path))
+    stats = load_normalization(path.parent, mode, input_dtype)
+    return Trained(params, stats, recorded_classes(path.parent), ignored)
+
+
 def load_normalization(folder: Path, mode: str, input_dtype: str) -> tuple[Array, Array] | None:
     """The (shift, scale) a run saved beside its weights, when its recipe normalises (`mode`)
     float inputs; None otherwise (training fits no statistics for token ids), so a file left
@@ -256,6 +286,9 @@ class RunRecord:
     seed: int
     validation: float  # the fraction split off the training data; 0 with val_data
     optimizer: str | None = None  # the recipe's optimizer name; None in older checkpoints
+    # The class names text labels were mapped from, index by index (eval and predict map and
+    # name classes by them); None when the labels were numbers.
+    classes: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, spec: TrainSpec, optimizer: str) -> RunRecord:
@@ -263,7 +296,14 @@ class RunRecord:
         return cls(spec.seed, 0.0 if spec.val_data is not None else spec.validation, optimizer)
 
     def to_json(self) -> dict[str, Any]:
-        return {"seed": self.seed, "validation": self.validation, "optimizer": self.optimizer}
+        out: dict[str, Any] = {
+            "seed": self.seed,
+            "validation": self.validation,
+            "optimizer": self.optimizer,
+        }
+        if self.classes is not None:
+            out["classes"] = list(self.classes)
+        return out
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], path: Path) -> RunRecord | None:
@@ -271,10 +311,10 @@ class RunRecord:
         run = meta.get("run")
         if run is None:
             return None
-        seed, fraction, optimizer = (
-            (run.get("seed"), run.get("validation"), run.get("optimizer"))
+        seed, fraction, optimizer, classes = (
+            (run.get("seed"), run.get("validation"), run.get("optimizer"), run.get("classes"))
             if isinstance(run, dict)
-            else (None, None, None)
+            else (None, None, None, None)
         )
         if not (
             isinstance(seed, int)
@@ -283,13 +323,31 @@ class RunRecord:
             and isinstance(fraction, float | int)
             and 0 <= fraction < 1
             and (optimizer is None or isinstance(optimizer, str))
+            and (
+                classes is None
+                or (
+                    isinstance(classes, list)
+                    and all(isinstance(c, str) for c in classes)
+                    and len(set(classes)) == len(classes)
+                )
+            )
         ):
             raise NetspecError.at(
                 f"{path} is not a netspec checkpoint: its run record {json.dumps(run)[:80]} "
-                "lacks a valid seed, validation fraction or optimizer name",
+                "lacks a valid seed, validation fraction, optimizer name or class list",
                 exit_code=EXIT_RUNTIME,
             )
-        return cls(seed, float(fraction), optimizer)
+        return cls(seed, float(fraction), optimizer, None if classes is None else tuple(classes))
+
+
+def recorded_classes(folder: Path) -> tuple[str, ...] | None:
+    """The class names the run in `folder` mapped text labels from (its checkpoint's record);
+    None where it has none, or no checkpoint."""
+    path = folder / CHECKPOINT
+    if not path.is_file():
+        return None
+    record = RunRecord.from_meta(load_meta(path), path)
+    return None if record is None else record.classes
 
 
 def save_normalization(out_dir: Path, stats: tuple[Array, Array] | None) -> None:

@@ -16,7 +16,7 @@ from netspec.cli.args import (
     spec_arguments,
 )
 from netspec.cli.outputs import check_output
-from netspec.cli.report import err
+from netspec.cli.report import err, note_torch_counters
 from netspec.errors import EXIT_USAGE, NetspecError, printable
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ def run_export(args: argparse.Namespace) -> int:
         normalization=None if weights is None else weights.normalization,
         fold_batchnorm=args.fold_batchnorm,
     )
+    if weights is not None:
+        note_torch_counters(weights.ignored)
     if weights is not None and weights.normalization is not None:
         err("note: the model normalises its input itself, with the training statistics")
     if weights is None:
@@ -183,13 +185,16 @@ def _model(args: argparse.Namespace) -> tuple[Path | Analysis, dict[str, Array] 
     net = api.load(model, args.network, allow_outside_imports=args.allow_outside_imports)
     analysis = api.check(net)  # read and checked once: the estimate and the run share it
     weights = api.trained(net, args.weights)
-    return analysis, weights.params, weights.normalization
+    return analysis, weights.params, weights
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from netspec import api
 
-    model, params, norm = _model(args)
+    model, params, weights = _model(args)
+    norm = None if weights is None else weights.normalization
+    if weights is not None:
+        note_torch_counters(weights.ignored)
     inputs = _inputs(args.input, api.model_inputs(model))
     outputs, provider = api.predict(
         model,
@@ -204,7 +209,9 @@ def run_predict(args: argparse.Namespace) -> int:
         max_memory=args.max_memory,
     )
     print(f"provider: {provider}")
-    _show(outputs, api.model_metadata(model), args.top)
+    _show(
+        outputs, api.model_metadata(model, None if weights is None else weights.classes), args.top
+    )
     if args.output is not None:
         api.save_outputs(args.output, outputs)
         err(f"wrote {args.output}")

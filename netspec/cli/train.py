@@ -17,6 +17,7 @@ from netspec.cli.args import (
     positive_int,
     spec_arguments,
 )
+from netspec.cli.report import note_torch_counters
 from netspec.errors import EXIT_RUNTIME, NetspecError, printable
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 def _train_arguments(t: argparse.ArgumentParser) -> None:
     spec_arguments(t)
     t.add_argument("--data", metavar="PATH", help="read the training data from PATH instead")
+    _name_arguments(t)
     t.add_argument("--epochs", type=positive_int, metavar="N")
     t.add_argument("--batch", type=positive_int, metavar="N")
     t.add_argument("--lr", type=positive_float, metavar="X", help="base learning rate")
@@ -41,12 +43,22 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
     max_memory(t, "run")
 
 
+def _name_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--x", metavar="NAME", help="the features array of an .npz (default: x)")
+    p.add_argument(
+        "--y",
+        metavar="NAME",
+        help="the labels array of an .npz (default: y), or a CSV's label column (name or index)",
+    )
+
+
 def _eval_arguments(e: argparse.ArgumentParser) -> None:
     spec_arguments(e)
     e.add_argument("--weights", required=True, metavar="W", help="a weights.npz from train")
     e.add_argument(
         "--data", metavar="PATH", help="data to score (default: the recipe's validation data)"
     )
+    _name_arguments(e)
     e.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -133,6 +145,8 @@ def run_train(args: argparse.Namespace) -> int:
             analysis,
             args.out,
             data=args.data,
+            x=args.x,
+            y=args.y,
             epochs=args.epochs,
             batch=args.batch,
             lr=args.lr,
@@ -145,6 +159,13 @@ def run_train(args: argparse.Namespace) -> int:
         raise _write_failed(e, out) from None
     finally:
         bar.close()
+    if result.classes is not None:
+        # Names come from a data file: shown as text, never as markup or escape sequences.
+        shown = (n if n.isprintable() else ascii(n) for n in result.classes)
+        mapping = ", ".join(f"{name}={i}" for i, name in enumerate(shown))
+        console.print(
+            f"note: class names mapped to indices: {mapping}", highlight=False, markup=False
+        )
     if result.stopped == "early_stopping":
         console.print(f"early stopping: best epoch {result.best_epoch}", highlight=False)
     if result.stopped == "interrupted":
@@ -172,7 +193,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from netspec import api
 
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
-    ev = api.evaluate(api.check(net), args.weights, data=args.data)
+    ev = api.evaluate(api.check(net), args.weights, data=args.data, x=args.x, y=args.y)
+    note_torch_counters(ev.ignored)
     if args.json:
         out = {"samples": ev.samples, "data": ev.source, **ev.metrics, "confusion": ev.confusion}
         print(json.dumps(out, indent=1))

@@ -10,7 +10,7 @@ from netspec.engine.executor import Executor
 from netspec.feeds import InputSignature, validate
 from netspec.ir import Analysis
 from netspec.losses import LOSSES
-from netspec.ops.base import Ctx
+from netspec.ops.base import Array, Ctx
 from netspec.runs import check_weights, expected_shapes
 
 
@@ -47,9 +47,13 @@ def predict_outputs(
         for s in range(0, total, batch)
     ]
     outs = {o: np.concatenate([p[o] for p in parts]) for o in net.outputs}
-    loss = None if logits or net.train is None else LOSSES[net.train.loss]
-    if loss is not None and loss.activation is not None:
-        # The loss's activation, as in training and in the exported model.
-        for o in net.outputs:
-            outs[f"{o}.probs"] = loss.probabilities(outs.pop(o))
-    return outs
+    if logits or net.train is None:
+        return outs
+    shown: dict[str, Array] = {}
+    for o, (name, _) in net.train.output_losses(net.outputs).items():
+        loss = LOSSES[name]
+        if loss.activation is None:
+            shown[o] = outs[o]
+        else:  # each output's loss's activation, as in training and in the exported model
+            shown[f"{o}.probs"] = loss.probabilities(outs[o])
+    return shown

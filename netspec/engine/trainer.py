@@ -16,6 +16,7 @@ from netspec.engine.executor import Executor, Tape, trainable_names
 from netspec.engine.optimizers import make_optimizer
 from netspec.engine.penalties import add_penalty, clip
 from netspec.engine.perceptron import perceptron_step, require_perceptron
+from netspec.errors import EXIT_SPEC, NetspecError
 from netspec.initializers import init_params
 from netspec.ir import Analysis
 from netspec.losses import LOSSES
@@ -25,19 +26,27 @@ from netspec.training.evaluate import Evaluation
 from netspec.training.evaluate import evaluate as score_weights
 from netspec.training.loop import FitResult
 from netspec.training.loop import fit as run_fit
+from netspec.training.named import Named, concat
 from netspec.training.plan import Io, io_of, penalised_names
 
 EVAL_BATCH = 1024  # samples per inference pass: bounded memory on any data set
 
 
-def predict(executor: Executor, io: Io, params: Params, x: Array) -> Array:
-    """Raw outputs (logits) in inference mode, in batches of EVAL_BATCH."""
+def _feed(io: Io, x: Any) -> dict[str, Array]:
+    return x.arrays if isinstance(x, Named) else {io.input: x}
+
+
+def predict(executor: Executor, io: Io, params: Params, x: Any) -> Any:
+    """Raw outputs (logits) in inference mode, in batches of EVAL_BATCH: one array, or Named
+    arrays by output for a network of several."""
     ctx = Ctx(train=False)
     outs = [
-        executor.forward({io.input: x[i : i + EVAL_BATCH]}, params, ctx)[0][io.output]
+        executor.forward(_feed(io, x[i : i + EVAL_BATCH]), params, ctx)[0]
         for i in range(0, len(x), EVAL_BATCH)
     ]
-    return np.concatenate(outs)
+    if len(io.outputs) > 1:
+        return concat([Named(o) for o in outs])
+    return np.concatenate([o[io.output] for o in outs])
 
 
 class NumpyTrainer:
@@ -60,23 +69,39 @@ class NumpyTrainer:
         self.penalised = penalised_names(analysis)
         self.perceptron = require_perceptron(analysis) if spec.perceptron_rule else None
         self.ctx = Ctx(train=True, rng=rng)  # the loop's stream: dropout draws follow shuffling
-        self._pending: tuple[Tape, Array, Array, Array] | None = None
+        # Each output's loss and weight (one output: the recipe's loss, weight 1).
+        names = tuple(p.name for p in self.io.outputs)
+        self.losses = {o: (LOSSES[n], w) for o, (n, w) in spec.output_losses(names).items()}
+        if self.perceptron is not None and self.io.several:
+            raise NetspecError.at(
+                "perceptron_rule trains a network of one input and one output",
+                exit_code=EXIT_SPEC,
+            )
+        self._pending: tuple[Tape, dict[str, Array], Any, Any] | None = None
 
-    def loss(self, x: Array, y: Array) -> tuple[float, Array]:
-        out, tape = self.executor.forward({self.io.input: x}, self.params, self.ctx)
-        y_hat = out[self.io.output]
-        value, dout = self.loss_fn(y_hat, y)
-        self._pending = (tape, dout, y_hat, y)
-        return value, y_hat
+    def loss(self, x: Any, y: Any) -> tuple[float, Any]:
+        out, tape = self.executor.forward(_feed(self.io, x), self.params, self.ctx)
+        if len(self.io.outputs) == 1:
+            y_hat = out[self.io.output]
+            value, dout = self.loss_fn(y_hat, y)
+            self._pending = (tape, {self.io.output: dout}, y_hat, y)
+            return value, y_hat
+        value, douts = 0.0, {}
+        for name, (loss_fn, weight) in self.losses.items():
+            part, d = loss_fn(out[name], y.arrays[name])
+            value += weight * part
+            douts[name] = d * np.float32(weight) if weight != 1 else d
+        self._pending = (tape, douts, None, y)
+        return value, Named(out)
 
     def update(self, lr: float) -> None:
         assert self._pending is not None, "update() follows loss()"
-        tape, dout, y_hat, y = self._pending
+        tape, douts, y_hat, y = self._pending
         self._pending = None
         if self.perceptron is not None:
             perceptron_step(self.executor, tape, self.params, self.io.output, y_hat, y, lr)
             return
-        grads = self.executor.backward(tape, {self.io.output: dout}, self.params)
+        grads = self.executor.backward(tape, douts, self.params)
         del tape
         spec = self.spec
         if spec.l1 or spec.l2:
@@ -85,7 +110,7 @@ class NumpyTrainer:
             clip(grads, spec.clip_norm)
         self.optimizer.step(self.params, {name: grads[name] for name in self.names}, lr)
 
-    def predict(self, x: Array) -> Array:
+    def predict(self, x: Any) -> Any:
         return predict(self.executor, self.io, self.params, x)
 
     def optimizer_state(self) -> dict[str, Array]:
@@ -107,7 +132,7 @@ def evaluate(
     """Metrics of saved weights, their outputs computed by the NumPy engine."""
     executor, io = Executor(analysis, np.float32), io_of(analysis)
 
-    def run(params: Params, x: Array) -> Array:
+    def run(params: Params, x: Any) -> Any:
         return predict(executor, io, params, x)
 
     return score_weights(analysis, spec, weights_path, run, data=data)

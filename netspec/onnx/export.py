@@ -65,11 +65,13 @@ def default_opset() -> int:
     return min(onnx.defs.onnx_opset_version(), onnxruntime_max_opset())
 
 
-def loss_activation_for(network: Network) -> str | None:
-    """The ONNX activation the training loss fuses into itself (softmax for cross entropy)."""
+def loss_activation_for(network: Network, output: str | None = None) -> str | None:
+    """The ONNX activation an output's training loss fuses into itself (softmax for cross
+    entropy); `output` None: the first output's."""
     if network.train is None:
         return None
-    activation = LOSSES[network.train.loss].activation
+    chosen = network.train.output_losses(network.outputs)
+    activation = LOSSES[chosen[output or network.outputs[0]][0]].activation
     return None if activation is None else _ACTIVATION_OP[activation]
 
 
@@ -135,9 +137,10 @@ def to_onnx_model(
     if fold_batchnorm:
         fold_batchnorms(graph, {alias.get(o, o) for o in net.outputs})
     outputs = _wire_outputs(graph, net, alias)
-    activation = loss_activation_for(net) if loss_activation == "auto" else loss_activation
     graph_outputs = []
     for out in outputs:
+        auto = loss_activation == "auto"
+        activation = loss_activation_for(net, out) if auto else loss_activation
         final = out
         # The loss's own activation, as training applied it (a final softmax before
         # cross_entropy is refused by the analysis, so it is never applied twice).

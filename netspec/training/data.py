@@ -31,10 +31,11 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features (N, *input_shape) and targets (N, ...), aligned on the first axis."""
+    """Features (N, *input_shape) and targets (N, ...), aligned on the first axis; for a
+    network of several inputs or outputs, training.named.Named arrays by name."""
 
-    x: Array
-    y: Array
+    x: Any
+    y: Any
     source: str = ""
 
     def __len__(self) -> int:
@@ -48,10 +49,17 @@ def _fail(message: str, hint: str | None = None) -> NetspecError:
     return NetspecError.at(message, hint=hint, exit_code=EXIT_RUNTIME)
 
 
-def _as_input(x: Array, input_shape: Shape, input_dtype: str, where: str) -> Array:
+def as_input(x: Array, input_shape: Shape, input_dtype: str, where: str) -> Array:
     fit_input(x.shape, input_shape, where)
     x = x.reshape((x.shape[0], *input_shape))  # layout only: the sizes already match
     if input_dtype == "int64":
+        # Only numbers are ids: bool, complex, datetime and text would be cast silently into
+        # integers (True -> 1, a date -> nanoseconds) and trained on as tokens.
+        if x.dtype.kind not in "iuf":
+            raise _fail(
+                f"{where} has dtype {x.dtype}, but the network's input is int64 token ids",
+                "save the ids as integers: x.astype(np.int64), after mapping text to a vocabulary",
+            )
         if x.dtype.kind == "f" and not np.all(np.mod(x, 1) == 0):
             raise _fail(f"{where} holds fractional values but the network's input is int64")
         return x.astype(np.int64)
@@ -160,6 +168,26 @@ def prepare_targets(
     return y.reshape((y.shape[0], *output_shape)).astype(np.float32)
 
 
+def class_indices(
+    y: Array, classes: Sequence[str] | None, where: str, origin: str = "the recipe's labels"
+) -> tuple[Array, tuple[str, ...]]:
+    """Class names (`setosa`) as indices into `classes` (the recipe's labels, or the run's), or
+    into the sorted set of names when none are given; returns the indices and the classes."""
+    given = [str(v).strip() for v in y.reshape(-1)]
+    names = tuple(sorted(set(given))) if classes is None else tuple(classes)
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted(set(given) - set(index))
+    if unknown:
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        raise _fail(
+            f"{where}: label '{unknown[0]}' is not one of the classes of {origin} ({shown})",
+            "add every class name to the train section's labels = [...], in index order"
+            if origin == "the recipe's labels"
+            else "the classes are the ones the weights were trained on",
+        )
+    return np.array([index[g] for g in given], dtype=np.int64), names
+
+
 # ---- public API --------------------------------------------------------------------------------
 
 
@@ -174,7 +202,7 @@ def load_data(spec: DataSpec, input_shape: Sequence[int], input_dtype: str = "fl
         raise _fail(f"{where} has {len(x)} samples but {len(y)} labels")
     if len(x) == 0:
         raise _fail(f"{where} holds no samples")
-    return Dataset(_as_input(x, shape, input_dtype, where), y, where)
+    return Dataset(as_input(x, shape, input_dtype, where), y, where)
 
 
 def split(data: Dataset, fraction: float, rng: np.random.Generator) -> tuple[Dataset, Dataset]:
@@ -231,8 +259,9 @@ def with_path(spec: DataSpec | None, path: str | Path) -> DataSpec:
       recipe's data with every option kept (array names, label column; for an npy or IDX pair
       PATH replaces the features file and the labels file stays).
     - PATH whose extension names another one-file format (.npz; .csv, .tsv, .txt) is read in
-      that format with its defaults, keeping `normalize` and a label chosen by name (`y="label"`
-      names an .npz array or a CSV column alike; a column index names no array).
+      that format with its defaults (an .npz's arrays `x` and `y`, a CSV's column `y` or its
+      last), keeping `normalize`: a CSV's column name is no .npz array's (`with_names` names
+      them, as `--x`/`--y` do).
     - One .npy or IDX file cannot replace one-file data: those formats need a labels file too,
       which only the train section can name; that is refused with the line to write.
     """
@@ -256,5 +285,40 @@ def with_path(spec: DataSpec | None, path: str | Path) -> DataSpec:
             f'name both in the train section, data = {new}("{name}", "labels.{new}"), '
             'or pack them into one archive: np.savez("data.npz", x=x, y=y)',
         )
-    y = spec.y if isinstance(spec.y, str) and old in ("npz", "csv") else "y"
-    return DataSpec(path=where, y=y, normalize=spec.normalize)
+    return DataSpec(path=where, normalize=spec.normalize)
+
+
+def with_names(spec: DataSpec, x: str | None, y: str | None) -> DataSpec:
+    """The data source with other array names (`--x`, `--y`): an .npz's features and labels
+    arrays, or a CSV's label column (by name, or by index when `y` is an integer)."""
+    fmt = spec.name if spec.name != "auto" else format_of(spec.path)
+    fields = spec.model_dump()
+    if x is not None:
+        if fmt != "npz":
+            raise _fail(
+                f"--x names the features array of an .npz; {spec.path or spec.x} is {fmt} data",
+                "a CSV's features are every column but the label: choose that with --y"
+                if fmt == "csv"
+                else "name the features file in the train section, or pass an .npz with --data",
+            )
+        fields["x"] = x
+    if y is not None:
+        if fmt not in ("npz", "csv"):
+            raise _fail(
+                f"--y names an .npz array or a CSV column; {fmt} data has a labels file",
+                "name the labels file in the train section, or pass an .npz with --data",
+            )
+        is_index = fmt == "csv" and y.lstrip("-").isdigit()
+        fields["y"] = int(y) if is_index else y
+    return DataSpec.model_validate(fields)
+
+
+def override(
+    recipe: DataSpec | None, path: str | Path | None, x: str | None, y: str | None
+) -> DataSpec | None:
+    """The data that `--data PATH`, `--x` and `--y` mean; None when none is given (the
+    recipe's own) or when the recipe names none to rename (the caller then says so)."""
+    if path is None and x is None and y is None:
+        return None
+    source = with_path(recipe, path) if path is not None else recipe
+    return None if source is None else with_names(source, x, y)

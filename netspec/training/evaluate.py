@@ -6,7 +6,7 @@ The outputs come from an engine's `predict`; nothing here runs a network.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +24,12 @@ from netspec.runs import (
     load_meta,
     load_normalization,
     load_weights,
+    without_torch_counters,
 )
 from netspec.training.data import Dataset, Normalizer, split
 from netspec.training.metrics import compute_metrics
-from netspec.training.plan import io_of, load_dataset, metric_task, streams
+from netspec.training.named import Named, map_first, named_scores
+from netspec.training.plan import Classes, io_of, load_dataset, metric_task, streams
 
 Scores = dict[str, float | list[list[int]]]
 # Raw outputs (logits) of a network in inference mode, for weights and inputs.
@@ -35,7 +37,10 @@ Predict = Callable[[Params, Array], Array]
 
 
 def score(loss: Loss, spec: TrainSpec, outputs: Array, targets: Array) -> Scores:
-    """The loss and every metric of the recipe on a set of outputs."""
+    """The loss and every metric of the recipe on a set of outputs (of each output, and
+    their weighted loss, for a network of several)."""
+    if isinstance(outputs, Named):
+        return named_scores(spec, outputs, targets)
     value, _ = loss(outputs, targets)
     result: Scores = {"loss": value}
     result.update(compute_metrics(spec.metrics, outputs, targets, metric_task(spec, loss)))
@@ -66,6 +71,7 @@ class Evaluation:
     confusion: list[list[int]] | None
     samples: int
     source: str
+    ignored: list[str] = field(default_factory=list)  # PyTorch's num_batches_tracked, dropped
 
 
 def _evaluation_data(
@@ -82,10 +88,14 @@ def _evaluation_data(
         )
     if data is None and spec.val_data is not None:
         source = spec.val_data
-    ds = load_dataset(source, io, LOSSES[spec.loss])
+    run = _run_of(weights_path)
+    if run is not None and run.classes is not None:
+        classes = Classes(run.classes, "the trained run")
+    else:
+        classes = Classes(spec.labels)
+    ds, _ = load_dataset(source, io, spec, classes)
     what = ds.source
     if data is None and spec.val_data is None:
-        run = _run_of(weights_path)
         seed, fraction = (spec.seed, spec.validation) if run is None else (run.seed, run.validation)
         if fraction > 0:
             _, ds = split(ds, fraction, streams(seed)[1])  # the run's own split
@@ -93,7 +103,7 @@ def _evaluation_data(
     mode = (spec.data if spec.data is not None else source).normalize
     stats = load_normalization(weights_path.parent, mode, io.input_dtype)
     if stats is not None:
-        ds = Dataset(Normalizer(*stats)(ds.x), ds.y, ds.source)
+        ds = Dataset(map_first(ds.x, Normalizer(*stats)), ds.y, ds.source)
     return ds, what
 
 
@@ -112,12 +122,16 @@ def evaluate(
     from the checkpoint beside the weights (a `--seed` override changes the split); weights
     without one are split by the recipe.
     """
-    params = load_weights(weights_path)
+    params, ignored = without_torch_counters(load_weights(weights_path))
     check_weights(params, expected_shapes(analysis), str(weights_path))
     params = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
     loss = LOSSES[spec.loss]
     ds, what = _evaluation_data(analysis, spec, weights_path, data)
     outputs = predict(params, ds.x)
+    if isinstance(outputs, Named):
+        scores = named_scores(spec, outputs, ds.y)
+        numbers = {k: float(v) for k, v in scores.items() if isinstance(v, float | int)}
+        return Evaluation(numbers, None, len(ds), what, ignored)
     wanted = list(spec.metrics)
     names = {m.name for m in wanted}
     task = metric_task(spec, loss)
@@ -131,4 +145,5 @@ def evaluate(
         confusion if isinstance(confusion, list) else None,
         len(ds),
         what,
+        ignored,
     )

@@ -10,6 +10,7 @@ import gzip
 import math
 import zipfile
 import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from tokenize import TokenError
 from typing import IO, Any
@@ -68,11 +69,6 @@ def _format(spec: DataSpec) -> str:
     )
 
 
-def _features_file(spec: DataSpec) -> Path:
-    # npy(...)/idx(...) name the features file as `x`; a plain path names it as `path`.
-    return Path(spec.x) if spec.name in ("npy", "idx") else Path(spec.path)
-
-
 def _exists(path: Path, what: str) -> None:
     if not path.is_file():
         raise _fail(
@@ -111,7 +107,7 @@ def _check_size(shape: Shape, dtype: np.dtype[Any], available: int, where: str) 
         )
 
 
-def _read_npy(path: Path, check: _Check, role: str) -> Array:
+def _read_npy(path: Path, check: Check, role: str) -> Array:
     _exists(path, "data file")
     _refuse_gzip(path, "npy")
     with path.open("rb") as f:
@@ -125,19 +121,23 @@ def _read_npy(path: Path, check: _Check, role: str) -> Array:
         raise _fail(f"cannot read {path}: {e}") from None
 
 
-def _read_npz(spec: DataSpec, check: _Check) -> tuple[Array, Array]:
-    path = Path(spec.path)
+def read_npz_arrays(
+    path: Path, wanted: Sequence[tuple[str, str]], check: Callable[[Shape, str, str], None]
+) -> dict[str, Array]:
+    """The arrays `wanted` (name, role) of an .npz, each header passed to `check(shape,
+    where, role)` and its size checked before anything is inflated."""
     _exists(path, "data file")
     _refuse_gzip(path, "npz")
-    y_name = str(spec.y)
     try:
         with zipfile.ZipFile(path) as z:
             names = [n.removesuffix(".npy") for n in z.namelist()]
-            for name, role in ((spec.x, "x"), (y_name, "y")):
+            for name, role in wanted:
                 if name not in names:
                     raise _fail(
                         f"{path} has no array '{name}' (it has: {', '.join(names) or 'none'})",
-                        f'name the arrays: npz("{path.name}", x="...", y="...")',
+                        f'name the arrays: npz("{path.name}", x="...", y="...")'
+                        if role in ("x", "y")
+                        else "give one array per input and output, named like it",
                     )
                 info = z.getinfo(f"{name}.npy")
                 with z.open(info) as member:
@@ -148,7 +148,7 @@ def _read_npz(spec: DataSpec, check: _Check) -> tuple[Array, Array]:
                 # inflating, so a small archive cannot expand into a huge allocation.
                 _check_size(shape, dtype, info.file_size - offset, f"{path}:{name}")
         with np.load(path, allow_pickle=False) as npz:
-            return npz[spec.x], npz[y_name]
+            return {name: npz[name] for name, _ in wanted}
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
         raise _fail(f"{path} is not a readable .npz archive: {e}") from None
     except (NotImplementedError, RuntimeError) as e:  # zipfile: encrypted, unknown compression
@@ -195,7 +195,7 @@ def _read_at_most(f: IO[bytes], size: int) -> bytearray:
     return out
 
 
-def _read_idx(path: Path, check: _Check, role: str) -> Array:
+def _read_idx(path: Path, check: Check, role: str) -> Array:
     """IDX: two zero bytes, a dtype code, the rank, then big-endian int32 dims and the data."""
     _exists(path, "IDX file")
     with _open_maybe_gz(path) as f:
@@ -271,7 +271,7 @@ def _read_csv(spec: DataSpec) -> tuple[Array, Array]:
     if not rows:
         raise _fail(f"CSV file {path} is empty")
     header: list[str] | None = None
-    if not all(_is_number(c) for c in rows[0]):
+    if _is_header(rows):
         header, rows = [c.strip() for c in rows[0]], rows[1:]
         if not rows:
             raise _fail(
@@ -281,48 +281,78 @@ def _read_csv(spec: DataSpec) -> tuple[Array, Array]:
     width = len(rows[0]) if rows else 0
     if width < 2:
         raise _fail(f"CSV file {path} needs at least one feature column and a label column")
-    if isinstance(spec.y, int):
-        if not -width <= spec.y < width:
-            raise _fail(f"label column {spec.y} is out of range: {path} has {width} columns")
-        label = spec.y % width
-    elif header is not None and spec.y in header:
-        label = header.index(spec.y)
-    elif header is None and spec.y == "y":
-        label = width - 1  # no header and no choice made: the last column, by convention
-    else:
-        have = f"columns: {', '.join(header)}" if header else "the file has no header row"
+    label = _label_column(spec.y, header, width, path)
+    first = header is not None
+    short = next((i for i, r in enumerate(rows) if len(r) != width), None)
+    if short is not None:
         raise _fail(
-            f"CSV file {path} has no label column '{spec.y}' ({have})",
-            'choose it by name or by index: csv("file.csv", y="label") or y=0',
+            f"CSV file {path} line {short + 1 + first} has {len(rows[short])} cells, not {width}: "
+            f"{','.join(rows[short])[:80]!r}"
         )
+    names = [r[label].strip() for r in rows]
+    if all(map(_is_number, names)):
+        return _numbers(rows, path, first)[:, [i for i in range(width) if i != label]], np.array(
+            names, dtype=np.float64
+        )
+    # Class names (`setosa`): kept as text, mapped to class indices by training.data.
+    features = [r[:label] + r[label + 1 :] for r in rows]
+    return _numbers(features, path, first), np.array(names, dtype=str)
+
+
+def _label_column(y: str | int, header: list[str] | None, width: int, path: Path) -> int:
+    if isinstance(y, int):
+        if not -width <= y < width:
+            raise _fail(f"label column {y} is out of range: {path} has {width} columns")
+        return y % width
+    if header is not None and y in header:
+        return header.index(y)
+    if header is None and y == "y":
+        return width - 1  # no header and no choice made: the last column, by convention
+    have = f"columns: {', '.join(header)}" if header else "the file has no header row"
+    raise _fail(
+        f"CSV file {path} has no label column '{y}' ({have})",
+        'choose it by name or by index: csv("file.csv", y="label") or y=0',
+    )
+
+
+def _is_header(rows: list[list[str]]) -> bool:
+    """The first row is a header when a cell of it is text over a number: a column of class
+    names (`setosa` in every row) is data, not a header."""
+    text = [i for i, c in enumerate(rows[0]) if not _is_number(c)]
+    if not text:
+        return False
+    below = rows[1] if len(rows) > 1 else []
+    return len(below) != len(rows[0]) or any(_is_number(below[i]) for i in text)
+
+
+def _numbers(rows: list[list[str]], path: Path, header: bool) -> Array:
     try:
-        table = np.array(rows, dtype=np.float64)
+        return np.array(rows, dtype=np.float64)
     except ValueError:
-        bad = next(i for i, r in enumerate(rows) if len(r) != width or not all(map(_is_number, r)))
-        line = bad + 1 + (header is not None)
+        bad = next(i for i, r in enumerate(rows) if not all(map(_is_number, r)))
         raise _fail(
-            f"CSV file {path} line {line} is not {width} numbers: {','.join(rows[bad])[:80]!r}"
+            f"CSV file {path} line {bad + 1 + header} holds a feature that is not a number: "
+            f"{','.join(rows[bad])[:80]!r}",
+            "every column but the label must be numbers; a text label column names classes",
         ) from None
-    y = table[:, label]
-    x = np.delete(table, label, axis=1)
-    return x, y
 
 
 # ---- checks ------------------------------------------------------------------------------------
 
 
-class _Check:
-    """Checks a header's shape against the network before the data is read."""
+class Check:
+    """Checks a header's shape against the network's inputs (by role: "x", or an input's
+    name) before the data is read, and every array's sample count against the first's."""
 
-    def __init__(self, input_shape: Shape) -> None:
-        self.input_shape = input_shape
+    def __init__(self, shapes: dict[str, Shape]) -> None:
+        self.shapes = shapes
         self.count: int | None = None
 
     def __call__(self, shape: Shape, where: str, role: str) -> None:
         if len(shape) == 0:
             raise _fail(f"{where} is a scalar, not a set of samples")
-        if role == "x":
-            fit_input(shape, self.input_shape, where)
+        if role in self.shapes:
+            fit_input(shape, self.shapes[role], where)
         if self.count is not None and shape[0] != self.count:
             raise _fail(
                 f"{where} has {shape[0]} samples but the features have {self.count}",
@@ -345,17 +375,18 @@ def fit_input(shape: Shape, input_shape: Shape, where: str) -> None:
 def read(spec: DataSpec, input_shape: Shape) -> tuple[Array, Array, str]:
     """Features and labels of one data source as stored, and the file to name in messages;
     each header is checked against the network's input before its data is read."""
-    check = _Check(input_shape)
+    check = Check({"x": input_shape})
     fmt = _format(spec)
     if fmt == "npz":
-        x, y = _read_npz(spec, check)
-        where = spec.path
+        arrays = read_npz_arrays(Path(spec.path), ((spec.x, "x"), (str(spec.y), "y")), check)
+        x, y, where = arrays[spec.x], arrays[str(spec.y)], spec.path
     elif fmt == "csv":
         x, y = _read_csv(spec)
         where = spec.path
         check(x.shape, where, "x")
     else:
-        features = _features_file(spec)
+        # npy(...)/idx(...) name the features file as `x`; a plain path names it as `path`.
+        features = Path(spec.x) if spec.name in ("npy", "idx") else Path(spec.path)
         if spec.labels is None:
             raise _fail(
                 f"{fmt} data needs a labels file besides {features}",

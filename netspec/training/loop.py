@@ -26,6 +26,7 @@ Choices a user may want to know:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from netspec.recipe import DataSpec, TrainSpec
 from netspec.training.data import batches
 from netspec.training.evaluate import score
 from netspec.training.metrics import compute_metrics
+from netspec.training.named import Named, concat, named_scores
 from netspec.training.plan import (
     Splits,
     check_recipe,
@@ -121,6 +123,8 @@ class FitResult:
     # (shift, scale) the inputs were normalised with; `api.export(..., normalization=...)`
     # builds it into an ONNX model so that the model takes raw inputs.
     normalization: tuple[Array, Array] | None = None
+    # The class names text labels were mapped from, index by index (None: numeric labels).
+    classes: tuple[str, ...] | None = None
 
     @property
     def weights_path(self) -> Path:
@@ -177,7 +181,10 @@ def _open_run(
         check_resumed_split(recorded, record, resume_from)
     check_recipe(spec, io_of(analysis))
     init_rng, data_rng, rng = streams(spec.seed)
-    splits = load_splits(analysis, spec, data, data_rng)
+    splits = load_splits(
+        analysis, spec, data, data_rng, None if recorded is None else recorded.classes
+    )
+    record = dataclasses.replace(record, classes=splits.classes)
     stopper = make_stopper(spec, splits.val is not None)
     es = spec.early_stopping
     keep_best = stopper is not None and es is not None and es.restore_best
@@ -233,7 +240,7 @@ def _train_epoch(
         if progress is not None:
             progress.batch_end(done, total / done)
     seen = train.y[np.concatenate(order)]  # targets in the order the batches ran
-    return total / done, np.concatenate(outs), seen, lr_now
+    return total / done, concat(outs), seen, lr_now
 
 
 def _diverged(out_dir: Path, value: float, epoch: int, step: int, lr: float) -> NetspecError:
@@ -258,7 +265,11 @@ def _epoch_record(run: _Run, epoch: int, progress: Progress | None) -> dict[str,
         progress.epoch_start(epoch + 1, spec.epochs, len(run.splits.train))
     total, outs, seen, lr_now = _train_epoch(run, epoch, progress)
     record: dict[str, Any] = {"epoch": epoch + 1, "loss": total}
-    record.update(_scalars(compute_metrics(spec.metrics, outs, seen, metric_task(spec, loss)), ""))
+    if isinstance(outs, Named):  # each output's loss and metrics; `loss` is their sum
+        record.update(_scalars(named_scores(spec, outs, seen), "") | {"loss": total})
+    else:
+        task = metric_task(spec, loss)
+        record.update(_scalars(compute_metrics(spec.metrics, outs, seen, task), ""))
     record["val_loss"] = None
     val = run.splits.val
     if val is not None:
@@ -350,4 +361,4 @@ def fit(
     if on_epoch is not None and stopped != "interrupted":
         on_epoch(out_dir, run.history, stopper, True)
     best = None if stopper is None else stopper.best_epoch
-    return FitResult(params, run.history, out_dir, stopped, best, stats)
+    return FitResult(params, run.history, out_dir, stopped, best, stats, run.splits.classes)

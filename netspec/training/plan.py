@@ -15,42 +15,57 @@ from netspec.recipe import DataSpec, Optimizer, TrainSpec
 from netspec.training.data import (
     Dataset,
     Normalizer,
+    class_indices,
     fit_normalizer,
     load_data,
     prepare_targets,
     split,
 )
 from netspec.training.metrics import CLASSIFICATION_METRICS
+from netspec.training.named import first, load_named, map_first
+
+
+@dataclass(frozen=True)
+class Port:
+    """One input or output of the network: its name, sample shape and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
 class Io:
-    """The input and output a trainer feeds and scores (one of each)."""
+    """The inputs and outputs a trainer feeds and scores; `input`..`output_shape` are the
+    first of each, which is all a network of one input and one output has."""
 
     input: str
     input_shape: tuple[int, ...]
     input_dtype: str
     output: str
     output_shape: tuple[int, ...]
+    inputs: tuple[Port, ...] = ()
+    outputs: tuple[Port, ...] = ()
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.outputs)
+
+    @property
+    def several(self) -> bool:
+        """More than one input or output: data are named arrays, one per port."""
+        return len(self.inputs) > 1 or len(self.outputs) > 1
 
 
 def io_of(analysis: Analysis) -> Io:
     net = analysis.network
-    inputs, outputs = net.inputs, net.outputs
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise NetspecError.at(
-            f"network {net.name} has {len(inputs)} input(s) and {len(outputs)} output(s); "
-            "the trainer handles one of each",
-            exit_code=EXIT_SPEC,
-        )
-    node = inputs[0]
-    return Io(
-        input=node.name,
-        input_shape=analysis.shape(node.name),
-        input_dtype=str(getattr(node.op, "dtype", "float32")),
-        output=outputs[0],
-        output_shape=analysis.shape(outputs[0]),
+    inputs = tuple(
+        Port(n.name, analysis.shape(n.name), str(getattr(n.op, "dtype", "float32")))
+        for n in net.inputs
     )
+    outputs = tuple(Port(o, analysis.shape(o)) for o in net.outputs)
+    first, out = inputs[0], outputs[0]
+    return Io(first.name, first.shape, first.dtype, out.name, out.shape, inputs, outputs)
 
 
 def require_recipe(analysis: Analysis) -> TrainSpec:
@@ -120,8 +135,10 @@ def metric_task(spec: TrainSpec, loss: Loss) -> str:
 
 def check_recipe(spec: TrainSpec, io: Io) -> None:
     """Metrics the loss and the output can give, before the first epoch is spent."""
-    loss = LOSSES[spec.loss]
-    if metric_task(spec, loss) == "regression":
+    tasks: set[str] = {LOSSES[n].task for n, _ in spec.output_losses(io.output_names).values()}
+    if spec.perceptron_rule:
+        tasks = {"threshold"}
+    if tasks == {"regression"}:  # several outputs: each is scored by the metrics it can give
         bad = [m.name for m in spec.metrics if m.name in CLASSIFICATION_METRICS]
         if bad:
             raise NetspecError.at(
@@ -129,6 +146,8 @@ def check_recipe(spec: TrainSpec, io: Io) -> None:
                 hint="use mse, mae or r2 for regression",
                 exit_code=EXIT_SPEC,
             )
+        return
+    if io.several:
         return
     units = io.output_shape[-1] if io.output_shape else 1
     classes = 2 if units == 1 else units  # one sigmoid unit: two classes
@@ -148,19 +167,45 @@ class Splits:
     train: Dataset
     val: Dataset | None
     normalizer: Normalizer | None
+    # The class names text labels were mapped from, index by index; None for numeric labels.
+    classes: tuple[str, ...] | None = None
 
 
-def load_dataset(source: DataSpec, io: Io, loss: Loss) -> Dataset:
-    """One data source as the network and the loss want it (not normalised)."""
+@dataclass(frozen=True)
+class Classes:
+    """The class names text labels map to (None: the sorted set of the data's), and whose."""
+
+    names: tuple[str, ...] | None
+    origin: str = "the recipe's labels"
+
+
+def load_dataset(
+    source: DataSpec, io: Io, spec: TrainSpec, classes: Classes | None = None
+) -> tuple[Dataset, tuple[str, ...] | None]:
+    """One data source as the network and the loss want it (not normalised), and the class
+    names its text labels were mapped from (None when its labels are numbers)."""
+    if io.several:
+        return load_named(source, io, spec), None
+    loss = LOSSES[spec.loss]
     d = load_data(source, io.input_shape, io.input_dtype)
-    y = prepare_targets(d.y, io.output_shape, loss.task, d.source, soft=loss.soft_targets)
-    return Dataset(d.x, y, d.source)
+    y, names = d.y, None
+    if y.dtype.kind == "U":
+        given = classes if classes is not None else Classes(None)
+        y, names = class_indices(y, given.names, d.source, given.origin)
+    y = prepare_targets(y, io.output_shape, loss.task, d.source, soft=loss.soft_targets)
+    return Dataset(d.x, y, d.source), names
 
 
 def load_splits(
-    analysis: Analysis, spec: TrainSpec, data: DataSpec | None, rng: np.random.Generator
+    analysis: Analysis,
+    spec: TrainSpec,
+    data: DataSpec | None,
+    rng: np.random.Generator,
+    classes: tuple[str, ...] | None = None,
 ) -> Splits:
-    """Training and validation data as the network and the loss want them, normalised."""
+    """Training and validation data as the network and the loss want them, normalised; text
+    labels are mapped by `classes` (a resumed run's), else the recipe's labels, else by the
+    sorted set of the training data's."""
     io = io_of(analysis)
     source = data if data is not None else spec.data
     if source is None:
@@ -169,16 +214,19 @@ def load_splits(
             hint='add `data = "file.npz"` to the train section, or pass --data PATH',
             exit_code=EXIT_RUNTIME,
         )
-    loss = LOSSES[spec.loss]
-    train = load_dataset(source, io, loss)
+    given = Classes(spec.labels) if classes is None else Classes(classes, "the resumed run")
+    train, names = load_dataset(source, io, spec, given)
     val: Dataset | None = None
     if spec.val_data is not None:
-        val = load_dataset(spec.val_data, io, loss)
+        # The training data's classes, so that a name means the same index in both.
+        if names is not None and given.names is None:
+            given = Classes(names, "the training data")
+        val, _ = load_dataset(spec.val_data, io, spec, given)
     elif spec.validation > 0:
         train, val = split(train, spec.validation, rng)
-    normalizer = fit_normalizer(train.x, source.normalize)
-    if normalizer is not None:
-        train = Dataset(normalizer(train.x), train.y, train.source)
+    normalizer = fit_normalizer(first(train.x), source.normalize)
+    if normalizer is not None:  # the first input's, as export and predict apply it
+        train = Dataset(map_first(train.x, normalizer), train.y, train.source)
         if val is not None:
-            val = Dataset(normalizer(val.x), val.y, val.source)
-    return Splits(train, val, normalizer)
+            val = Dataset(map_first(val.x, normalizer), val.y, val.source)
+    return Splits(train, val, normalizer, names)

@@ -16,6 +16,7 @@ from netspec.training.data import (
     batches,
     fit_normalizer,
     load_data,
+    override,
     prepare_targets,
     split,
     with_path,
@@ -246,11 +247,13 @@ def test_data_override_keeps_the_recipe_options(tmp_path: Path) -> None:
 
 def test_data_override_in_another_format_is_read_in_that_format(tmp_path: Path) -> None:
     """`--data digits.csv` for a recipe of .npz data: the new file's extension decides, the
-    normalisation and a label named by name stay."""
+    normalisation stays, and the new format's default names apply (`--y` names others)."""
     csv_path = tmp_path / "d.csv"
     csv_path.write_text("a,label,b\n1,0,2\n3,1,4\n", encoding="utf-8")
     recipe = spec(name="npz", path="train.npz", x="images", y="label", normalize="standard")
     moved = with_path(recipe, csv_path)
+    assert moved == spec(path=str(csv_path), normalize="standard")
+    moved = override(recipe, csv_path, None, "label")
     assert moved == spec(path=str(csv_path), y="label", normalize="standard")
     ds = load_data(moved, (2,))
     np.testing.assert_array_equal(ds.x, [[1, 2], [3, 4]])
@@ -447,3 +450,55 @@ def test_gzipped_npy_and_npz_are_refused_with_a_way_out(tmp_path: Path, fmt: str
         f"{path} is gzip-compressed; gzip is read for IDX and CSV files, not .{fmt}"
     )
     assert f"gunzip {path.name}" in (d.hint or "") and err.value.exit_code == EXIT_RUNTIME
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.array([["3", "1"], ["2", "0"]]),
+        np.array([[1 + 0j, 2], [3, 0]]),
+        np.array([["2020-01-01", "2020-01-02"]] * 2, dtype="datetime64[D]"),
+        np.array([[True, False], [False, True]]),
+    ],
+    ids=["text", "complex", "datetime", "bool"],
+)
+def test_token_ids_that_are_not_numbers_are_refused_for_an_int64_input(
+    tmp_path: Path, ids: np.ndarray
+) -> None:
+    np.savez(tmp_path / "d.npz", x=ids, y=np.array([0, 1]))
+    with pytest.raises(NetspecError) as err:
+        load_data(spec(path=str(tmp_path / "d.npz")), (2,), "int64")
+    assert err.value.exit_code == EXIT_RUNTIME
+    assert f"dtype {ids.dtype}" in message(err) and "int64 token ids" in message(err)
+
+
+def test_whole_float_token_ids_are_still_read_as_int64(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.array([[3.0, 1.0], [2.0, 0.0]]), y=np.array([0, 1]))
+    d = load_data(spec(path=str(tmp_path / "d.npz")), (2,), "int64")
+    assert d.x.dtype == np.int64 and d.x.tolist() == [[3, 1], [2, 0]]
+
+
+def test_npz_data_for_a_csv_recipe_reads_the_npz_names_not_the_csv_column(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=X, y=Y, feats=X[:, ::-1], cls=Y[::-1])
+    recipe = spec(name="csv", path="iris.csv", y="species")
+    default = override(recipe, tmp_path / "d.npz", None, None)
+    assert default is not None
+    np.testing.assert_array_equal(load_data(default, (64,)).y, Y)
+    renamed = override(recipe, tmp_path / "d.npz", "feats", "cls")
+    assert renamed is not None
+    named = load_data(renamed, (64,))
+    np.testing.assert_array_equal(named.x, X[:, ::-1])
+    np.testing.assert_array_equal(named.y, Y[::-1])
+    assert override(spec(path="a.csv"), None, None, "2") == spec(path="a.csv", y=2)
+    assert override(None, None, "x", None) is None  # the caller says the recipe names no data
+
+
+def test_names_a_format_has_no_place_for_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(NetspecError) as err:
+        override(spec(path="a.csv"), None, "feats", None)
+    assert "--x names the features array of an .npz" in message(err)
+    assert err.value.exit_code == EXIT_RUNTIME
+    pair = spec(name="idx", x="images.idx", labels="labels.idx")
+    with pytest.raises(NetspecError) as err:
+        override(pair, None, None, "cls")
+    assert "idx data has a labels file" in message(err)
