@@ -187,7 +187,7 @@ class MaxPoolNd(PoolNd):
         # (a later tap must be strictly greater), so ties send the gradient once, as argmax.
         taps = [xp[(slice(None), slice(None), *region)] for region in tap_regions(k, s, d, out)]
         y = taps[0].copy()
-        idx = np.zeros(y.shape, dtype=np.uint8 if len(taps) < 256 else np.int64)
+        idx = np.zeros(y.shape, dtype=winner_dtype(len(taps)))
         for t, tap in enumerate(taps[1:], start=1):
             np.copyto(idx, t, where=tap > y)
             np.maximum(y, tap, out=y)
@@ -225,6 +225,15 @@ class MaxPoolNd(PoolNd):
         return pool(torch_pad(torch, x, full, -math.inf), k, s, 0, d)  # padding never wins
 
 
+def winner_dtype(taps: int) -> np.dtype[Any]:
+    """The smallest unsigned integer type that holds every tap index 0 .. taps - 1.
+
+    A window's winner is stored per output, so a small type saves memory; a kernel of more
+    than 256 taps (maxpool1d(300) over a sequence) needs a wider one or the index overflows.
+    """
+    return np.min_scalar_type(max(taps - 1, 0))
+
+
 def tiled_max(xp: Array, kernel: Sequence[int], out: Shape) -> tuple[Array, list[Array]]:
     """Max over windows that tile xp, one spatial axis at a time: (y, the winner per axis).
 
@@ -244,7 +253,7 @@ def tiled_max(xp: Array, kernel: Sequence[int], out: Shape) -> tuple[Array, list
             picks.append(taps[1] > taps[0])
             y = np.maximum(taps[0], taps[1])
             continue
-        y, pick = taps[0].copy(), np.zeros(taps[0].shape, dtype=np.uint8)
+        y, pick = taps[0].copy(), np.zeros(taps[0].shape, dtype=winner_dtype(k))
         for t, tap in enumerate(taps[1:], start=1):
             np.copyto(pick, t, where=tap > y)
             np.maximum(y, tap, out=y)

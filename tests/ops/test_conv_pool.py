@@ -347,6 +347,27 @@ def test_avgpool1d_matches_torch(op: AvgPool1d) -> None:
     assert_matches_torch(op, (3, 10), fn)
 
 
+@pytest.mark.parametrize(
+    "op",
+    [
+        MaxPool1d(kernel=300),  # windows that tile the input: one winner index per axis
+        MaxPool1d(kernel=300, stride=1),  # overlapping windows: one index over every tap
+        MaxPool2d(kernel=(17, 17), stride=1),  # 289 taps over two axes
+    ],
+)
+def test_maxpool_over_more_than_256_taps_routes_the_gradient_to_the_true_winner(
+    op: MaxPool1d | MaxPool2d,
+) -> None:
+    """The winner's index outgrows a uint8 (it overflowed, or wrapped to the wrong tap)."""
+    shape = (2, 301) if op.ndim == 1 else (2, 18, 18)
+
+    def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        pool = F.max_pool1d if op.ndim == 1 else F.max_pool2d
+        return pool(x, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
+
+    assert_matches_torch(op, shape, fn)
+
+
 def test_global_avgpool_matches_torch_and_keeps_unit_spatial_axes() -> None:
     op = GlobalAvgPool()
     assert op.infer_shape([(3, 5, 4)]) == (3, 1, 1)
