@@ -127,9 +127,11 @@ class PoolNd(Windowed):
         ceil = self.ceil_mode
         if ceil and io.opset < 22 and out != self._counted_before_22(sizes, pads):
             # ONNX before opset 22 keeps a ceil window that starts in the right padding; give
-            # floor mode the end padding that yields exactly our windows instead.
+            # floor mode the end padding that yields exactly our windows instead. Where the
+            # last window ends before the input does (a kernel shorter than its stride), the
+            # rows after it sit in a stride gap: no end padding, never a negative one.
             ends = [
-                (o - 1) * ss + dd * (kk - 1) + 1 - h - lo
+                max(0, (o - 1) * ss + dd * (kk - 1) + 1 - h - lo)
                 for h, kk, ss, dd, (lo, _), o in zip(sizes, k, s, d, pads, out, strict=True)
             ]
             self._check_spelled_out_ceil(ends, pads, k)
