@@ -421,6 +421,8 @@ class MaxPool1d(MaxPoolNd):
         return [
             Example(cls(kernel=2), ((3, 9),)),
             Example(cls(kernel=3, stride=2, padding=1, ceil_mode=True), ((2, 10),)),
+            # ceil_mode: a window one longer than the input still gives one window.
+            Example(cls(kernel=4, stride=2, ceil_mode=True), ((2, 3),)),
         ]
 
 
@@ -440,6 +442,8 @@ class AvgPool1d(AvgPoolNd):
                 cls(kernel=3, stride=2, padding=(2, 1), ceil_mode=True, count_include_pad=True),
                 ((2, 9),),
             ),
+            # ceil_mode: one window longer than the padded input, its divisor clipped to it.
+            Example(cls(kernel=5, stride=3, padding=1, ceil_mode=True), ((2, 2),)),
         ]
 
 

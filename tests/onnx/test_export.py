@@ -393,6 +393,30 @@ def test_ceil_mode_pools_export_exactly_at_every_opset_or_name_the_one_they_need
     np.testing.assert_allclose(_ort(model, xs), _numpy(net, params, xs), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("opset", [MIN_OPSET, 21, 22])
+@pytest.mark.parametrize(
+    "pool",
+    [
+        "maxpool1d(4, stride=2, ceil_mode=true)",
+        "avgpool1d(6, stride=2, padding=1, ceil_mode=true)",
+        "avgpool1d(6, stride=2, padding=1, ceil_mode=true, count_include_pad=true)",
+    ],
+)
+def test_a_ceil_mode_window_longer_than_its_input_exports_as_one_window(
+    analyse: Callable[[str], Analysis], pool: str, opset: int
+) -> None:
+    net = analyse(f"network P {{\n  input x: [2, 3]\n  {pool}\n  flatten\n  dense(2)\n}}\n")
+    params, xs = _params(net), _inputs(net, batch=3)
+    try:
+        model = to_onnx_model(net, params, opset=opset, logits=True)
+    except NetspecError as e:  # the overhang would be counted as end padding
+        assert opset < 22 and "count_include_pad" in pool
+        assert "needs opset 22" in e.diagnostics[0].message
+        return
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_allclose(_ort(model, xs), _numpy(net, params, xs), rtol=1e-5, atol=1e-6)
+
+
 def test_a_normalised_input_that_is_also_an_output_is_refused_with_a_way_out(
     analyse: Callable[[str], Analysis],
 ) -> None:
