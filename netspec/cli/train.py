@@ -40,6 +40,12 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="continue the run in DIR (or from the checkpoint file DIR names)",
     )
+    t.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="BLAS threads (default: the cores the load average leaves idle, at least 1)",
+    )
     max_memory(t, "run")
 
 
@@ -76,9 +82,10 @@ def _fmt(record: dict[str, Any]) -> str:
 class _Bar:
     """A rich progress bar on stderr: samples/s, ETA and the running loss; one line per epoch."""
 
-    def __init__(self, console: Console, live: bool) -> None:
+    def __init__(self, console: Console, live: bool, threads: str = "") -> None:
         self.console = console
         self.live = live
+        self.threads = threads  # e.g. "1 thread (load 3.2 on 2 cores)"
         self.epochs = 0
         self.bar: RichProgress | None = None
         self.task: TaskID | None = None
@@ -98,6 +105,7 @@ class _Bar:
             TextColumn("{task.fields[rate]} samples/s"),
             TimeRemainingColumn(),
             TextColumn("loss {task.fields[loss]}"),
+            TextColumn(self.threads),
             console=self.console,
             transient=True,
         )
@@ -139,7 +147,8 @@ def run_train(args: argparse.Namespace) -> int:
     analysis = api.check(net)
     out, _ = api.run_folder(analysis, args.out, args.resume)  # for the message on a full disk
     console = Console(stderr=True, soft_wrap=True)
-    bar = _Bar(console, live=sys.stderr.isatty())
+    threads = api.thread_choice(args.threads)
+    bar = _Bar(console, live=sys.stderr.isatty(), threads=threads.label())
     try:
         result = api.train(
             analysis,
@@ -154,6 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=bar,
             max_memory=args.max_memory,
+            threads=threads.count,
         )
     except OSError as e:  # disk full, a folder removed mid-run: atomic writes kept the old files
         raise _write_failed(e, out) from None
