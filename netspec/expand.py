@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netspec import tree as ast
+from netspec.aliases import op_hint
 from netspec.errors import NetspecError, Span, suggest
 from netspec.ir import Network, Node
 from netspec.ops import OPS
@@ -216,8 +217,14 @@ class _Expander:
     def _op_class(self, call: ast.Call) -> type[Op]:
         if call.name in OPS and call.name != "input":
             return OPS[call.name]
-        known = [k for k in OPS if k != "input"] + list(self.program.blocks)
-        hint = suggest(call.name, known)
+        ops = [k for k in OPS if k != "input"]
+        known = ops + list(self.program.blocks)
+        hint = op_hint(call.name, ops) or suggest(call.name, known)
+        if hint is None:
+            hint = f"the ops are {', '.join(ops)}"
+            if self.program.blocks:
+                hint += f"; the blocks here are {', '.join(self.program.blocks)}"
+
         if call.name == "input":
             hint = "declare inputs with `input NAME: [shape]`"
         if call.name in self.program.networks:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from netspec.aliases import attribute_hint
 from netspec.callform import dsl
 from netspec.errors import Diagnostic, NetspecError, Severity, Span, suggest
 from netspec.values import kind, plain, symbols
@@ -163,7 +164,7 @@ def validation_error(err: ValidationError, c: _Context) -> NetspecError:
     """Pydantic's errors as located diagnostics, one per attribute."""
     grouped = _group(err, c)
     extras = {
-        key: suggest(key, c.known)
+        key: _foreign(c, key) or suggest(key, c.known)
         for key, (es, _) in grouped.items()
         if es[0]["type"] == "extra_forbidden"
     }
@@ -180,10 +181,19 @@ def validation_error(err: ValidationError, c: _Context) -> NetspecError:
             _accepted(errors),
             _choices(errors, c.cls, key, nested),
         )
-        found = _unknown_name(attr, c) or _explain(attr, c, extras)
+        # An attribute the op lacks is the error, whatever its value names (activation=relu).
+        unknown = None if main["type"] == "extra_forbidden" else _unknown_name(attr, c)
+        found = unknown or _explain(attr, c, extras)
         if found is not None:
             diags.append(found)
     return NetspecError(diags)
+
+
+def _foreign(c: _Context, key: str, fields: list[str] | None = None) -> str | None:
+    """The netspec name of another framework's attribute (`out_channels` -> `filters`)."""
+    word = next((x.name for x in symbols(c.raw.get(key))), None)
+    owner = c.what.split(" ", 1)[0]
+    return attribute_hint(owner, key, word, c.known if fields is None else fields)
 
 
 def _unknown_name(a: _Attr, c: _Context) -> Diagnostic | None:
@@ -237,14 +247,18 @@ def _explain(a: _Attr, c: _Context, extras: dict[str, str | None]) -> Diagnostic
 
 def _extra(a: _Attr, c: _Context, extras: dict[str, str | None]) -> tuple[str, str | None]:
     if a.nested:
-        return f"{c.what}: {a.key} has no attribute '{a.nested[-1]}'", None
+        inner = a.nested[-1]
+        value = c.values.get(a.key)
+        fields = list(value) if isinstance(value, dict) else []
+        hint = attribute_hint(a.key, inner, None, None) or suggest(inner, fields)
+        return f"{c.what}: {a.key} has no attribute '{inner}'", hint
     hint = extras[a.key] or f"known attributes: {', '.join(c.known) or 'none'}"
     return f"{c.what} has no attribute '{a.key}'", hint
 
 
 def _missing(a: _Attr, c: _Context, extras: dict[str, str | None]) -> tuple[str, None] | None:
-    if not a.nested and any(h == f"did you mean '{a.key}'?" for h in extras.values()):
-        return None  # `kernal=3` already explains the missing `kernel`
+    if not a.nested and any(h and h.rstrip("?").endswith(f"'{a.key}'") for h in extras.values()):
+        return None  # `kernal=3` or `kernel_size=3` already explains the missing `kernel`
     return f"{c.what} needs '{a.path}'", None
 
 
