@@ -105,6 +105,10 @@ def test_predict_and_export_apply_each_outputs_own_activation(tmp_path: Path) ->
     assert sorted(onnx_outs) == sorted(outs)
     for name, value in outs.items():
         np.testing.assert_allclose(onnx_outs[name], value, rtol=1e-4, atol=1e-5)
+    # Each output's loss is recorded, so predict reads an export with --logits output by output.
+    each = {"cls": "cross_entropy", "score": "mse"}
+    assert json.loads(api.model_metadata(analysis)["losses"]) == each
+    assert json.loads(api.model_metadata(tmp_path / "two.onnx")["losses"]) == each
 
 
 def test_a_lone_input_may_be_the_npz_x_and_a_missing_array_is_named(tmp_path: Path) -> None:
