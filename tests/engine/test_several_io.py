@@ -139,3 +139,13 @@ def test_several_outputs_need_npz_data_and_one_loss_per_output(tmp_path: Path) -
     d = err.value.diagnostics[0]
     assert d.message == "train gives 1 loss_weights but network Two has 2 output(s): cls, score"
     assert d.span is not None and d.span.line == 9  # at the last output, `score = ...`
+
+
+def test_loss_weights_of_a_single_output_are_refused_rather_than_ignored(tmp_path: Path) -> None:
+    one_output = NET.replace("  output cls, score\n", "  output cls\n")
+    path = tmp_path / "one.net"
+    train = TRAIN.format(weights="0.5", epochs=1).replace("losses = [cross_entropy, mse]", "")
+    path.write_text(one_output + train, encoding="utf-8")
+    with pytest.raises(NetspecError) as err:
+        api.check(api.load(path))
+    assert "loss_weights weigh the losses of several outputs" in err.value.diagnostics[0].message
