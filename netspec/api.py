@@ -23,6 +23,7 @@ from netspec.errors import EXIT_USAGE, Diagnostic, NetspecError
 from netspec.expand import expand, load_program
 from netspec.graph import analyse, require
 from netspec.ir import Analysis, Network
+from netspec.threads import choose_here, limited
 
 if TYPE_CHECKING:
     from netspec.training.evaluate import Evaluation
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 # --max-memory: a number of bytes, None for no limit, "auto" for a share of what is available.
 MemoryLimit = int | None | Literal["auto"]
 Labels = tuple[str, ...] | None
+thread_choice = choose_here  # the BLAS thread count a run uses, and why (netspec.threads)
 CURVES_INTERVAL_S = 5.0  # curves.png is redrawn at most this often, and once at the end
 
 
@@ -300,6 +302,7 @@ def train(
     progress: Progress | None = None,
     max_memory: MemoryLimit = "auto",
     curves: bool = True,
+    threads: int | None = None,
 ) -> FitResult:
     """Train by the network's `train` section (arguments override it); returns a FitResult.
 
@@ -308,7 +311,8 @@ def train(
     `resume` names a run folder or its checkpoint.npz; `x`, `y` name the data's arrays (an
     .npz's, or a CSV's label column). Before anything is allocated, a run
     whose memory estimate exceeds `max_memory` bytes ("auto": a share of the memory available;
-    None: no limit), or whose folder cannot be written or lacks room, is refused.
+    None: no limit), or whose folder cannot be written or lacks room, is refused. BLAS runs
+    `threads` threads (default: `thread_choice`'s, never slower than one on a busy machine).
     """
     from netspec.engine.trainer import fit
     from netspec.training.data import override
@@ -321,19 +325,20 @@ def train(
     est = memory.estimate(analysis, batch if batch is not None else spec.batch, slots)
     memory.check_memory(est, _limit(max_memory))
     memory.check_output_dir(out, memory.checkpoint_bytes(analysis, slots))
-    return fit(
-        analysis,
-        spec,
-        out,
-        data=override(spec.data, data, x, y),
-        epochs=epochs,
-        batch=batch,
-        lr=lr,
-        seed=seed,
-        resume_from=checkpoint,
-        progress=progress,
-        on_epoch=Redraw(CURVES_INTERVAL_S) if curves else None,
-    )
+    with limited(thread_choice(threads).count):  # numpy's BLAS is loaded by now
+        return fit(
+            analysis,
+            spec,
+            out,
+            data=override(spec.data, data, x, y),
+            epochs=epochs,
+            batch=batch,
+            lr=lr,
+            seed=seed,
+            resume_from=checkpoint,
+            progress=progress,
+            on_epoch=Redraw(CURVES_INTERVAL_S) if curves else None,
+        )
 
 
 def evaluate(

@@ -155,6 +155,12 @@ def _shown(ch: str, at: int) -> str:
     return ch
 
 
+def printable(text: str) -> str:
+    """`text` from a file (a label, a name, a key), safe to print: control and invisible
+    characters escaped, so an ONNX model or a data file cannot drive the terminal."""
+    return "".join(_shown(ch, 0) if ch != "\t" else "\\t" for ch in text)
+
+
 def _display(text: str, column: int, end_column: int) -> tuple[str, int, int]:
     """The printable line and the 0-based display columns of [column, end_column)."""
     out: list[str] = []
@@ -174,11 +180,16 @@ def _display(text: str, column: int, end_column: int) -> tuple[str, int, int]:
     return "".join(out), start, end
 
 
+def _lines_printable(text: str) -> str:
+    """A message may quote names read from files; its own line breaks are kept."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def render(diagnostic: Diagnostic, sources: SourceCache = SOURCES) -> str:
     """``file:line:col: severity: message``, the source line, a caret under the culprit, a hint."""
     span = diagnostic.span
     head = f"{span}: " if span is not None else ""
-    out = [f"{head}{diagnostic.severity}: {diagnostic.message}"]
+    out = [f"{_lines_printable(head)}{diagnostic.severity}: {_lines_printable(diagnostic.message)}"]
     if span is not None:
         text = sources.line(span.file, span.line)
         if text is not None:
@@ -191,7 +202,7 @@ def render(diagnostic: Diagnostic, sources: SourceCache = SOURCES) -> str:
             out.append(f"    {shown}")
             out.append("    " + " " * start + "^" + "~" * (width - 1))
     if diagnostic.hint:
-        out.append(f"  hint: {diagnostic.hint}")
+        out.append(f"  hint: {_lines_printable(diagnostic.hint)}")
     return "\n".join(out)
 
 

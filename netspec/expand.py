@@ -162,18 +162,11 @@ class _Expander:
             current = scope.current
         else:
             current = ""  # only a merge with explicit inputs can start here
-        instances = []
-        for call in chain.calls:
-            count = 1
-            if call.repeat is not None:
-                count = evaluate(call.repeat, scope.env)
-                if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                    raise _err(
-                        f"a repetition count must be an integer >= 1, got {show(count)}",
-                        call.repeat.span,
-                    )
-            instances.extend([call] * count)
-        single = len(instances) == 1
+        counts = [self.repeat_count(call, scope) for call in chain.calls]
+        single = sum(counts) == 1
+        instances = (
+            call for call, count in zip(chain.calls, counts, strict=True) for _ in range(count)
+        )
         for i, call in enumerate(instances):
             local = None if target is None else target if single else f"{target}.{i}"
             start = len(self.nodes)
@@ -181,6 +174,25 @@ class _Expander:
             if self.trace is not None:
                 self.trace.append(CallTrace(call, current, start, len(self.nodes)))
         return current
+
+    def repeat_count(self, call: ast.Call, scope: _Scope) -> int:
+        """`call * N`'s N, checked against the layer limit before anything is built: every
+        instance adds at least one layer, and a count of 10**12 must not become a list first."""
+        if call.repeat is None:
+            return 1
+        count = evaluate(call.repeat, scope.env)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise _err(
+                f"a repetition count must be an integer >= 1, got {show(count)}", call.repeat.span
+            )
+        if len(self.nodes) + count > MAX_NODES:
+            raise _err(
+                f"repeating '{call.name}' {count:,} times expands the network past "
+                f"{MAX_NODES:,} layers; refusing to build it",
+                call.repeat.span,
+                "lower a repetition count",
+            )
+        return count
 
     # calls ------------------------------------------------------------------------------------
     def call(self, call: ast.Call, scope: _Scope, current: str, local: str | None) -> str:

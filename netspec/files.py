@@ -6,6 +6,7 @@ A run killed at any moment leaves either the old file or the new one, never a pa
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,15 +16,16 @@ from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 
 
 def check_output(path: Path, inputs: Iterable[Path], example: str) -> None:
-    """Refuse, before any work, an output path that is a folder or that names one of the
-    command's own inputs (`compile v.net -o v.net` would replace the spec with its JSON).
-    `example` is a file name of the command's format, for the hint."""
+    """Refuse, before any work, an output path that is a folder, a device or a pipe, or that
+    names one of the command's own inputs (`compile v.net -o v.net` would replace the spec with
+    its JSON). `example` is a file name of the command's format, for the hint."""
     if path.is_dir():
         raise NetspecError.at(
             f"cannot write {path}: it is a folder",
             hint=f"name a file, e.g. -o {path / example}",
             exit_code=EXIT_RUNTIME,
         )
+    _refuse_special(path)
     for source in inputs:
         if _same_file(path, source):
             raise NetspecError.at(
@@ -31,6 +33,22 @@ def check_output(path: Path, inputs: Iterable[Path], example: str) -> None:
                 hint="choose another output file",
                 exit_code=EXIT_USAGE,
             )
+
+
+def _refuse_special(path: Path) -> None:
+    """An existing output must be a regular file: the atomic rename would replace a device
+    (`-o /dev/null`, as root) or a FIFO with a plain file and report success."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, RuntimeError):  # a new path (or one that cannot be read: mkstemp says why)
+        return
+    if not stat.S_ISREG(mode):
+        what = "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        raise NetspecError.at(
+            f"cannot write {path}: it is {what}",
+            hint="name a new file or a regular file to replace",
+            exit_code=EXIT_USAGE,
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -48,6 +66,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             hint="name a file, not a folder",
             exit_code=EXIT_RUNTIME,
         )
+    _refuse_special(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -6,6 +6,7 @@ diagnostics naming what was expected, in words (`)` rather than RPAR).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -177,8 +178,7 @@ class _ToAst(Transformer[Token, Any]):
         return Num(float(tok[0].replace("_", "")), self._span(tok[0]))
 
     def string(self, tok: list[Token]) -> Str:
-        raw = str(tok[0])[1:-1]
-        return Str(raw.encode("utf-8").decode("unicode_escape"), self._span(tok[0]))
+        return Str(_unescape(tok[0], self._span(tok[0])), self._span(tok[0]))
 
     @lark.v_args(meta=True)
     def true(self, meta: Meta, _: list[Any]) -> Bool:
@@ -305,6 +305,46 @@ class _ToAst(Transformer[Token, Any]):
         return tuple(kids)
 
 
+_ESCAPE = re.compile(
+    r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|N\{[^}]*\}|[0-7]{1,3}|[\\'\"abfnrtv])?"
+)
+_ESCAPES_HINT = (
+    'a string knows the escapes \\n \\t \\" \\\\ \\xHH \\uHHHH; write \\\\ for a backslash '
+    "(or / in a path)"
+)
+
+
+def _unescape(token: Token, span: Span) -> str:
+    """A string literal's value: its escapes decoded one by one, so that a bad one is located.
+
+    Decoding the whole literal with Python's unicode_escape codec would raise on `\\x` with no
+    location, and would read non-ASCII text as Latin-1."""
+
+    def refuse(m: re.Match[str]) -> NetspecError:
+        column = span.column + 1 + m.start()
+        bad = str(token)[1 + m.start() : 1 + m.end() + (1 if m.group(1) is None else 0)]
+        where = Span(
+            file=span.file,
+            line=span.line,
+            column=column,
+            end_line=span.line,
+            end_column=column + len(bad),
+        )
+        return NetspecError.at(
+            f"syntax error: bad escape `{bad}` in a string", where, _ESCAPES_HINT
+        )
+
+    def decode(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            raise refuse(m)
+        try:
+            return codecs.decode(m.group(), "unicode_escape")
+        except UnicodeDecodeError:  # \N{no such name}, \U past U+10FFFF
+            raise refuse(m) from None
+
+    return _ESCAPE.sub(decode, str(token)[1:-1])
+
+
 # Human names for terminals, so a message says `)` rather than RPAR.
 _WORDS = {
     "NAME": "a name",
@@ -362,7 +402,8 @@ def _unclosed(file: str, line: int, column: int) -> tuple[str, int, int] | None:
     stack: list[tuple[str, int, int]] = []
     for ln in range(1, line + 1):
         text = SOURCES.line(file, ln) or ""
-        end = column - 1 if ln == line else len(text)
+        # A CRLF line's column can point at its "\r", which the cached line has dropped.
+        end = min(column - 1, len(text)) if ln == line else len(text)
         i = 0
         while i < end:
             ch = text[i]

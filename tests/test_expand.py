@@ -416,3 +416,25 @@ def test_a_misspelt_name_given_to_a_typed_block_parameter_gets_a_suggestion(
         ":4:4: error: block B: 'ch' must be int, got the unknown name 'WIDHT'"
     )
     assert msg.splitlines()[-1] == "  hint: did you mean 'WIDTH'?"
+
+
+@pytest.mark.parametrize("count", ["10_000_000", "1000000000000", "A"])
+def test_a_repetition_past_the_layer_limit_is_refused_before_anything_is_built(
+    build: Build, count: str
+) -> None:
+    """The count is checked, not expanded: `* 10**12` once said "out of memory" (exit 3) and
+    `* 300000000` built a 2.4 GB list before the layer limit stopped it."""
+    import tracemalloc
+
+    text = f"const A = 1000000 * 1000000\nnetwork N {{ input x: [3]\n dense(3) * {count}\n}}\n"
+    tracemalloc.start()
+    try:
+        with pytest.raises(NetspecError) as info:
+            build(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, peak
+    (shown,) = [render(d) for d in info.value.diagnostics]
+    assert info.value.exit_code == 1
+    assert "t.net:3:13: error: repeating 'dense'" in shown and "200,000 layers" in shown

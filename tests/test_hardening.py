@@ -363,6 +363,34 @@ def test_an_import_outside_the_project_is_refused_unless_allowed(tmp_path: Path)
     assert allowed.returncode == 0, allowed.stderr
 
 
+def test_an_import_through_a_symlink_loads_the_path_it_checked(tmp_path: Path) -> None:
+    """`d/../../outside` with `d` a symlink two folders deep: resolved, it is inside the project;
+    collapsed textually (os.path.normpath), it is a file beside the project. The file checked
+    must be the file read, and the one outside is never read nor printed."""
+    project = tmp_path / "project"
+    (project / "a" / "b").mkdir(parents=True)
+    (project / "outside").mkdir()
+    (project / "d").symlink_to(project / "a" / "b")
+    (project / "outside" / "blocks.net").write_text("block B() { relu }\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "blocks.net").write_text("block B() { SECRET_LINE ( }\n")
+    (project / "main.net").write_text(
+        'import "d/../../outside/blocks.net"\nnetwork N { input x: [4]\n B() }\n'
+    )
+    proc = netspec("check", "main.net", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert "SECRET_LINE" not in proc.stdout + proc.stderr
+    # The other way round: resolved outside, textually inside: refused, and nothing printed.
+    (project / "d").unlink()
+    (project / "d").symlink_to(project)
+    (project / "main.net").write_text(
+        'import "d/../outside/blocks.net"\nnetwork N { input x: [4]\n B() }\n'
+    )
+    proc = netspec("check", "main.net", cwd=project)
+    assert_clean_failure(proc, EXIT_SPEC, "leaves the project folder")
+    assert "SECRET_LINE" not in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("command", ["check", "compile", "export", "graph", "predict"])
 def test_every_command_that_loads_a_spec_takes_the_flag_its_refusal_names(
     tmp_path: Path,

@@ -182,6 +182,40 @@ def test_an_output_that_is_one_of_the_commands_inputs_is_refused_and_left_untouc
     assert {p: p.read_bytes() for p in xor.rglob("*") if p.is_file()} == files
 
 
+@pytest.mark.parametrize("command", ["compile", "export", "graph"])
+def test_an_output_that_is_a_device_or_a_pipe_is_refused_and_left_in_place(
+    xor: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The atomic rename would replace it with a regular file and exit 0 (as root, /dev/null)."""
+    os.mkfifo(xor / "pipe")
+    (xor / "null").symlink_to("/dev/null")  # the rename would replace the link, not the device
+    for name, what in (("pipe", "not a regular file"), ("null", "a device")):
+        code, err = run(capsys, command, "xor.net", "-o", name)
+        assert code == EXIT_USAGE and f"cannot write {name}: it is {what}" in err, err
+    assert (xor / "pipe").is_fifo() and (xor / "null").is_symlink()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["export", "xor.net", "-o", "run/checkpoint.npz"],
+        ["compile", "xor.net", "-o", "run/history.json"],
+        ["graph", "xor.net", "-o", "run/normalization.npz"],
+        ["export", "xor.net", "-o", "run/weights.npz"],
+    ],
+)
+def test_an_output_that_is_a_file_of_a_training_run_is_refused_and_left_untouched(
+    xor: Path, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`export -o run/checkpoint.npz` once overwrote the run, and `--resume` and `eval` failed."""
+    assert main(["train", "xor.net", "--out", "run"]) == 0
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in (xor / "run").iterdir()}
+    code, err = run(capsys, *args)
+    assert code == EXIT_USAGE and "is a file of the training run in run" in err, err
+    assert {p: p.read_bytes() for p in (xor / "run").iterdir()} == files
+
+
 @pytest.mark.parametrize(
     ("args", "example"),
     [
@@ -206,3 +240,42 @@ def test_an_input_with_no_rows_is_bad_data(xor: Path, capsys: pytest.CaptureFixt
     np.save(xor / "empty.npy", np.ones((0, 2), np.float32))
     code, err = run(capsys, "predict", "m.onnx", "--input", "empty.npy")
     assert code == EXIT_RUNTIME and "the input has no rows" in err
+
+
+def test_strings_read_from_files_are_escaped_before_they_reach_the_terminal(
+    xor: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Labels in an ONNX model's metadata, layer names in IR JSON and names quoted in messages
+    could hold ESC sequences that drive the terminal; each is printed escaped."""
+    import json
+
+    import onnx
+
+    from netspec.errors import Diagnostic, Severity, render
+
+    (xor / "xor.net").write_text(XOR.replace("dense(1)", "dense(2)").replace("binary_", ""))
+    assert main(["export", "xor.net", "-o", "m.onnx"]) == 0
+    model = onnx.load("m.onnx")
+    model.metadata_props.add(key="labels", value=json.dumps(["a\x1b[31mred", "b\x07"]))
+    onnx.save(model, "esc.onnx")
+    np.save(xor / "x.npy", np.ones((2, 2), np.float32))
+    capsys.readouterr()
+    assert main(["predict", "esc.onnx", "--input", "x.npy"]) == 0
+    out = capsys.readouterr().out
+    assert "a\\x1b[31mred" in out and "b\\x07" in out and "\x1b" not in out and "\x07" not in out
+
+    assert main(["compile", "xor.net", "-o", "n.json"]) == 0
+    ir = json.loads(Path("n.json").read_text())
+    net = ir["network"]
+    net["name"] = "X\x1b]0;owned\x07"
+    net["nodes"][1]["name"] = "d\x1b[2J"
+    net["nodes"][2]["inputs"] = ["d\x1b[2J"]
+    Path("n.json").write_text(json.dumps(ir))
+    capsys.readouterr()
+    code = main(["check", "n.json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "d\\x1b[2J" in captured.out and "\x1b" not in captured.out + captured.err
+
+    shown = render(Diagnostic(Severity.ERROR, "no input 'x\x1b[2J'\nsecond line", hint="h\x1b"))
+    assert "\x1b" not in shown and "x\\x1b[2J" in shown and "\nsecond line" in shown

@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "netspec.files",
             "netspec.arrays",
             "netspec.memory",
+            "netspec.threads",
             "netspec.runs",
             "netspec.feeds",
             "netspec.initializers",
@@ -209,6 +210,7 @@ def test_the_package_has_no_import_cycle() -> None:
         ("rich", {"netspec.cli"}),
         ("argparse", {"netspec.cli"}),
         ("pygls", {"netspec.lsp"}),
+        ("threadpoolctl", {"netspec.threads"}),
     ],
 )
 def test_third_party_libraries_stay_in_their_module(library: str, allowed: set[str]) -> None:

@@ -242,3 +242,35 @@ def test_an_integer_literal_past_the_limit_is_refused_where_it_is_written() -> N
         "t.net:1:11: error: the integer 999999999999...9999 (5,000 characters) is too large; "
         "netspec allows at most 1,000,000,000,000"
     )
+
+
+@pytest.mark.parametrize(
+    ("literal", "bad", "column"),
+    [
+        (r"\x", r"\x", 19),
+        (r"\u12", r"\u", 19),
+        (r"a\qb", r"\q", 20),
+        (r"\N{bogus}", r"\N{bogus}", 19),
+    ],
+)
+def test_a_bad_escape_in_a_string_is_a_located_syntax_error(
+    literal: str, bad: str, column: int
+) -> None:
+    text = f'network N {{ input x: [4]\n relu }}\ntrain N {{ data = "{literal}"\n }}\n'
+    shown = syntax_error(text)
+    assert shown.startswith(f"t.net:3:{column}: error: syntax error: bad escape `{bad}`"), shown
+    assert "^" + "~" * (len(bad) - 1) in shown and "hint:" in shown
+
+
+def test_string_escapes_decode_and_non_ascii_text_is_kept() -> None:
+    module = syntax.parse('train N { data = "é\\n\\"q\\"\\\\\\x41\\u00e9" }\n', "t.net")
+    train = module.items[0]
+    assert isinstance(train, ast.TrainDef)
+    value = train.settings[0].value
+    assert isinstance(value, ast.Str) and value.value == 'é\n"q"\\Aé'
+
+
+def test_a_syntax_error_on_a_crlf_line_ending_in_a_dangling_assignment_is_located() -> None:
+    shown = syntax_error("network N {\r\n input x: [4]\r\n t = \r\n}\r\n")
+    assert shown.startswith("t.net:3:"), shown
+    assert "syntax error" in shown and "\r" not in shown

@@ -17,7 +17,7 @@ from netspec.cli.args import (
 )
 from netspec.cli.outputs import check_output
 from netspec.cli.report import err, note_torch_counters
-from netspec.errors import EXIT_USAGE, NetspecError
+from netspec.errors import EXIT_USAGE, NetspecError, printable
 
 if TYPE_CHECKING:
     from netspec.ir import Analysis
@@ -231,10 +231,14 @@ def _show(outputs: Mapping[str, Array], meta: Mapping[str, str], top: int) -> No
     except ValueError:
         losses = {}
     labels = json.loads(meta["labels"]) if "labels" in meta else None
+
+    def name_of(c: int) -> str:
+        return printable(str(labels[c])) if labels is not None and c < len(labels) else str(c)
+
     for name, y in outputs.items():
         given = losses.get(name.removesuffix(".probs")) if isinstance(losses, dict) else None
         loss = LOSSES.get(given if isinstance(given, str) else meta.get("loss", ""))
-        print(f"output {name}: shape {list(y.shape)}")
+        print(f"output {printable(name)}: shape {list(y.shape)}")
         probs: Array | None = None
         if y.ndim == 2 and y.shape[1] > 1:
             if name.endswith(".probs"):
@@ -250,11 +254,7 @@ def _show(outputs: Mapping[str, Array], meta: Mapping[str, str], top: int) -> No
             k = min(top, probs.shape[1])
             best = np.argsort(-probs, axis=1)[:, :k]
             for i in range(min(len(probs), _SHOWN_ROWS)):
-                shown = ", ".join(
-                    f"{labels[c] if labels is not None and c < len(labels) else c}: "
-                    f"{probs[i, c]:.4f}"
-                    for c in best[i]
-                )
+                shown = ", ".join(f"{name_of(c)}: {probs[i, c]:.4f}" for c in best[i])
                 print(f"  [{i}] {shown}")
         if len(y) > _SHOWN_ROWS:
             print(f"  ... {len(y) - _SHOWN_ROWS} more row(s); save them all with -o")

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from netspec import runs
+from netspec.errors import EXIT_USAGE, NetspecError
 from netspec.files import check_output as refuse
 
 
@@ -16,6 +17,21 @@ def check_output(args: argparse.Namespace, output: Path, example: str) -> None:
     from (imports that only give constants too). `example` names a file of the output's format
     for the hint."""
     refuse(output, input_paths(args), example)
+    refuse_run_file(output)
+
+
+def refuse_run_file(output: Path) -> None:
+    """A run's own files are never an output: `export -o run/checkpoint.npz` would leave a run
+    that `--resume` and `eval` cannot read. (curves.png is a picture `plot` redraws.)"""
+    kept = [name for name in runs.RUN_FILES if name != "curves.png"]
+    folder = output.parent
+    if output.name in kept and any((folder / name).is_file() for name in kept):
+        raise NetspecError.at(
+            f"the output {output} is a file of the training run in {folder}",
+            hint="choose another output file; a run's weights, checkpoint and history are "
+            "written by train only",
+            exit_code=EXIT_USAGE,
+        )
 
 
 def input_paths(args: argparse.Namespace) -> list[Path]:

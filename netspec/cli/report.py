@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from netspec.errors import Diagnostic, Severity, render
+from netspec.errors import Diagnostic, Severity, printable, render
 from netspec.ir import Analysis
 
 
@@ -17,9 +17,7 @@ def err(text: str) -> None:
 def note_torch_counters(ignored: Sequence[str]) -> None:
     """Say which PyTorch `num_batches_tracked` counters a weights file held and netspec left."""
     if ignored:
-        shown = ", ".join(ascii(n)[1:-1] for n in ignored[:3]) + (
-            ", ..." if len(ignored) > 3 else ""
-        )
+        shown = ", ".join(printable(n) for n in ignored[:3]) + (", ..." if len(ignored) > 3 else "")
         err(
             f"note: ignored {len(ignored)} num_batches_tracked array(s) ({shown}): PyTorch's "
             "batchnorm step counters; netspec's batchnorm uses its momentum and keeps none"
@@ -92,9 +90,9 @@ def print_table(analysis: Analysis, batch: int, failed: bool) -> None:
             continue
         shape = "FAILED" if info.output_shape is None else str(list(info.output_shape))
         params = f"{info.params:,}" + (f" (+{info.state:,})" if info.state else "")
-        rows.append((name, info.op, shape, params, f"{info.macs:,}"))
+        rows.append((printable(name), info.op, shape, params, f"{info.macs:,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = [f"network {analysis.network.name}"]
+    lines = [f"network {printable(analysis.network.name)}"]  # IR JSON names are any text
     for i, r in enumerate(rows):
         lines.append(
             f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "

@@ -18,7 +18,7 @@ from netspec.cli.args import (
     spec_arguments,
 )
 from netspec.cli.report import note_torch_counters
-from netspec.errors import EXIT_RUNTIME, NetspecError
+from netspec.errors import EXIT_RUNTIME, NetspecError, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,6 +39,12 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         "--resume",
         metavar="DIR",
         help="continue the run in DIR (or from the checkpoint file DIR names)",
+    )
+    t.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="BLAS threads (default: the cores the load average leaves idle, at least 1)",
     )
     max_memory(t, "run")
 
@@ -76,9 +82,10 @@ def _fmt(record: dict[str, Any]) -> str:
 class _Bar:
     """A rich progress bar on stderr: samples/s, ETA and the running loss; one line per epoch."""
 
-    def __init__(self, console: Console, live: bool) -> None:
+    def __init__(self, console: Console, live: bool, threads: str = "") -> None:
         self.console = console
         self.live = live
+        self.threads = threads  # e.g. "1 thread (load 3.2 on 2 cores)"
         self.epochs = 0
         self.bar: RichProgress | None = None
         self.task: TaskID | None = None
@@ -98,6 +105,7 @@ class _Bar:
             TextColumn("{task.fields[rate]} samples/s"),
             TimeRemainingColumn(),
             TextColumn("loss {task.fields[loss]}"),
+            TextColumn(self.threads),
             console=self.console,
             transient=True,
         )
@@ -139,7 +147,8 @@ def run_train(args: argparse.Namespace) -> int:
     analysis = api.check(net)
     out, _ = api.run_folder(analysis, args.out, args.resume)  # for the message on a full disk
     console = Console(stderr=True, soft_wrap=True)
-    bar = _Bar(console, live=sys.stderr.isatty())
+    threads = api.thread_choice(args.threads)
+    bar = _Bar(console, live=sys.stderr.isatty(), threads=threads.label())
     try:
         result = api.train(
             analysis,
@@ -154,6 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=bar,
             max_memory=args.max_memory,
+            threads=threads.count,
         )
     except OSError as e:  # disk full, a folder removed mid-run: atomic writes kept the old files
         raise _write_failed(e, out) from None
@@ -161,7 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
         bar.close()
     if result.classes is not None:
         # Names come from a data file: shown as text, never as markup or escape sequences.
-        shown = (n if n.isprintable() else ascii(n) for n in result.classes)
+        shown = (printable(n) for n in result.classes)
         mapping = ", ".join(f"{name}={i}" for i, name in enumerate(shown))
         console.print(
             f"note: class names mapped to indices: {mapping}", highlight=False, markup=False
@@ -212,7 +222,11 @@ def _print_confusion(counts: list[list[int]], labels: tuple[str, ...] | None) ->
     from rich.table import Table
 
     k = len(counts)
-    names = list(labels) if labels is not None and len(labels) == k else [str(i) for i in range(k)]
+    from rich.markup import escape
+
+    # Labels are read from files: neither terminal escapes nor rich markup may act.
+    given = labels is not None and len(labels) == k
+    names = [escape(printable(n)) for n in labels or ()] if given else [str(i) for i in range(k)]
     table = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
     table.add_column("")
     for name in names:

@@ -107,7 +107,7 @@ class Example:
 class Op(BaseModel):
     """Base of every operator. Subclasses declare ``op: Literal["name"] = "name"`` and fields."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     op: str
 

@@ -127,9 +127,11 @@ class PoolNd(Windowed):
         ceil = self.ceil_mode
         if ceil and io.opset < 22 and out != self._counted_before_22(sizes, pads):
             # ONNX before opset 22 keeps a ceil window that starts in the right padding; give
-            # floor mode the end padding that yields exactly our windows instead.
+            # floor mode the end padding that yields exactly our windows instead. Where the
+            # last window ends before the input does (a kernel shorter than its stride), the
+            # rows after it sit in a stride gap: no end padding, never a negative one.
             ends = [
-                (o - 1) * ss + dd * (kk - 1) + 1 - h - lo
+                max(0, (o - 1) * ss + dd * (kk - 1) + 1 - h - lo)
                 for h, kk, ss, dd, (lo, _), o in zip(sizes, k, s, d, pads, out, strict=True)
             ]
             self._check_spelled_out_ceil(ends, pads, k)
@@ -187,7 +189,7 @@ class MaxPoolNd(PoolNd):
         # (a later tap must be strictly greater), so ties send the gradient once, as argmax.
         taps = [xp[(slice(None), slice(None), *region)] for region in tap_regions(k, s, d, out)]
         y = taps[0].copy()
-        idx = np.zeros(y.shape, dtype=np.uint8 if len(taps) < 256 else np.int64)
+        idx = np.zeros(y.shape, dtype=winner_dtype(len(taps)))
         for t, tap in enumerate(taps[1:], start=1):
             np.copyto(idx, t, where=tap > y)
             np.maximum(y, tap, out=y)
@@ -225,6 +227,15 @@ class MaxPoolNd(PoolNd):
         return pool(torch_pad(torch, x, full, -math.inf), k, s, 0, d)  # padding never wins
 
 
+def winner_dtype(taps: int) -> np.dtype[Any]:
+    """The smallest unsigned integer type that holds every tap index 0 .. taps - 1.
+
+    A window's winner is stored per output, so a small type saves memory; a kernel of more
+    than 256 taps (maxpool1d(300) over a sequence) needs a wider one or the index overflows.
+    """
+    return np.min_scalar_type(max(taps - 1, 0))
+
+
 def tiled_max(xp: Array, kernel: Sequence[int], out: Shape) -> tuple[Array, list[Array]]:
     """Max over windows that tile xp, one spatial axis at a time: (y, the winner per axis).
 
@@ -244,7 +255,7 @@ def tiled_max(xp: Array, kernel: Sequence[int], out: Shape) -> tuple[Array, list
             picks.append(taps[1] > taps[0])
             y = np.maximum(taps[0], taps[1])
             continue
-        y, pick = taps[0].copy(), np.zeros(taps[0].shape, dtype=np.uint8)
+        y, pick = taps[0].copy(), np.zeros(taps[0].shape, dtype=winner_dtype(k))
         for t, tap in enumerate(taps[1:], start=1):
             np.copyto(pick, t, where=tap > y)
             np.maximum(y, tap, out=y)
@@ -410,6 +421,8 @@ class MaxPool1d(MaxPoolNd):
         return [
             Example(cls(kernel=2), ((3, 9),)),
             Example(cls(kernel=3, stride=2, padding=1, ceil_mode=True), ((2, 10),)),
+            # ceil_mode: a window one longer than the input still gives one window.
+            Example(cls(kernel=4, stride=2, ceil_mode=True), ((2, 3),)),
         ]
 
 
@@ -429,6 +442,8 @@ class AvgPool1d(AvgPoolNd):
                 cls(kernel=3, stride=2, padding=(2, 1), ceil_mode=True, count_include_pad=True),
                 ((2, 9),),
             ),
+            # ceil_mode: one window longer than the padded input, its divisor clipped to it.
+            Example(cls(kernel=5, stride=3, padding=1, ceil_mode=True), ((2, 2),)),
         ]
 
 

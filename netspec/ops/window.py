@@ -86,26 +86,30 @@ def out_size(
 
     With ceil, a last window that would start in the right padding is dropped, as PyTorch,
     onnxruntime and ONNX since opset 22 do; drop_padding_start=False gives the count of ONNX's
-    pools before opset 22, which keep it.
+    pools before opset 22, which keep it. With ceil, a window up to stride - 1 longer than the
+    padded input still gives one window (it starts at the first row and hangs off the end), as
+    the rule, PyTorch and onnxruntime say.
     """
     span = dilation * (kernel - 1) + 1
     padded = size + pads[0] + pads[1]
-    if span > padded:
-        what = f"kernel {kernel}" + (
-            f" (dilation {dilation}: spans {span})" if dilation > 1 else ""
-        )
-        raise ShapeError(
-            f"{what} is larger than its padded input {padded} (size {size} + padding "
-            f"{pads[0]}+{pads[1]}); rule: out = floor((H + 2P - D*(K-1) - 1) / S) + 1",
-            hint="use a smaller kernel, add padding, or remove an earlier downsampling layer",
-        )
     if ceil:
         out = -(-(padded - span) // stride) + 1
         # PyTorch/ONNX: the last window must start inside the input or left padding.
         if drop_padding_start and (out - 1) * stride >= size + pads[0]:
             out -= 1
-        return out
-    return (padded - span) // stride + 1
+    else:
+        out = (padded - span) // stride + 1
+    if out < 1:
+        what = f"kernel {kernel}" + (
+            f" (dilation {dilation}: spans {span})" if dilation > 1 else ""
+        )
+        rule = f"{'ceil' if ceil else 'floor'}((H + 2P - D*(K-1) - 1) / S) + 1"
+        raise ShapeError(
+            f"{what} is larger than its padded input {padded} (size {size} + padding "
+            f"{pads[0]}+{pads[1]}); rule: out = {rule}",
+            hint="use a smaller kernel, add padding, or remove an earlier downsampling layer",
+        )
+    return out
 
 
 def dropped(

@@ -366,6 +366,12 @@ CEIL_POOLS = [
     # Rows drop a window, columns hang one past the end: spelled out, the columns would need
     # end padding that count_include_pad counts, so below opset 22 it is refused.
     "avgpool2d(2, padding=[1, 0], ceil_mode=true, count_include_pad=true)",
+    # A kernel smaller than its stride: the last window ends before the input does, so the
+    # floor-mode spelling needs no end padding at all (it wrote -1 and -2, which the checker
+    # refuses).
+    "maxpool1d(2, stride=4, padding=1, ceil_mode=true)",
+    "avgpool1d(2, stride=4, padding=1, ceil_mode=true, count_include_pad=true)",
+    "maxpool2d(2, stride=4, padding=1, ceil_mode=true)",
 ]
 
 
@@ -380,6 +386,30 @@ def test_ceil_mode_pools_export_exactly_at_every_opset_or_name_the_one_they_need
     try:
         model = to_onnx_model(net, params, opset=opset, logits=True)
     except NetspecError as e:  # count_include_pad cannot be spelled out with end padding
+        assert opset < 22 and "count_include_pad" in pool
+        assert "needs opset 22" in e.diagnostics[0].message
+        return
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_allclose(_ort(model, xs), _numpy(net, params, xs), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [MIN_OPSET, 21, 22])
+@pytest.mark.parametrize(
+    "pool",
+    [
+        "maxpool1d(4, stride=2, ceil_mode=true)",
+        "avgpool1d(6, stride=2, padding=1, ceil_mode=true)",
+        "avgpool1d(6, stride=2, padding=1, ceil_mode=true, count_include_pad=true)",
+    ],
+)
+def test_a_ceil_mode_window_longer_than_its_input_exports_as_one_window(
+    analyse: Callable[[str], Analysis], pool: str, opset: int
+) -> None:
+    net = analyse(f"network P {{\n  input x: [2, 3]\n  {pool}\n  flatten\n  dense(2)\n}}\n")
+    params, xs = _params(net), _inputs(net, batch=3)
+    try:
+        model = to_onnx_model(net, params, opset=opset, logits=True)
+    except NetspecError as e:  # the overhang would be counted as end padding
         assert opset < 22 and "count_include_pad" in pool
         assert "needs opset 22" in e.diagnostics[0].message
         return

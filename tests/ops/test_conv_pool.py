@@ -347,6 +347,57 @@ def test_avgpool1d_matches_torch(op: AvgPool1d) -> None:
     assert_matches_torch(op, (3, 10), fn)
 
 
+@pytest.mark.parametrize(
+    "op",
+    [
+        MaxPool1d(kernel=300),  # windows that tile the input: one winner index per axis
+        MaxPool1d(kernel=300, stride=1),  # overlapping windows: one index over every tap
+        MaxPool2d(kernel=(17, 17), stride=1),  # 289 taps over two axes
+    ],
+)
+def test_maxpool_over_more_than_256_taps_routes_the_gradient_to_the_true_winner(
+    op: MaxPool1d | MaxPool2d,
+) -> None:
+    """The winner's index outgrows a uint8 (it overflowed, or wrapped to the wrong tap)."""
+    shape = (2, 301) if op.ndim == 1 else (2, 18, 18)
+
+    def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        pool = F.max_pool1d if op.ndim == 1 else F.max_pool2d
+        return pool(x, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
+
+    assert_matches_torch(op, shape, fn)
+
+
+@pytest.mark.parametrize(
+    ("op", "length"),
+    [
+        (MaxPool1d(kernel=4, stride=2, ceil_mode=True), 3),
+        (MaxPool1d(kernel=5, stride=3, padding=1, ceil_mode=True), 2),
+        (AvgPool1d(kernel=5, stride=3, padding=1, ceil_mode=True), 2),
+        (AvgPool1d(kernel=5, stride=3, padding=1, ceil_mode=True, count_include_pad=True), 2),
+    ],
+)
+def test_a_ceil_mode_window_longer_than_its_padded_input_gives_one_window_as_torch(
+    op: MaxPool1d | AvgPool1d, length: int
+) -> None:
+    """ceil((H + 2P - K) / S) + 1 is 1 while the overhang is under a stride; check refused it."""
+    assert op.infer_shape([(3, length)]) == (3, 1)
+
+    def fn(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        if isinstance(op, MaxPool1d):
+            return F.max_pool1d(x, op.kernel, op.stride, op.padding, op.dilation, True)
+        return F.avg_pool1d(x, op.kernel, op.stride, op.padding, True, op.count_include_pad)
+
+    assert_matches_torch(op, (3, length), fn)
+
+
+def test_a_ceil_mode_window_a_whole_stride_too_long_is_refused_with_the_ceil_rule() -> None:
+    with pytest.raises(ShapeError) as err:  # torch: "Invalid computed output size: 0"
+        MaxPool1d(kernel=5, stride=2, ceil_mode=True).infer_shape([(1, 3)])
+    assert "kernel 5 is larger than its padded input 3" in str(err.value)
+    assert "out = ceil((H + 2P - D*(K-1) - 1) / S) + 1" in str(err.value)
+
+
 def test_global_avgpool_matches_torch_and_keeps_unit_spatial_axes() -> None:
     op = GlobalAvgPool()
     assert op.infer_shape([(3, 5, 4)]) == (3, 1, 1)
