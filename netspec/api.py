@@ -201,6 +201,8 @@ def model_metadata(model: str | Path | Analysis, classes: Labels = None) -> dict
     meta = {"network": net.name}
     if net.train is not None:
         meta["loss"] = net.train.loss
+        if net.train.losses is not None:  # each output's, as an exported model records them
+            meta["losses"] = json.dumps(dict(zip(net.outputs, net.train.losses, strict=False)))
     labels = net.labels if net.labels is not None else classes
     if labels is not None:
         meta["labels"] = json.dumps(list(labels))

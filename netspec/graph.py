@@ -207,6 +207,15 @@ def _loss_lists(net: Network) -> list[Diagnostic]:
                     f"give one per output, in the order of `output`: {key} = [...]",
                 )
             )
+    weights = net.train.loss_weights
+    if len(net.outputs) == 1 and weights is not None and weights != (1.0,):
+        diags.append(
+            _error(
+                last,
+                f"loss_weights weigh the losses of several outputs; network {net.name} has one",
+                "drop loss_weights (to scale the steps, change the learning rate)",
+            )
+        )
     return diags
 
 

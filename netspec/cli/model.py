@@ -226,13 +226,18 @@ def _show(outputs: Mapping[str, Array], meta: Mapping[str, str], top: int) -> No
 
     from netspec.losses import LOSSES
 
-    loss = LOSSES.get(meta.get("loss", ""))
+    try:  # each output's loss, as export records them; a damaged record is not used
+        losses = json.loads(meta.get("losses", "{}"))
+    except ValueError:
+        losses = {}
     labels = json.loads(meta["labels"]) if "labels" in meta else None
 
     def name_of(c: int) -> str:
         return printable(str(labels[c])) if labels is not None and c < len(labels) else str(c)
 
     for name, y in outputs.items():
+        given = losses.get(name.removesuffix(".probs")) if isinstance(losses, dict) else None
+        loss = LOSSES.get(given if isinstance(given, str) else meta.get("loss", ""))
         print(f"output {printable(name)}: shape {list(y.shape)}")
         probs: Array | None = None
         if y.ndim == 2 and y.shape[1] > 1:

@@ -17,9 +17,7 @@ def err(text: str) -> None:
 def note_torch_counters(ignored: Sequence[str]) -> None:
     """Say which PyTorch `num_batches_tracked` counters a weights file held and netspec left."""
     if ignored:
-        shown = ", ".join(ascii(n)[1:-1] for n in ignored[:3]) + (
-            ", ..." if len(ignored) > 3 else ""
-        )
+        shown = ", ".join(printable(n) for n in ignored[:3]) + (", ..." if len(ignored) > 3 else "")
         err(
             f"note: ignored {len(ignored)} num_batches_tracked array(s) ({shown}): PyTorch's "
             "batchnorm step counters; netspec's batchnorm uses its momentum and keeps none"

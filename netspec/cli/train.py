@@ -171,7 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
         bar.close()
     if result.classes is not None:
         # Names come from a data file: shown as text, never as markup or escape sequences.
-        shown = (n if n.isprintable() else ascii(n) for n in result.classes)
+        shown = (printable(n) for n in result.classes)
         mapping = ", ".join(f"{name}={i}" for i, name in enumerate(shown))
         console.print(
             f"note: class names mapped to indices: {mapping}", highlight=False, markup=False

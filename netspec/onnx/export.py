@@ -88,6 +88,10 @@ def model_metadata(network: Network) -> dict[str, str]:
     train = network.train
     if train is not None:
         meta["loss"] = train.loss
+        if train.losses is not None:  # each output's, for predict to read the outputs by
+            meta["losses"] = json.dumps(
+                {o: n for o, (n, _) in train.output_losses(network.outputs).items()}
+            )
         if train.data is not None and train.data.normalize != "none":
             meta["input_normalization"] = train.data.normalize
     return meta

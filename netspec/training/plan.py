@@ -147,7 +147,7 @@ def check_recipe(spec: TrainSpec, io: Io) -> None:
                 exit_code=EXIT_SPEC,
             )
         return
-    if io.several:
+    if len(io.outputs) > 1:
         return
     units = io.output_shape[-1] if io.output_shape else 1
     classes = 2 if units == 1 else units  # one sigmoid unit: two classes

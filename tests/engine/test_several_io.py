@@ -105,6 +105,10 @@ def test_predict_and_export_apply_each_outputs_own_activation(tmp_path: Path) ->
     assert sorted(onnx_outs) == sorted(outs)
     for name, value in outs.items():
         np.testing.assert_allclose(onnx_outs[name], value, rtol=1e-4, atol=1e-5)
+    # Each output's loss is recorded, so predict reads an export with --logits output by output.
+    each = {"cls": "cross_entropy", "score": "mse"}
+    assert json.loads(api.model_metadata(analysis)["losses"]) == each
+    assert json.loads(api.model_metadata(tmp_path / "two.onnx")["losses"]) == each
 
 
 def test_a_lone_input_may_be_the_npz_x_and_a_missing_array_is_named(tmp_path: Path) -> None:
@@ -135,3 +139,13 @@ def test_several_outputs_need_npz_data_and_one_loss_per_output(tmp_path: Path) -
     d = err.value.diagnostics[0]
     assert d.message == "train gives 1 loss_weights but network Two has 2 output(s): cls, score"
     assert d.span is not None and d.span.line == 9  # at the last output, `score = ...`
+
+
+def test_loss_weights_of_a_single_output_are_refused_rather_than_ignored(tmp_path: Path) -> None:
+    one_output = NET.replace("  output cls, score\n", "  output cls\n")
+    path = tmp_path / "one.net"
+    train = TRAIN.format(weights="0.5", epochs=1).replace("losses = [cross_entropy, mse]", "")
+    path.write_text(one_output + train, encoding="utf-8")
+    with pytest.raises(NetspecError) as err:
+        api.check(api.load(path))
+    assert "loss_weights weigh the losses of several outputs" in err.value.diagnostics[0].message
