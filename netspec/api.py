@@ -255,7 +255,7 @@ def predict(
         raise NetspecError.at(f"predicting with {path} needs weights", exit_code=EXIT_USAGE)
     if analysis is None:
         analysis = check(load(path, network, allow_outside_imports=allow_outside_imports))
-    memory.check_memory(memory.estimate(analysis, batch, None), _limit(max_memory))
+    memory.check_memory(memory.running(analysis, batch, rows), _limit(max_memory))
     from netspec.engine.inference import predict_outputs
 
     outputs = predict_outputs(analysis, inputs, params, batch_size, logits, normalization)
@@ -323,16 +323,15 @@ def train(
 
     spec = require_recipe(analysis)
     out, checkpoint = run_folder(analysis, out_dir, resume)
-    slots = len(spec.optimizer.slots)
-    est = memory.estimate(analysis, batch if batch is not None else spec.batch, slots)
-    memory.check_memory(est, _limit(max_memory))
-    memory.check_output_dir(out, memory.checkpoint_bytes(analysis, slots))
+    source = spec.data if data is None else with_path(spec.data, data)
+    memory.check_memory(memory.training(analysis, spec, batch, source), _limit(max_memory))
+    memory.check_output_dir(out, memory.checkpoint_bytes(analysis, len(spec.optimizer.slots)))
     with limited(thread_choice(threads).count):  # numpy's BLAS is loaded by now
         return fit(
             analysis,
             spec,
             out,
-            data=None if data is None else with_path(spec.data, data),
+            data=None if data is None else source,
             epochs=epochs,
             batch=batch,
             lr=lr,

@@ -19,6 +19,7 @@ from netspec.engine.perceptron import perceptron_step, require_perceptron
 from netspec.initializers import init_params
 from netspec.ir import Analysis
 from netspec.losses import LOSSES
+from netspec.memory import eval_chunk
 from netspec.ops.base import Array, Ctx, Params
 from netspec.recipe import DataSpec, TrainSpec
 from netspec.training.evaluate import Evaluation
@@ -27,15 +28,16 @@ from netspec.training.loop import FitResult
 from netspec.training.loop import fit as run_fit
 from netspec.training.plan import Io, io_of, penalised_names
 
-EVAL_BATCH = 1024  # samples per inference pass: bounded memory on any data set
+EVAL_BATCH = 1024  # the most samples per inference pass (memory.eval_chunk picks fewer)
 
 
-def predict(executor: Executor, io: Io, params: Params, x: Array) -> Array:
-    """Raw outputs (logits) in inference mode, in batches of EVAL_BATCH."""
+def predict(executor: Executor, io: Io, params: Params, x: Array, chunk: int = EVAL_BATCH) -> Array:
+    """Raw outputs (logits) in inference mode, `chunk` samples at a time: validation takes no
+    more memory than a training step, which --max-memory was checked against."""
     ctx = Ctx(train=False)
     outs = [
-        executor.forward({io.input: x[i : i + EVAL_BATCH]}, params, ctx)[0][io.output]
-        for i in range(0, len(x), EVAL_BATCH)
+        executor.forward({io.input: x[i : i + chunk]}, params, ctx, False)[0][io.output]
+        for i in range(0, len(x), chunk)
     ]
     return np.concatenate(outs)
 
@@ -54,6 +56,7 @@ class NumpyTrainer:
         self.io = io_of(analysis)
         self.loss_fn = LOSSES[spec.loss]
         self.executor = Executor(analysis, np.float32)
+        self.chunk = eval_chunk(analysis, spec.batch, EVAL_BATCH)
         self.optimizer = make_optimizer(spec.optimizer)
         self.params: Params = init_params(analysis, init_rng, np.float32)
         self.names = trainable_names(analysis)
@@ -86,7 +89,7 @@ class NumpyTrainer:
         self.optimizer.step(self.params, {name: grads[name] for name in self.names}, lr)
 
     def predict(self, x: Array) -> Array:
-        return predict(self.executor, self.io, self.params, x)
+        return predict(self.executor, self.io, self.params, x, self.chunk)
 
     def optimizer_state(self) -> dict[str, Array]:
         return self.optimizer.state_dict()
@@ -106,8 +109,9 @@ def evaluate(
 ) -> Evaluation:
     """Metrics of saved weights, their outputs computed by the NumPy engine."""
     executor, io = Executor(analysis, np.float32), io_of(analysis)
+    chunk = eval_chunk(analysis, spec.batch, EVAL_BATCH)
 
     def run(params: Params, x: Array) -> Array:
-        return predict(executor, io, params, x)
+        return predict(executor, io, params, x, chunk)
 
     return score_weights(analysis, spec, weights_path, run, data=data)
