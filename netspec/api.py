@@ -250,7 +250,7 @@ def predict(
         raise NetspecError.at(f"predicting with {path} needs weights", exit_code=EXIT_USAGE)
     if analysis is None:
         analysis = check(load(path, network, allow_outside_imports=allow_outside_imports))
-    memory.check_memory(memory.estimate(analysis, batch, None), _limit(max_memory))
+    memory.check_memory(memory.running(analysis, batch, rows), _limit(max_memory))
     from netspec.engine.inference import predict_outputs
 
     outputs = predict_outputs(analysis, inputs, params, batch_size, logits, normalization)
@@ -321,16 +321,16 @@ def train(
 
     spec = require_recipe(analysis)
     out, checkpoint = run_folder(analysis, out_dir, resume)
-    slots = len(spec.optimizer.slots)
-    est = memory.estimate(analysis, batch if batch is not None else spec.batch, slots)
-    memory.check_memory(est, _limit(max_memory))
-    memory.check_output_dir(out, memory.checkpoint_bytes(analysis, slots))
+    given = override(spec.data, data, x, y)
+    source = spec.data if given is None else given
+    memory.check_memory(memory.training(analysis, spec, batch, source), _limit(max_memory))
+    memory.check_output_dir(out, memory.checkpoint_bytes(analysis, len(spec.optimizer.slots)))
     with limited(thread_choice(threads).count):  # numpy's BLAS is loaded by now
         return fit(
             analysis,
             spec,
             out,
-            data=override(spec.data, data, x, y),
+            data=given,
             epochs=epochs,
             batch=batch,
             lr=lr,

@@ -7,7 +7,15 @@ The estimate is arithmetic on the analysed IR, never a trial allocation:
 - parameters and state (float32), plus, when training, their gradients and the optimizer's
   per-parameter slots (momentum 1, Adam 2, ...);
 - activations: every layer's output for the batch; training keeps them for the backward pass
-  and holds a gradient of the same size, so it counts them twice.
+  and holds a gradient of the same size, so it counts them twice;
+- what each op's forward pass caches (a conv's padded input, a recurrent layer's every step)
+  and the temporaries of the layer that needs most (a conv's window matrix, at least one
+  sample's: it can be far larger than its output), from each op's `workspace`;
+- the data: training's data set as read, split and normalised; predict's inputs and outputs.
+
+Validation and prediction run in chunks that fit this estimate (`eval_chunk`, `--batch`), so
+the estimate bounds them too. The interpreter and the libraries already loaded when the check
+runs are not counted: the default limit is a share of the memory still available then.
 
 It is an estimate of the arrays netspec owns (NumPy and the interpreter add a little), so the
 default limit is a share of the memory the machine has available, not all of it.
@@ -15,10 +23,12 @@ default limit is a share of the memory the machine has available, not all of it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +37,7 @@ from netspec.errors import EXIT_RUNTIME, NetspecError
 
 if TYPE_CHECKING:  # imported by the CLI at start-up: keep it light
     from netspec.ir import Analysis
+    from netspec.recipe import DataSpec, TrainSpec
 
 BYTES_PER_FLOAT = 4
 DEFAULT_SHARE = 0.8  # of the memory available when the command starts
@@ -40,37 +51,105 @@ class Estimate:
     what: str  # "training Net (batch 64)"
     params: int
     optimizer: int  # gradients and optimizer slots; 0 for inference
-    activations: int
+    activations: int  # outputs, forward caches and the largest layer's temporaries
     largest: list[tuple[str, int]] = field(default_factory=list)
+    data: int = 0  # the data set in memory (training), or the inputs and outputs (predict)
 
     @property
     def total(self) -> int:
-        return self.params + self.optimizer + self.activations
+        return self.params + self.optimizer + self.activations + self.data
 
 
-def estimate(analysis: Analysis, batch: int, slots: int | None) -> Estimate:
+def _layer_bytes(analysis: Analysis, training: bool) -> list[tuple[str, int, int, int]]:
+    """Per layer: (name, bytes per sample held through the pass, temporaries per sample,
+    temporaries independent of the batch). Training holds each output, its gradient and the
+    op's cache; inference frees each cache with its step (Executor.forward's `record`)."""
+    ops = {node.name: node.op for node in analysis.network.nodes}
+    rows = []
+    for name in analysis.order:
+        info = analysis.layers.get(name)
+        if info is None or info.output_shape is None or name not in ops:
+            continue
+        ws = ops[name].workspace(info.input_shapes, info.output_shape)
+        if training:
+            rows.append((name, 2 * info.activation_bytes + ws.cache, ws.scratch, ws.fixed))
+        else:
+            rows.append((name, info.activation_bytes, ws.scratch + ws.cache, ws.fixed))
+    return rows
+
+
+def _activations(rows: list[tuple[str, int, int, int]], batch: int) -> tuple[int, dict[str, int]]:
+    """Everything held for `batch` samples, plus the one layer whose temporaries are largest
+    (layers run one at a time), and each layer's share."""
+    held = {name: h * batch for name, h, _, _ in rows}
+    peak = max((s * batch + f for _, _, s, f in rows), default=0)
+    return sum(held.values()) + peak, held
+
+
+def estimate(analysis: Analysis, batch: int, slots: int | None, data: int = 0) -> Estimate:
     """Training memory when `slots` (the optimizer's arrays per parameter) is given, else
-    inference memory, for `batch` samples at once."""
+    inference memory, for `batch` samples at once; `data` bytes are added as they are.
+    Training's validation passes run `eval_chunk` samples at a time, which by construction
+    need no more than a training step."""
     training = slots is not None
     per_param = 1 + (1 + slots if slots is not None else 0)  # the array, its gradient, slots
-    per_activation = 2 if training else 1  # training keeps outputs and their gradients
-    layers: list[tuple[str, int]] = []
-    params = optimizer = activations = 0
+    params = optimizer = 0
+    weights: dict[str, int] = {}
     for name in analysis.order:
         info = analysis.layers.get(name)
         if info is None:
             continue
-        weights = (info.params + info.state) * BYTES_PER_FLOAT
+        own = (info.params + info.state) * BYTES_PER_FLOAT
         moving = info.params * BYTES_PER_FLOAT * (per_param - 1)
-        acts = info.activation_bytes * batch * per_activation
-        params += weights
+        params += own
         optimizer += moving
-        activations += acts
-        layers.append((name, weights + moving + acts))
-    layers.sort(key=lambda item: -item[1])
+        weights[name] = own + moving
+    activations, held = _activations(_layer_bytes(analysis, training), batch)
+    layers = sorted(
+        ((n, weights.get(n, 0) + held.get(n, 0)) for n in weights), key=lambda item: -item[1]
+    )
     mode = "training" if training else "running"
     what = f"{mode} {analysis.network.name} (batch {batch})"
-    return Estimate(what, params, optimizer, activations, layers[:3])
+    return Estimate(what, params, optimizer, activations, layers[:3], data)
+
+
+def training(
+    analysis: Analysis, spec: TrainSpec, batch: int | None, data: DataSpec | None
+) -> Estimate:
+    """A training run's estimate: `batch` (default the recipe's) samples a step, and the data
+    set as read, then split into training and validation (a copy), then normalised (a
+    temporary and the result)."""
+    from netspec.training.resident import resident_bytes
+
+    copies = 2 if data is None or data.normalize == "none" else 4
+    held = 0 if data is None else copies * resident_bytes(data)
+    steps = spec.batch if batch is None else batch
+    return estimate(analysis, steps, len(spec.optimizer.slots), held)
+
+
+def running(analysis: Analysis, batch: int, rows: int) -> Estimate:
+    """Inference on `rows` samples, `batch` at a time: a cast or normalised copy of the inputs
+    (already in memory as given), and the outputs twice (the chunks' and their join)."""
+    net = analysis.network
+
+    def size(names: Iterable[str]) -> int:
+        return rows * sum(BYTES_PER_FLOAT * math.prod(analysis.shape(n)) for n in names)
+
+    io = size(n.name for n in net.inputs) + 2 * size(net.outputs)
+    return estimate(analysis, batch, None, io)
+
+
+def eval_chunk(analysis: Analysis, batch: int, most: int = 1024) -> int:
+    """Samples per validation pass: as many as fit in what a training step of `batch` needs
+    (inference holds no gradients, so at least `batch`), at most `most`."""
+    train, _ = _activations(_layer_bytes(analysis, True), batch)
+    rows = _layer_bytes(analysis, False)
+    # n samples need at most n * per_sample + fixed; `batch` of them need no more than a
+    # training step of `batch`, term by term.
+    per_sample = sum(h for _, h, _, _ in rows) + max((s for _, _, s, _ in rows), default=0)
+    fixed = max((f for *_, f in rows), default=0)
+    fits = max(train - fixed, 0) // max(per_sample, 1)
+    return max(1, min(most, max(batch, fits)))
 
 
 def check_memory(est: Estimate, limit: int | None) -> None:
@@ -81,6 +160,8 @@ def check_memory(est: Estimate, limit: int | None) -> None:
     if est.optimizer:
         parts.append(f"gradients and optimizer state {human_bytes(est.optimizer)}")
     parts.append(f"activations {human_bytes(est.activations)}")
+    if est.data:
+        parts.append(f"data {human_bytes(est.data)}")
     largest = ", ".join(f"{name} {human_bytes(size)}" for name, size in est.largest)
     raise NetspecError.at(
         f"{est.what} needs an estimated {human_bytes(est.total)} ({', '.join(parts)}), more "

@@ -150,9 +150,10 @@ class Executor:
         return np.asarray(x, dtype=self.dtype)
 
     def forward(
-        self, inputs: dict[str, Array], params: Params, ctx: Ctx
+        self, inputs: dict[str, Array], params: Params, ctx: Ctx, record: bool = True
     ) -> tuple[dict[str, Array], Tape]:
-        """Outputs by output name, and a tape of caches for `backward`."""
+        """Outputs by output name, and a tape of caches for `backward`; without `record`
+        (inference) the tape stays empty and each cache is freed with its step."""
         values: dict[str, Array] = {}
         tape = Tape()
         first_layer_ctx = replace(ctx, input_grad=False)
@@ -165,8 +166,9 @@ class Executor:
             step_ctx = ctx if step.input_grad else first_layer_ctx
             y, cache = step.node.op.forward(xs, self._slice(step, params), step_ctx)
             values[name] = y
-            if step.needs_grad:
+            if step.needs_grad and record:
                 tape.caches[name] = cache
+            del cache
             for i in set(step.node.inputs):
                 if self._last_use[i] == k and i not in self.outputs:
                     del values[i]  # the consumers' caches keep what backward needs

@@ -43,7 +43,7 @@ def predict_outputs(
     executor = Executor(analysis)
     total = len(next(iter(feed.values())))
     parts = [
-        executor.forward({k: v[s : s + batch] for k, v in feed.items()}, params, Ctx())[0]
+        executor.forward({k: v[s : s + batch] for k, v in feed.items()}, params, Ctx(), False)[0]
         for s in range(0, total, batch)
     ]
     outs = {o: np.concatenate([p[o] for p in parts]) for o in net.outputs}

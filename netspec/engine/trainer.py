@@ -20,6 +20,7 @@ from netspec.errors import EXIT_SPEC, NetspecError
 from netspec.initializers import init_params
 from netspec.ir import Analysis
 from netspec.losses import LOSSES
+from netspec.memory import eval_chunk
 from netspec.ops.base import Array, Ctx, Params
 from netspec.recipe import DataSpec, TrainSpec
 from netspec.training.evaluate import Evaluation
@@ -29,20 +30,21 @@ from netspec.training.loop import fit as run_fit
 from netspec.training.named import Named, concat
 from netspec.training.plan import Io, io_of, penalised_names
 
-EVAL_BATCH = 1024  # samples per inference pass: bounded memory on any data set
+EVAL_BATCH = 1024  # the most samples per inference pass (memory.eval_chunk picks fewer)
 
 
 def _feed(io: Io, x: Any) -> dict[str, Array]:
     return x.arrays if isinstance(x, Named) else {io.input: x}
 
 
-def predict(executor: Executor, io: Io, params: Params, x: Any) -> Any:
-    """Raw outputs (logits) in inference mode, in batches of EVAL_BATCH: one array, or Named
-    arrays by output for a network of several."""
+def predict(executor: Executor, io: Io, params: Params, x: Any, chunk: int = EVAL_BATCH) -> Any:
+    """Raw outputs (logits) in inference mode, `chunk` samples at a time (validation takes no
+    more memory than a training step, which --max-memory was checked against): one array, or
+    Named arrays by output for a network of several."""
     ctx = Ctx(train=False)
     outs = [
-        executor.forward(_feed(io, x[i : i + EVAL_BATCH]), params, ctx)[0]
-        for i in range(0, len(x), EVAL_BATCH)
+        executor.forward(_feed(io, x[i : i + chunk]), params, ctx, False)[0]
+        for i in range(0, len(x), chunk)
     ]
     if len(io.outputs) > 1:
         return concat([Named(o) for o in outs])
@@ -63,6 +65,7 @@ class NumpyTrainer:
         self.io = io_of(analysis)
         self.loss_fn = LOSSES[spec.loss]
         self.executor = Executor(analysis, np.float32)
+        self.chunk = eval_chunk(analysis, spec.batch, EVAL_BATCH)
         self.optimizer = make_optimizer(spec.optimizer)
         self.params: Params = init_params(analysis, init_rng, np.float32)
         self.names = trainable_names(analysis)
@@ -111,7 +114,7 @@ class NumpyTrainer:
         self.optimizer.step(self.params, {name: grads[name] for name in self.names}, lr)
 
     def predict(self, x: Any) -> Any:
-        return predict(self.executor, self.io, self.params, x)
+        return predict(self.executor, self.io, self.params, x, self.chunk)
 
     def optimizer_state(self) -> dict[str, Array]:
         return self.optimizer.state_dict()
@@ -131,8 +134,9 @@ def evaluate(
 ) -> Evaluation:
     """Metrics of saved weights, their outputs computed by the NumPy engine."""
     executor, io = Executor(analysis, np.float32), io_of(analysis)
+    chunk = eval_chunk(analysis, spec.batch, EVAL_BATCH)
 
     def run(params: Params, x: Any) -> Any:
-        return predict(executor, io, params, x)
+        return predict(executor, io, params, x, chunk)
 
     return score_weights(analysis, spec, weights_path, run, data=data)

@@ -94,6 +94,20 @@ class OnnxIO(Protocol):
 
 
 @dataclass(frozen=True)
+class Workspace:
+    """Float32 bytes an op holds besides its output, for the memory estimate (netspec.memory).
+
+    `cache`: per sample, what its forward pass keeps until backward (the executor keeps it in
+    eval mode too). `scratch`: per sample, its largest temporaries, forward or backward.
+    `fixed`: temporaries that do not grow with the batch (a conv's window-matrix chunk).
+    """
+
+    cache: int
+    scratch: int
+    fixed: int = 0
+
+
+@dataclass(frozen=True)
 class Example:
     """A valid op instance with per-sample input shapes, for the contract test and docs."""
 
@@ -148,6 +162,13 @@ class Op(BaseModel):
 
     def macs(self, inputs: Sequence[Shape], output: Shape) -> int:
         return 0
+
+    def workspace(self, inputs: Sequence[Shape], output: Shape) -> Workspace:
+        """What the op holds besides its output (see Workspace). The default assumes a cache
+        as large as the inputs and temporaries of twice the inputs and output (backward's dx,
+        and a product or mask per operand); ops that hold more say so."""
+        io = (sum(numel(s) for s in inputs) + numel(output)) * FLOAT_BYTES
+        return Workspace(cache=sum(numel(s) for s in inputs) * FLOAT_BYTES, scratch=2 * io)
 
     def warnings(self, inputs: Sequence[Shape]) -> list[str]:
         return []
@@ -273,6 +294,9 @@ def channel_sums(a: Array, b: Array | None = None) -> Array:
     else:  # one dot product per (sample, channel) row
         sums = rows[:, None, :] @ np.ascontiguousarray(b).reshape(n * c, s, 1)
     return sums.reshape(n, c).sum(axis=0)
+
+
+FLOAT_BYTES = 4  # the estimate counts float32, as training runs
 
 
 def numel(shape: Shape) -> int:

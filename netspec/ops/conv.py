@@ -25,10 +25,11 @@ from netspec.ops.base import (
     OnnxNode,
     Params,
     Shape,
+    Workspace,
     channel_sums,
     numel,
 )
-from netspec.ops.im2col import Grid, chunk_grids, correlate
+from netspec.ops.im2col import CHUNK_BYTES, Grid, chunk_grids, correlate
 from netspec.ops.init import Init, InitName
 from netspec.ops.window import (
     PaddingAttr,
@@ -98,6 +99,21 @@ class ConvNd(Windowed):
 
     def init_hint(self) -> Init | None:
         return self.init
+
+    def workspace(self, inputs: Sequence[Shape], output: Shape) -> Workspace:
+        """The cache is the loaded (padded) input; the window matrix is built per chunk of about
+        CHUNK_BYTES, but never less than one sample's, which can be far larger (a 15x15 kernel
+        over a 96x96 image: 25 MB a sample). Backward's input gradient correlates dy the same
+        way, with F channels instead of C; both keep a matrix, its gradient and a GEMM result."""
+        x = inputs[0]
+        c, f, taps = x[0], self.filters, math.prod(self._kernel()[0])
+        _, chunks = self._chunks(x, 1, 4)
+        grid = chunks[0][2]
+        loaded = c * (math.prod(grid.shape) + grid.slack) * 4
+        columns = max(grid.columns, CHUNK_BYTES // (4 * taps * min(c, f)))
+        fixed = 4 * columns * (max(c, f) * taps + 2 * max(c, f))
+        io = (numel(x) + numel(output)) * 4
+        return Workspace(cache=loaded, scratch=2 * (io + loaded), fixed=fixed)
 
     def _chunks(self, x: Shape, n: int, itemsize: int) -> tuple[Pads, list[tuple[int, int, Grid]]]:
         """The explicit pads and the batch's chunks with their im2col grids."""

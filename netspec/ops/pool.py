@@ -26,7 +26,9 @@ from netspec.ops.base import (
     OpsetError,
     Params,
     Shape,
+    Workspace,
     expect_rank,
+    numel,
 )
 from netspec.ops.window import (
     PaddingAttr,
@@ -103,6 +105,15 @@ class PoolNd(Windowed):
             need = (o - 1) * ss + dd * (kk - 1) + 1
             full.append((lo, hi + max(0, need - (h + lo + hi))))
         return pads, full, out
+
+    def workspace(self, inputs: Sequence[Shape], output: Shape) -> Workspace:
+        """The cache is the fully padded input and a winner index (or divisor) per output;
+        backward scatters into another padded copy, one output-sized piece per tap."""
+        _, full, _ = self._full_pads(inputs[0])
+        sizes = zip(inputs[0][1:], full, strict=True)
+        padded = inputs[0][0] * math.prod(h + lo + hi for h, (lo, hi) in sizes)
+        out = numel(output)
+        return Workspace(cache=4 * padded + 8 * out, scratch=4 * (2 * padded + 3 * out))
 
     def _padded(self, x: Array, value: float) -> tuple[Array, Pads, tuple[int, ...]]:
         """The fully padded input (see _full_pads), its pads, and the output size."""

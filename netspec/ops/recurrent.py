@@ -16,7 +16,19 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo
 
 from netspec.callform import dsl
 from netspec.errors import ShapeError, suggest
-from netspec.ops.base import Array, Ctx, Example, Grads, OnnxIO, OnnxNode, Op, Params, Shape
+from netspec.ops.base import (
+    Array,
+    Ctx,
+    Example,
+    Grads,
+    OnnxIO,
+    OnnxNode,
+    Op,
+    Params,
+    Shape,
+    Workspace,
+    numel,
+)
 from netspec.ops.functional import sigmoid
 from netspec.ops.init import Init, InitName
 
@@ -71,6 +83,16 @@ class _Recurrent(Op):
     def macs(self, inputs: Sequence[Shape], output: Shape) -> int:
         t, f = inputs[0]
         return t * self.gates * self.hidden * (f + self.hidden)
+
+    def workspace(self, inputs: Sequence[Shape], output: Shape) -> Workspace:
+        """Every step's gates and states stay for BPTT, whatever the output keeps: a layer that
+        returns its last state (H floats) holds T * (G + 4) * H. Backward builds the gates'
+        gradients (twice), the shifted states and dx, all T steps long."""
+        t, f = inputs[0]
+        h, g = self.hidden, self.gates
+        return Workspace(
+            cache=4 * t * (f + (2 * g + 4) * h), scratch=4 * t * (2 * f + (4 * g + 4) * h)
+        )
 
     def init_hint(self) -> Init | None:
         return self.init
@@ -521,6 +543,12 @@ class Bidirectional(Op):
 
     def macs(self, inputs: Sequence[Shape], output: Shape) -> int:
         return 2 * self.layer.macs(inputs, output)
+
+    def workspace(self, inputs: Sequence[Shape], output: Shape) -> Workspace:
+        """Both directions' caches; their temporaries one at a time, plus the joined output."""
+        inner = self.layer.workspace(inputs, self.layer.infer_shape(inputs))
+        out = 4 * numel(output)
+        return Workspace(cache=2 * inner.cache, scratch=inner.scratch + 2 * out)
 
     def init_hint(self) -> Init | None:
         return self.layer.init
