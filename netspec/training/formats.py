@@ -69,11 +69,6 @@ def _format(spec: DataSpec) -> str:
     )
 
 
-def _features_file(spec: DataSpec) -> Path:
-    # npy(...)/idx(...) name the features file as `x`; a plain path names it as `path`.
-    return Path(spec.x) if spec.name in ("npy", "idx") else Path(spec.path)
-
-
 def _exists(path: Path, what: str) -> None:
     if not path.is_file():
         raise _fail(
@@ -390,7 +385,8 @@ def read(spec: DataSpec, input_shape: Shape) -> tuple[Array, Array, str]:
         where = spec.path
         check(x.shape, where, "x")
     else:
-        features = _features_file(spec)
+        # npy(...)/idx(...) name the features file as `x`; a plain path names it as `path`.
+        features = Path(spec.x) if spec.name in ("npy", "idx") else Path(spec.path)
         if spec.labels is None:
             raise _fail(
                 f"{fmt} data needs a labels file besides {features}",

@@ -12,7 +12,12 @@ import numpy as np
 
 from netspec.errors import NetspecError
 from netspec.recipe import DataSpec
-from netspec.training.formats import _check_size, _features_file, _format, _gzipped, _npy_header
+from netspec.training.formats import _check_size, _format, _gzipped, _npy_header
+
+
+def _features_file(spec: DataSpec) -> Path:
+    # npy(...)/idx(...) name the features file as `x`; a plain path names it as `path`.
+    return Path(spec.x) if spec.name in ("npy", "idx") else Path(spec.path)
 
 
 def _read_bytes(f: IO[bytes], available: int, where: str) -> int:
