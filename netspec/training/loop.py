@@ -201,6 +201,8 @@ def _restore(run: _Run, state: runs.Checkpoint, path: Path) -> None:
     """A checked checkpoint's weights, optimizer state, random stream and early stopping."""
     expected = {k: tuple(v.shape) for k, v in run.trainer.params.items()}
     runs.check_weights(state.params, expected, f"checkpoint in {path}")
+    if state.best is not None:  # what restore_best writes as weights.npz at the end
+        runs.check_weights(state.best, expected, f"best epoch's weights (best/) in {path}")
     dtypes = {k: v.dtype for k, v in run.trainer.params.items()}
     params = {k: np.asarray(v, dtype=dtypes[k]) for k, v in state.params.items()}
     run.trainer.restore(params, state.optimizer)
