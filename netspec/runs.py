@@ -162,10 +162,26 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     atomic_write(path, write)
 
 
+def checkpoint_file(path: Path) -> Path:
+    """`path`, or `path/checkpoint.npz` when it is a run folder."""
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Remove the temporaries a run killed mid-write left (`.checkpoint.npz.*.tmp`, named so
+    by files.atomic_write): nothing else ever removes them. Only a run's own file names."""
+    removed = []
+    for name in RUN_FILES:
+        for tmp in out_dir.glob(f".{name}.*.tmp"):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read `path`, or `path/checkpoint.npz` when given a run folder."""
-    if path.is_dir():
-        path = path / CHECKPOINT
+    path = checkpoint_file(path)
     arrays = load_arrays(path, "checkpoint")
     if "meta" not in arrays:
         raise NetspecError.at(f"{path} is not a netspec checkpoint", exit_code=EXIT_RUNTIME)
