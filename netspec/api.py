@@ -16,13 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
-
 from netspec import memory, runs
 from netspec.errors import EXIT_USAGE, Diagnostic, NetspecError
 from netspec.expand import expand, load_program
 from netspec.graph import analyse, require
-from netspec.ir import Analysis, Network
+from netspec.ir import Analysis, Network, read_ir
 from netspec.threads import choose_here, limited
 
 if TYPE_CHECKING:
@@ -47,7 +45,7 @@ def load(
     """A `.net` spec (expanded) or an IR `.json` (as written by `compile`) -> Network."""
     path = Path(path)
     if path.suffix == ".json":
-        net = _load_json(path, text)
+        net = read_ir(path, text)
         if network is not None and network != net.name:  # an IR holds one network
             raise NetspecError.at(
                 f"no network named '{network}' in {path}: this IR holds network '{net.name}'",
@@ -67,25 +65,6 @@ def source_files(path: str | Path, *, allow_outside_imports: bool = False) -> li
     if path.suffix == ".json":
         return [path]
     return load_program(path, allow_outside=allow_outside_imports).files
-
-
-def _load_json(path: Path, text: str | None) -> Network:
-    try:
-        raw = text if text is not None else path.read_text(encoding="utf-8")
-        data: Any = json.loads(raw)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NetspecError.at(f"cannot read IR JSON {path}: {e}") from None
-    if isinstance(data, dict) and "network" in data and "layers" in data:
-        data = data["network"]  # a compiled analysis: the IR is inside
-    try:
-        return Network.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise NetspecError.at(
-            f"{path} is not a valid netspec IR: {where}: {first['msg']} "
-            f"({e.error_count()} problem(s))"
-        ) from None
 
 
 def analyse_network(net: Network) -> tuple[Analysis, list[Diagnostic]]:

@@ -49,32 +49,37 @@ def _scan(z: zipfile.ZipFile, path: Path, what: str) -> None:
     that accounts for exactly the member's unpacked size (a truncated or bomb-like archive
     is refused before it allocates)."""
     for info in z.infolist():
-        with z.open(info) as member:
-            try:
-                version = np.lib.format.read_magic(member)  # type: ignore[arg-type]
-                read = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, _, dtype = read(member)  # type: ignore[arg-type]
-            except (ValueError, SyntaxError, TokenError, EOFError) as e:  # a corrupt header
-                raise _refuse(
-                    f"{what} {path}: member {info.filename} is not an array ({e})"
-                ) from None
-            offset = member.tell()
         name = info.filename.removesuffix(".npy")
-        if dtype.kind not in _NUMERIC:
-            raise _refuse(
-                f"{what} {path}: array '{name}' has dtype {dtype}"
-                + (", which would need unpickling" if dtype.hasobject else ", not numbers")
-            )
-        declared = math.prod(shape) * dtype.itemsize
-        if declared != info.file_size - offset:
-            raise _refuse(
-                f"{what} {path}: array '{name}' declares shape {list(shape)} "
-                f"({declared:,} bytes) but holds {info.file_size - offset:,} bytes"
-            )
+        with z.open(info) as member:
+            _check_header(member, info.file_size, f"{what} {path}: array '{name}'")
+
+
+def _check_header(stream: IO[bytes], size: int, where: str, numeric: bool = True) -> None:
+    """One .npy header read from `stream` (a file of `size` bytes): numeric (unless the caller
+    names the dtype its own way), and a shape that accounts for exactly the bytes after it (a
+    header claiming terabytes fails at once)."""
+    try:
+        version = np.lib.format.read_magic(stream)  # type: ignore[arg-type]
+        read = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read(stream)  # type: ignore[arg-type]
+    except (ValueError, SyntaxError, TokenError, EOFError) as e:  # a corrupt header
+        raise _refuse(f"{where} is not an array ({e})") from None
+    offset = stream.tell()
+    if numeric and dtype.kind not in _NUMERIC:
+        raise _refuse(
+            f"{where} has dtype {dtype}"
+            + (", which would need unpickling" if dtype.hasobject else ", not numbers")
+        )
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != size - offset:
+        raise _refuse(
+            f"{where} declares shape {list(shape)} ({declared:,} bytes) "
+            f"but holds {size - offset:,} bytes"
+        )
 
 
 def load_arrays(path: Path, what: str = "weights file") -> dict[str, Array]:
@@ -124,6 +129,9 @@ def read_input_file(path: Path) -> dict[str, Array]:
     if not path.is_file():
         raise NetspecError.at(f"input file {path} does not exist", exit_code=EXIT_RUNTIME)
     try:
+        with path.open("rb") as f:
+            # predict names a wrong dtype against the model's input: only the size here.
+            _check_header(f, path.stat().st_size, f"input file {path}", numeric=False)
         return {"": np.load(path, allow_pickle=False)}
     except (OSError, ValueError, EOFError) as e:
         raise NetspecError.at(

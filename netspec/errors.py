@@ -12,6 +12,7 @@ A diagnostic is rendered the way compilers do::
 from __future__ import annotations
 
 import difflib
+import stat
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +109,9 @@ def suggest(name: str, known: Iterable[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
+MAX_SOURCE_BYTES = 16 * 2**20  # the largest source file read to show a line (specs' own limit)
+
+
 def _lines(text: str) -> list[str]:
     """Source lines as the parser counts them: split on "\n" only.
 
@@ -126,15 +130,29 @@ class SourceCache:
     def add(self, file: str, text: str) -> None:
         self._texts[file] = _lines(text)
 
+    def forbid(self, file: str) -> None:
+        """Never read `file` for a source line (a span from IR JSON naming a file elsewhere)."""
+        self._texts[file] = []
+
     def line(self, file: str, line: int) -> str | None:
         if file not in self._texts:
-            try:
-                text = Path(file).read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                text = ""
+            text = _read_source(Path(file))
             self._texts[file] = _lines(text) if text else []
         lines = self._texts[file]
         return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+def _read_source(path: Path) -> str:
+    """A source file's text for rendering, or "": only a regular file of bounded size is read
+    (a span naming a FIFO would block, /dev/zero would fill the memory)."""
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SOURCE_BYTES:
+            return ""
+        with path.open("rb") as f:
+            return f.read(MAX_SOURCE_BYTES + 1).decode("utf-8", errors="replace")
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return ""
 
 
 SOURCES = SourceCache()
@@ -196,8 +214,10 @@ def render(diagnostic: Diagnostic, sources: SourceCache = SOURCES) -> str:
             end_column = span.column + 1
             if span.end_line == span.line and span.end_column is not None:
                 end_column = max(end_column, span.end_column)
-            end_column = min(end_column, max(span.column + 1, len(text) + 1))  # not past the line
-            shown, start, end = _display(text, span.column, end_column)
+            # Neither past the line's end (a span from IR JSON may say column 300000000).
+            column = min(max(span.column, 1), len(text) + 1)
+            end_column = min(max(end_column, column + 1), max(column + 1, len(text) + 1))
+            shown, start, end = _display(text, column, end_column)
             width = max(1, end - start)
             out.append(f"    {shown}")
             out.append("    " + " " * start + "^" + "~" * (width - 1))

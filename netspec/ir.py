@@ -6,12 +6,16 @@
 
 from __future__ import annotations
 
+import json
+import stat
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from netspec.errors import Span
+from netspec.errors import MAX_SOURCE_BYTES, SOURCES, NetspecError, Span
 from netspec.ops import AnyOp
 from netspec.ops.base import Shape
 from netspec.recipe import TrainSpec
@@ -107,3 +111,49 @@ class Analysis(_Model):
         shape = self.layers[tensor].output_shape
         assert shape is not None, f"{tensor} has no inferred shape"
         return shape
+
+
+def read_ir(path: Path, text: str | None = None) -> Network:
+    """An IR JSON file (as `compile` writes it) -> Network, its file names confined.
+
+    The IR's spans and `source` are paths netspec would open (to show a source line, to hash
+    the spec): they may name only regular files, of bounded size, inside the IR's own folder.
+    Any other is never opened: its spans keep their file:line:col but show no source line, and
+    `source` is dropped."""
+    try:
+        raw = text if text is not None else path.read_text(encoding="utf-8")
+        data: Any = json.loads(raw)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise NetspecError.at(f"cannot read IR JSON {path}: {e}") from None
+    if isinstance(data, dict) and "network" in data and "layers" in data:
+        data = data["network"]  # a compiled analysis: the IR is inside
+    try:
+        net = Network.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise NetspecError.at(
+            f"{path} is not a valid netspec IR: {where}: {first['msg']} "
+            f"({e.error_count()} problem(s))"
+        ) from None
+    folder = path.resolve().parent
+    for file in {n.span.file for n in net.nodes if n.span is not None}:
+        if not _readable_inside(file, folder):
+            SOURCES.forbid(file)
+    if net.source is not None and not _readable_inside(net.source, folder):
+        net = net.model_copy(update={"source": None})
+    return net
+
+
+def _readable_inside(file: str, folder: Path) -> bool:
+    """A regular file of bounded size inside `folder`, symlinks resolved."""
+    try:
+        resolved = Path(file).resolve()
+        st = resolved.stat()
+    except (OSError, RuntimeError, ValueError):  # missing, a loop, a NUL in the name
+        return False
+    return (
+        resolved.is_relative_to(folder)
+        and stat.S_ISREG(st.st_mode)
+        and st.st_size <= MAX_SOURCE_BYTES
+    )

@@ -192,10 +192,26 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     atomic_write(path, write)
 
 
+def checkpoint_file(path: Path) -> Path:
+    """`path`, or `path/checkpoint.npz` when it is a run folder."""
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Remove the temporaries a run killed mid-write left (`.checkpoint.npz.*.tmp`, named so
+    by files.atomic_write): nothing else ever removes them. Only a run's own file names."""
+    removed = []
+    for name in RUN_FILES:
+        for tmp in out_dir.glob(f".{name}.*.tmp"):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read `path`, or `path/checkpoint.npz` when given a run folder."""
-    if path.is_dir():
-        path = path / CHECKPOINT
+    path = checkpoint_file(path)
     arrays = load_arrays(path, "checkpoint")
     if "meta" not in arrays:
         raise NetspecError.at(f"{path} is not a netspec checkpoint", exit_code=EXIT_RUNTIME)
@@ -231,6 +247,13 @@ def _check_optimizer(state: dict[str, Array], params: dict[str, Array], path: Pa
         )
     for key, value in state.items():
         _, _, name = key.partition(".")
+        numeric = value.dtype.kind in ("f", "i", "u") if key == "step" else value.dtype.kind == "f"
+        if not numeric:
+            raise NetspecError.at(
+                f"{path}: optimizer state '{key}' has dtype {value.dtype}; it must be "
+                + ("a number" if key == "step" else "floats"),
+                exit_code=EXIT_RUNTIME,
+            )
         if name and (name not in params or params[name].shape != value.shape):
             raise NetspecError.at(
                 f"{path}: optimizer state '{key}' does not match a parameter of the checkpoint",
@@ -265,7 +288,45 @@ def _meta(array: Array, path: Path) -> dict[str, Any]:
             "rng state or history",
             exit_code=EXIT_RUNTIME,
         )
+    problem = _history_problem(meta.get("history", [])) or _stopping_problem(
+        meta.get("early_stopping")
+    )
+    if problem:
+        raise NetspecError.at(
+            f"{path} is not a valid netspec checkpoint: {problem}", exit_code=EXIT_RUNTIME
+        )
     return meta  # type: ignore[no-any-return]
+
+
+def _number(v: Any, none: bool = False) -> bool:
+    return (v is None and none) or (isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def _history_problem(history: list[Any]) -> str | None:
+    """What is wrong with the meta record's history (resume continues it, plot draws it)."""
+    for i, record in enumerate(history):
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            return f"its history record {i + 1} is not an epoch's record"
+        bad = next((k for k, v in record.items() if not _number(v, none=True)), None)
+        if bad is not None:
+            return f"its history record {i + 1}'s {str(bad)[:40]!r} is not a number"
+    return None
+
+
+def _stopping_problem(state: Any) -> str | None:
+    """What is wrong with the early-stopping record a resume continues from."""
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        return "its early_stopping record is not a record"
+    checks = {
+        "best": _number(state.get("best"), none=True),
+        "best_epoch": state.get("best_epoch") is None or isinstance(state["best_epoch"], int),
+        "wait": isinstance(state.get("wait"), int) and state["wait"] >= 0,
+        "monitor": isinstance(state.get("monitor", ""), str),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    return f"its early_stopping field '{bad[0]}' is missing or invalid" if bad else None
 
 
 def expected_shapes(analysis: Analysis) -> dict[str, tuple[int, ...]]:

@@ -28,12 +28,19 @@ from types import FrameType
 
 from tests.fuzzing import (
     SPECS,
+    attack_spec,
     binary_originals,
     check_binary_bytes,
     check_bytes,
+    check_device_output,
+    check_hostile_ir,
+    check_symlinked_import,
+    device_output,
+    hostile_ir,
     mutate,
     mutate_bytes,
     random_network,
+    symlinked_import,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +96,10 @@ GENERATORS: dict[str, tuple[Callable[[random.Random], bytes], Callable[[bytes, P
     "random network": (lambda rng: random_network(rng).encode(), check_bytes),
     "random text": (_text, check_bytes),
     "pathological": (_pathological, check_bytes),
+    "attacker's spec": (attack_spec, check_bytes),
+    "IR spans naming files": (hostile_ir, check_hostile_ir),
+    "symlinked import": (symlinked_import, check_symlinked_import),
+    "device-node output": (device_output, check_device_output),
     **{
         f"mutated {suffix}": (_binary(suffix), functools.partial(_check_binary, suffix=suffix))
         for suffix in (".npz", ".npy", ".idx", ".csv")

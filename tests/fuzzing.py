@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import io
+import json
+import os
 import random
 import re
 import struct
@@ -175,3 +177,137 @@ def binary_originals() -> dict[str, bytes]:
         f"{','.join(map(str, r))},{c}\n" for r, c in zip(x, y, strict=True)
     ).encode()
     return out
+
+
+# ---- the attacker's input kinds (issue 14) ---------------------------------------------------
+
+BAD_ESCAPES = [r"\x", r"\x4", r"\u12", r"\U0011ffff", r"\N{nope}", r"\q", "\\"]
+
+
+def attack_spec(rng: random.Random) -> bytes:
+    """A spec file an attacker writes: a bad string escape, CRLF line ends around a syntax
+    error, or a repetition count far past the layer limit."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        bad = rng.choice(BAD_ESCAPES)
+        return f'network N {{ input x: [4]\n relu }}\ntrain N {{ data = "a{bad}b" }}\n'.encode()
+    if kind == 1:
+        data = mutate(rng.choice(SPECS).read_bytes(), rng) if SPECS else b"network N {\n"
+        return data.replace(b"\n", b"\r\n") + rng.choice([b"", b" t = \r\n", b"= \r\n}\r\n"])
+    count = rng.choice(["300000000", "3000000000", "1000000000000", "99999999999999999"])
+    return f"network N {{ input x: [3]\n dense(3) * {count}\n}}\n".encode()
+
+
+SECRET = "SECRET_LINE_NEVER_SHOWN"
+IR_TARGETS = ["@outside", "@link", "@fifo", "/dev/zero", "@huge-column", "@missing"]
+
+
+def hostile_ir(rng: random.Random) -> bytes:
+    """An IR JSON whose spans (and source) name a file an attacker chose."""
+    ir = json.loads(_small_ir())
+    target = rng.choice(IR_TARGETS)
+    for node in ir["network"]["nodes"]:
+        if node.get("span") is not None and rng.random() < 0.7:
+            node["span"].update(file=target, line=rng.choice([1, 2, 10**9]))
+            if target == "@huge-column":
+                node["span"].update(column=300_000_000, end_column=300_000_009)
+    ir["network"]["nodes"][1]["op"]["in_features"] = 999  # an error rendered at a span
+    ir["network"]["source"] = rng.choice([target, None])
+    return json.dumps(ir).encode()
+
+
+@functools.cache
+def _small_ir() -> str:
+    text = "network N { input x: [4]\n dense(3) relu\n dense(2) }\n"
+    return api.compile_json(api.check(api.load(Path("small.net"), text=text)))
+
+
+def check_hostile_ir(data: bytes, tmp: Path) -> None:
+    """`check` of a hostile IR: located errors, no line of a file outside the IR's folder, no
+    hang on a FIFO, no read of /dev/zero, output of bounded size."""
+    from netspec.errors import render_all
+
+    root = tmp / "ir-attack"
+    ir = root / "ir"
+    if not ir.exists():
+        ir.mkdir(parents=True)
+        (root / "secret.txt").write_text(f"{SECRET}\n{SECRET}\n")
+        (ir / "link").symlink_to(root / "secret.txt")
+        os.mkfifo(ir / "fifo")
+        (ir / "huge.net").write_text("network N {\n  input x: [4]\n}\n")
+    names = {
+        "@outside": str(root / "secret.txt"),
+        "@link": str(ir / "link"),
+        "@fifo": str(ir / "fifo"),
+        "@huge-column": str(ir / "huge.net"),
+        "@missing": str(ir / "missing.net"),
+    }
+    text = data.decode()
+    for key, value in names.items():
+        text = text.replace(f'"{key}"', json.dumps(value))
+    path = ir / "fuzz.json"
+    path.write_text(text)
+    try:
+        analyse(api.load(path))
+    except NetspecError as e:
+        shown = render_all(e.diagnostics)
+        assert SECRET not in shown and len(shown) < 100_000, shown[:300]
+
+
+def symlinked_import(rng: random.Random) -> bytes:
+    """An import path that climbs through a symlink inside the project."""
+    return rng.choice(
+        [
+            b"d/../../outside/blocks.net",
+            b"d/../outside/blocks.net",
+            b"d/../../../outside/blocks.net",
+            b"e/blocks.net",
+            b"d/../../outside/../outside/blocks.net",
+        ]
+    )
+
+
+def check_symlinked_import(data: bytes, tmp: Path) -> None:
+    """The file read is the file checked: the secret beside the project is never printed."""
+    from netspec.errors import render_all
+
+    base = tmp / "import-attack"
+    project = base / "project"
+    if not project.exists():
+        (project / "a" / "b").mkdir(parents=True)
+        (project / "outside").mkdir()
+        (base / "outside").mkdir()
+        (project / "d").symlink_to(project / "a" / "b")
+        (project / "e").symlink_to(base / "outside")
+        (project / "outside" / "blocks.net").write_text("block B() { relu }\n")
+        (base / "outside" / "blocks.net").write_text(f"block B() {{ {SECRET} ( }}\n")
+    main = project / "main.net"
+    main.write_text(f'import "{data.decode()}"\nnetwork N {{ input x: [4]\n B() }}\n')
+    try:
+        api.load(main)
+    except NetspecError as e:
+        assert SECRET not in render_all(e.diagnostics)
+
+
+def device_output(rng: random.Random) -> bytes:
+    return rng.choice([b"fifo", b"null", b"dev-null", b"new.json", b"run/checkpoint.npz"])
+
+
+def check_device_output(data: bytes, tmp: Path) -> None:
+    """An output that is a FIFO or a device is refused and left in place; a new path is not."""
+    from netspec.files import atomic_write_text, check_output
+
+    base = tmp / "output-attack"
+    if not base.exists():
+        base.mkdir()
+        os.mkfifo(base / "fifo")
+        (base / "null").symlink_to(os.devnull)
+    path = Path(os.devnull) if data == b"dev-null" else base / data.decode()
+    special = data in (b"fifo", b"null", b"dev-null")
+    for write in (lambda: check_output(path, [], "x.json"), lambda: atomic_write_text(path, "")):
+        try:
+            write()
+            assert not special, f"{path} was accepted as an output"
+        except NetspecError as e:
+            assert special or "cannot write" in str(e), e
+    assert not special or not path.is_file()

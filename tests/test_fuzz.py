@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,20 @@ from hypothesis import strategies as st
 from tests import fuzz_long
 from tests.fuzzing import (
     SPECS,
+    attack_spec,
     binary_originals,
     check_binary_bytes,
     check_bytes,
+    check_device_output,
+    check_hostile_ir,
     check_json_bytes,
+    check_symlinked_import,
+    device_output,
+    hostile_ir,
     mutate,
     mutate_bytes,
     random_network,
+    symlinked_import,
 )
 
 FAST_SPECS = [p for p in SPECS if p.stat().st_size < 4000]
@@ -119,3 +127,28 @@ def test_the_long_mode_counts_its_inputs_and_finds_no_failure(tmp_path: Path) ->
     tried, failures = fuzz_long.run(seconds=2, seed=0, per_input=30, out=tmp_path)
     assert sum(tried.values()) > 0 and set(tried) <= set(fuzz_long.GENERATORS)
     assert failures == []
+
+
+@BOUNDED
+@given(seed=st.integers(min_value=0))
+def test_the_attackers_specs_fail_cleanly(tmp_path: Path, seed: int) -> None:
+    """Bad string escapes, CRLF around syntax errors, repetitions past the layer limit."""
+    check_bytes(attack_spec(random.Random(seed)), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("generate", "check"),
+    [
+        (hostile_ir, check_hostile_ir),
+        (symlinked_import, check_symlinked_import),
+        (device_output, check_device_output),
+    ],
+    ids=["ir-spans-naming-files", "symlinked-imports", "device-node-outputs"],
+)
+def test_the_attackers_files_are_refused_or_confined(
+    tmp_path: Path,
+    generate: Callable[[random.Random], bytes],
+    check: Callable[[bytes, Path], None],
+) -> None:
+    for seed in range(40):
+        check(generate(random.Random(seed)), tmp_path)

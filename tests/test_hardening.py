@@ -423,6 +423,73 @@ def test_every_command_that_loads_a_spec_takes_the_flag_its_refusal_names(
     assert main([command, "main.net", *extra, "--allow-outside-imports"]) == 0
 
 
+def _ir_naming(project: Path, file: str, column: int = 3, source: str | None = None) -> Path:
+    """tiny.net compiled to ir/tiny.json, its first dense's span moved to `file` and made an
+    error there (in_features that do not fit), so that `check` renders that span."""
+    ir = project / "ir"
+    ir.mkdir(exist_ok=True)
+    proc = netspec("compile", "tiny.net", "-o", "ir/tiny.json", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((ir / "tiny.json").read_text())
+    node = data["network"]["nodes"][1]
+    node["op"]["in_features"] = 5
+    node["span"].update(file=file, line=1, column=column, end_line=1, end_column=column + 5)
+    if source is not None:
+        data["network"]["source"] = source
+    (ir / "bad.json").write_text(json.dumps(data))
+    return ir / "bad.json"
+
+
+@pytest.mark.parametrize("kind", ["outside", "symlink", "fifo", "dev-zero", "huge-column"])
+def test_spans_in_ir_json_open_no_file_outside_its_folder_nor_any_special_file(
+    project: Path, kind: str
+) -> None:
+    """An IR's span once printed a line of any file it named (/etc/shadow), blocked forever on
+    a FIFO, read /dev/zero until memory ran out, and wrote column 300000000 as that many
+    spaces. The error is still located; the source line shows only for files beside the IR."""
+    (project / "secret.txt").write_text("SECRET_LINE\n")
+    ir = project / "ir"
+    ir.mkdir()
+    file, column = {
+        "outside": (str(project / "secret.txt"), 3),
+        "symlink": ("ir/link.txt", 3),
+        "fifo": ("ir/fifo", 3),
+        "dev-zero": ("/dev/zero", 3),
+        "huge-column": ("tiny.net", 300_000_000),
+    }[kind]
+    (ir / "link.txt").symlink_to(project / "secret.txt")
+    os.mkfifo(ir / "fifo")
+    if kind == "huge-column":  # the spec beside the IR: its line is shown, the caret clamped
+        (ir / "tiny.net").write_text(SPEC.lstrip(), encoding="utf-8")
+        file = str(ir / "tiny.net")
+    bad = _ir_naming(project, file, column)
+    proc = netspec("check", bad, cwd=project)
+    assert_clean_failure(proc, EXIT_SPEC, f"{file}:1:{column}: error: dense", "in_features=5")
+    assert "SECRET_LINE" not in proc.stdout + proc.stderr
+    assert len(proc.stderr) < 2000, len(proc.stderr)
+    if kind == "huge-column":
+        assert "network Tiny {" in proc.stderr
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "ir/fifo", "secret.txt"])
+def test_an_ir_source_that_is_special_or_outside_its_folder_is_neither_hashed_nor_kept(
+    project: Path, source: str
+) -> None:
+    (project / "secret.txt").write_text("SECRET_LINE\n")
+    (project / "ir").mkdir()
+    os.mkfifo(project / "ir" / "fifo")
+    bad = _ir_naming(project, "tiny.net", source=str(project / source))
+    data = json.loads(bad.read_text())
+    data["network"]["nodes"][1]["op"]["in_features"] = None
+    bad.write_text(json.dumps(data))
+    proc = netspec("export", bad, "-o", "m.onnx", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(project / "m.onnx").metadata_props}
+    assert "source" not in meta and "source_sha256" not in meta
+
+
 AUDIT = """
 import sys
 opened, forbidden = [], []

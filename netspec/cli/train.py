@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
 
+    from netspec.training.loop import FitResult
+
 
 def _train_arguments(t: argparse.ArgumentParser) -> None:
     spec_arguments(t)
@@ -179,10 +181,24 @@ def run_train(args: argparse.Namespace) -> int:
     if result.stopped == "early_stopping":
         console.print(f"early stopping: best epoch {result.best_epoch}", highlight=False)
     if result.stopped == "interrupted":
-        console.print("interrupted: weights saved; --resume continues from the last epoch")
+        console.print(_interrupted(result), highlight=False)
     for path in (result.weights_path, result.history_path, result.checkpoint_path):
-        print(path)
+        if path != result.checkpoint_path or result.checkpoint_epoch is not None:
+            print(path)
     return 130 if result.stopped == "interrupted" else 0
+
+
+def _interrupted(result: FitResult) -> str:
+    """What an interrupted run really left: the checkpoint's epoch, or that there is none."""
+    if result.checkpoint_epoch is None:
+        return (
+            "interrupted: weights saved; no checkpoint was written yet, so --resume cannot "
+            "continue this run: train it again"
+        )
+    return (
+        f"interrupted: weights saved; --resume continues from epoch "
+        f"{result.checkpoint_epoch}, the last checkpoint"
+    )
 
 
 def _write_failed(e: OSError, out: Path) -> NetspecError:

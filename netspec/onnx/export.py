@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -22,7 +23,7 @@ import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from netspec import __version__
-from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
+from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, MAX_SOURCE_BYTES, NetspecError
 from netspec.ir import Analysis, Network, Node
 from netspec.losses import LOSSES
 from netspec.onnx.fold import fold_batchnorms
@@ -80,9 +81,13 @@ def model_metadata(network: Network) -> dict[str, str]:
     meta = {"netspec_version": __version__, "network": network.name}
     if network.source is not None:
         meta["source"] = network.source
-        # Compiled from text, or moved since: the name alone still helps.
-        with contextlib.suppress(OSError):
-            meta["source_sha256"] = hashlib.sha256(Path(network.source).read_bytes()).hexdigest()
+        # Compiled from text, or moved since: the name alone still helps. Only a regular file
+        # of a spec's size is hashed (an IR's `source` could name /dev/zero or a FIFO).
+        with contextlib.suppress(OSError, ValueError):
+            source = Path(network.source)
+            st = source.stat()
+            if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_SOURCE_BYTES:
+                meta["source_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
     if network.labels is not None:
         meta["labels"] = json.dumps(list(network.labels))
     train = network.train

@@ -6,6 +6,7 @@ line, so the session's actual providers are checked after it is created.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,6 +80,13 @@ def _read_checked(path: Path) -> onnx.ModelProto:
             f"{path} is not a readable ONNX model ({type(e).__name__}: {e})",
             hint="re-export it with `netspec export`",
         ) from None
+    except onnx.checker.ValidationError as e:  # external data outside the folder, a FIFO...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _fail(
+            f"{path}: its external data cannot be read: {first}",
+            hint="keep an ONNX model's external data as regular files beside it",
+        ) from None
+    _check_text(model, path)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
@@ -90,6 +98,37 @@ def _read_checked(path: Path) -> onnx.ModelProto:
     if not model.graph.node and not model.graph.output:
         raise _fail(f"{path} is not a valid ONNX model: it has an empty graph")
     return model
+
+
+def _check_text(model: onnx.ModelProto, path: Path) -> None:
+    """The strings netspec reads from a model (metadata, input, output and node names) are
+    text: protobuf hands invalid UTF-8 back as bytes, which would fail later, far from here."""
+    graph = model.graph
+    fields = [("metadata", p.key) for p in model.metadata_props]
+    fields += [("metadata", p.value) for p in model.metadata_props]
+    fields += [("a tensor name", v.name) for v in (*graph.input, *graph.output)]
+    fields += [("a tensor name", t.name) for t in graph.initializer]
+    fields += [
+        ("a node's input or output", n) for node in graph.node for n in (*node.input, *node.output)
+    ]
+    bad = next((what for what, value in fields if not isinstance(value, str)), None)
+    if bad is not None:
+        raise _fail(
+            f"{path} is not a valid ONNX model: {bad} is not UTF-8 text",
+            hint="re-export it with `netspec export`",
+        )
+    labels = next((p.value for p in model.metadata_props if p.key == "labels"), None)
+    if labels is not None:
+        try:
+            names = json.loads(labels)
+        except (ValueError, RecursionError):
+            names = None
+        if not isinstance(names, list) or not all(isinstance(n, str | int) for n in names):
+            raise _fail(
+                f"{path}: its `labels` metadata is not a JSON list of class names",
+                hint='labels are stored as JSON, e.g. ["cat", "dog"]; re-export it with '
+                "`netspec export`",
+            )
 
 
 def estimate_memory(model: onnx.ModelProto, batch: int, name: str) -> Estimate:

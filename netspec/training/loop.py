@@ -120,6 +120,9 @@ class FitResult:
     out_dir: Path
     stopped: Stopped
     best_epoch: int | None = None
+    # The epoch that out_dir's checkpoint.npz holds, which --resume continues from; None when
+    # the run wrote none (interrupted before its first save, even mid-write).
+    checkpoint_epoch: int | None = None
     # (shift, scale) the inputs were normalised with; `api.export(..., normalization=...)`
     # builds it into an ONNX model so that the model takes raw inputs.
     normalization: tuple[Array, Array] | None = None
@@ -153,6 +156,7 @@ class _Run:
     keep_best: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
+    saved_epoch: int | None = None  # the epoch out_dir's checkpoint holds; None: there is none
 
 
 def _open_run(
@@ -199,6 +203,7 @@ def _open_run(
         keep_best,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    runs.remove_stale_temporaries(out_dir)
     if state is not None and resume_from is not None:
         _restore(run, state, resume_from)
     return run
@@ -208,6 +213,8 @@ def _restore(run: _Run, state: runs.Checkpoint, path: Path) -> None:
     """A checked checkpoint's weights, optimizer state, random stream and early stopping."""
     expected = {k: tuple(v.shape) for k, v in run.trainer.params.items()}
     runs.check_weights(state.params, expected, f"checkpoint in {path}")
+    if state.best is not None:  # what restore_best writes as weights.npz at the end
+        runs.check_weights(state.best, expected, f"best epoch's weights (best/) in {path}")
     dtypes = {k: v.dtype for k, v in run.trainer.params.items()}
     params = {k: np.asarray(v, dtype=dtypes[k]) for k, v in state.params.items()}
     run.trainer.restore(params, state.optimizer)
@@ -216,6 +223,8 @@ def _restore(run: _Run, state: runs.Checkpoint, path: Path) -> None:
     if run.stopper is not None and es is not None:
         run.stopper.restore(es, state.best, str(path))
     run.start_epoch = int(state.meta["epoch"])
+    if runs.checkpoint_file(path).resolve() == (run.out_dir / runs.CHECKPOINT).resolve():
+        run.saved_epoch = run.start_epoch
     run.history = list(state.meta.get("history", []))
 
 
@@ -295,6 +304,7 @@ def _save_epoch(run: _Run, epoch: int) -> None:
     best = None if stopper is None else stopper.best_params
     checkpoint = runs.Checkpoint(run.trainer.params, run.trainer.optimizer_state(), meta, best)
     runs.save_checkpoint(run.out_dir / runs.CHECKPOINT, checkpoint)
+    run.saved_epoch = epoch
     runs.write_history(run.out_dir, run.history)
 
 
@@ -361,4 +371,6 @@ def fit(
     if on_epoch is not None and stopped != "interrupted":
         on_epoch(out_dir, run.history, stopper, True)
     best = None if stopper is None else stopper.best_epoch
-    return FitResult(params, run.history, out_dir, stopped, best, stats, run.splits.classes)
+    return FitResult(
+        params, run.history, out_dir, stopped, best, run.saved_epoch, stats, run.splits.classes
+    )

@@ -183,3 +183,71 @@ def test_train_and_eval_read_a_csv_given_with_data_for_a_recipe_of_npz_data(
     ev = netspec("eval", "npz.net", "--weights", "c", "--data", "d.csv", "--json", cwd=project)
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["samples"] == 64
+
+
+def _interrupt_checkpoint_write(monkeypatch: pytest.MonkeyPatch, at_save: int) -> None:
+    """Ctrl-C inside the `at_save`-th checkpoint write (1: the first), mid-file."""
+    from netspec import runs
+
+    real = runs.atomic_write
+    saves = []
+
+    def write(path: Path, fill: object) -> None:
+        if path.name == runs.CHECKPOINT:
+            saves.append(path)
+            if len(saves) == at_save:
+
+                def partial(f: object) -> None:
+                    f.write(b"PK\x03\x04 half a checkpoint")  # type: ignore[attr-defined]
+                    raise KeyboardInterrupt
+
+                return real(path, partial)
+        return real(path, fill)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runs, "atomic_write", write)
+    monkeypatch.setattr("netspec.training.loop.CHECKPOINT_INTERVAL_S", 0.0)  # every epoch
+
+
+@pytest.mark.parametrize("at_save", [1, 2])
+def test_ctrl_c_mid_checkpoint_says_what_was_really_saved(
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    at_save: int,
+) -> None:
+    """Interrupted while its first checkpoint was being written, a run once said "--resume
+    continues from the last epoch" and printed the path of a checkpoint that did not exist."""
+    from netspec.cli import main
+
+    monkeypatch.chdir(project)
+    _interrupt_checkpoint_write(monkeypatch, at_save)
+    assert main(["train", "tiny.net", "--out", "run"]) == 130
+    captured = capsys.readouterr()
+    assert (project / "run" / "weights.npz").is_file()
+    assert not [p for p in (project / "run").iterdir() if p.name.endswith(".tmp")]
+    if at_save == 1:
+        assert "no checkpoint was written yet, so --resume cannot continue" in captured.err
+        assert not (project / "run" / "checkpoint.npz").exists()
+        assert "checkpoint.npz" not in captured.out
+    else:
+        assert "--resume continues from epoch 1, the last checkpoint" in captured.err
+        assert "run/checkpoint.npz" in captured.out
+        monkeypatch.undo()
+        monkeypatch.chdir(project)
+        assert main(["train", "tiny.net", "--resume", "run"]) == 0
+
+
+def test_a_run_removes_the_temporaries_a_killed_run_left_and_nothing_else(project: Path) -> None:
+    """SIGKILL mid-write leaves `.checkpoint.npz.*.tmp`; nothing removed them."""
+    run = project / "run"
+    run.mkdir()
+    stale = [run / ".checkpoint.npz.k3j_x1.tmp", run / ".weights.npz.abc.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    kept = [run / ".mine.tmp", run / "notes.txt"]
+    for path in kept:
+        path.write_bytes(b"keep")
+    proc = netspec("train", "tiny.net", "--out", "run", "--epochs", "1", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert not any(p.exists() for p in stale)
+    assert all(p.read_bytes() == b"keep" for p in kept)
