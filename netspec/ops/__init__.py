@@ -29,6 +29,7 @@ from netspec.ops.embedding import Embedding
 from netspec.ops.io import Input
 from netspec.ops.merge import Add, Concat
 from netspec.ops.norm import BatchNorm, Dropout, Lrn
+from netspec.ops.normalize import GroupNorm, LayerNorm
 from netspec.ops.pool import (
     AvgPool1d,
     AvgPool2d,
@@ -57,6 +58,8 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Embedding,
     BatchNorm,
     Lrn,
+    LayerNorm,
+    GroupNorm,
     Dropout,
     Add,
     Concat,

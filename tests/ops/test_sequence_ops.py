@@ -1,0 +1,110 @@
+"""The transformer, autoencoder and U-Net ops against PyTorch's own modules (float64, autograd):
+nn.LayerNorm, nn.GroupNorm, nn.MultiheadAttention, nn.ConvTranspose2d, nn.Upsample; plus their
+shape errors and the ONNX lowerings the contract test's default opset does not reach."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from netspec import api
+from netspec.errors import ShapeError
+from netspec.ir import Network, Node
+from netspec.onnx.export import to_onnx_model
+from netspec.ops.base import Array, Ctx, Op, Params
+from netspec.ops.io import Input
+from netspec.ops.normalize import GroupNorm, LayerNorm
+
+rng = np.random.default_rng(0)
+
+
+def close(actual: Any, expected: Any) -> None:
+    np.testing.assert_allclose(actual, expected, rtol=1e-9, atol=1e-11)
+
+
+def ours(
+    op: Op, xs: list[Array], p: Params, dy: Array, train: bool = True
+) -> tuple[Array, list[Array | None], dict[str, Array]]:
+    y, cache = op.forward(xs, p, Ctx(train=train))
+    dxs, grads = op.backward(dy, cache, p)
+    return y, dxs, grads
+
+
+def module_grads(
+    module: torch.nn.Module, xs: list[Array], dy: Array, call: Callable[..., Any] | None = None
+) -> tuple[Array, list[Array], dict[str, Array]]:
+    """A torch module's output and the gradients of sum(y * dy) for its inputs and params."""
+    module = module.double()
+    tx = [torch.tensor(x, requires_grad=True) for x in xs]
+    y = call(module, *tx) if call else module(*tx)
+    (y * torch.tensor(dy)).sum().backward()
+    grads = {k: v.grad.numpy() for k, v in module.named_parameters()}
+    return y.detach().numpy(), [t.grad.numpy() for t in tx], grads
+
+
+def params_of(module: torch.nn.Module) -> Params:
+    return {k: v.detach().double().numpy().copy() for k, v in module.named_parameters()}
+
+
+def randomise(module: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial weights (torch starts norms at 1 and 0, which hides a transposed gradient)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for v in module.parameters():
+            v.copy_(torch.randn(v.shape, generator=g) * 0.5)
+    return module
+
+
+def test_layernorm_matches_nn_layernorm() -> None:
+    x = rng.normal(size=(3, 5, 8)) * 3 + 1
+    module = randomise(torch.nn.LayerNorm(8, eps=1e-4))
+    dy = rng.normal(size=x.shape)
+    y, (dx,), grads = ours(LayerNorm(eps=1e-4), [x], params_of(module), dy)
+    ty, (tdx,), tgrads = module_grads(module, [x], dy)
+    close(y, ty)
+    close(dx, tdx)
+    for k in ("weight", "bias"):
+        close(grads[k], tgrads[k])
+
+
+@pytest.mark.parametrize("shape", [(6, 4, 3), (6, 5), (6,)])
+def test_groupnorm_matches_nn_groupnorm(shape: tuple[int, ...]) -> None:
+    x = rng.normal(size=(2, *shape)) * 2 - 1
+    module = randomise(torch.nn.GroupNorm(3, 6, eps=1e-5))
+    dy = rng.normal(size=x.shape)
+    y, (dx,), grads = ours(GroupNorm(groups=3), [x], params_of(module), dy)
+    ty, (tdx,), tgrads = module_grads(module, [x], dy)
+    close(y, ty)
+    close(dx, tdx)
+    for k in ("weight", "bias"):
+        close(grads[k], tgrads[k])
+
+
+def test_groupnorm_names_the_group_counts_that_divide_the_channels() -> None:
+    with pytest.raises(ShapeError) as err:
+        GroupNorm(groups=5).infer_shape([(12, 4, 4)])
+    assert "12 is not divisible by 5" in str(err.value)
+    assert err.value.hint is not None and "4 or 6" in err.value.hint
+
+
+def onnx_run(op: Op, shapes: list[tuple[int, ...]], p: Params, xs: list[Array], opset: int) -> Any:
+    inputs = [Node(name=f"x{i}", op=Input(shape=s)) for i, s in enumerate(shapes)]
+    node = Node(name="op", op=op, inputs=tuple(n.name for n in inputs))
+    analysis = api.check(Network(name="t", nodes=(*inputs, node), outputs=("op",)))
+    model = to_onnx_model(analysis, {f"op.{k}": v for k, v in p.items()}, opset=opset)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {f"x{i}": x for i, x in enumerate(xs)})[0]
+
+
+def test_layernorm_before_opset_17_exports_its_decomposition() -> None:
+    x = rng.normal(size=(2, 4, 6)).astype(np.float32)
+    p = {"weight": rng.normal(size=6).astype(np.float32), "bias": rng.normal(size=6)}
+    p["bias"] = p["bias"].astype(np.float32)
+    y, _ = LayerNorm().forward([x], p, Ctx())
+    got = onnx_run(LayerNorm(), [(4, 6)], p, [x], opset=13)
+    np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-5)
