@@ -27,7 +27,7 @@ from netspec.ops.conv import Conv1d, Conv2d
 from netspec.ops.dense import Dense
 from netspec.ops.embedding import Embedding
 from netspec.ops.io import Input
-from netspec.ops.merge import Add, Concat
+from netspec.ops.merge import Add, Concat, Mul
 from netspec.ops.norm import BatchNorm, Dropout, Lrn
 from netspec.ops.normalize import GroupNorm, LayerNorm
 from netspec.ops.pool import (
@@ -62,6 +62,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     GroupNorm,
     Dropout,
     Add,
+    Mul,
     Concat,
     Relu,
     Sigmoid,
