@@ -39,6 +39,7 @@ from netspec.ops.pool import (
     MaxPool2d,
 )
 from netspec.ops.recurrent import Bidirectional, Gru, Lstm, Rnn
+from netspec.ops.sequence import Mean, Positional, Sinusoidal
 from netspec.ops.shape import Flatten, Pad, Reshape
 
 OP_CLASSES: tuple[type[Op], ...] = (
@@ -55,7 +56,10 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Flatten,
     Reshape,
     Pad,
+    Mean,
     Embedding,
+    Positional,
+    Sinusoidal,
     BatchNorm,
     Lrn,
     LayerNorm,

@@ -4,6 +4,7 @@ shape errors and the ONNX lowerings the contract test's default opset does not r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from netspec.onnx.export import to_onnx_model
 from netspec.ops.base import Array, Ctx, Op, Params
 from netspec.ops.io import Input
 from netspec.ops.normalize import GroupNorm, LayerNorm
+from netspec.ops.sequence import Mean, Positional, Sinusoidal
 
 rng = np.random.default_rng(0)
 
@@ -108,3 +110,33 @@ def test_layernorm_before_opset_17_exports_its_decomposition() -> None:
     y, _ = LayerNorm().forward([x], p, Ctx())
     got = onnx_run(LayerNorm(), [(4, 6)], p, [x], opset=13)
     np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-5)
+
+
+def test_sinusoidal_positions_are_the_pytorch_tutorials_table() -> None:
+    # The table of PyTorch's transformer tutorial (PositionalEncoding), written as it is there.
+    t, d = 7, 6
+    position = torch.arange(t).unsqueeze(1).double()
+    div_term = torch.exp(torch.arange(0, d, 2).double() * (-math.log(10000.0) / d))
+    pe = torch.zeros(t, d, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(position * div_term)
+    pe[:, 1::2] = torch.cos(position * div_term)
+    x = rng.normal(size=(2, t, d))
+    y, _ = Sinusoidal().forward([x], {}, Ctx())
+    close(y, x + pe.numpy())
+
+
+def test_a_sequence_longer_than_max_len_names_the_length_to_raise_it_to() -> None:
+    with pytest.raises(ShapeError) as err:
+        Positional(max_len=4).infer_shape([(6, 8)])
+    assert "6 positions" in str(err.value) and "at least 6" in str(err.value.hint)
+
+
+def test_mean_over_the_sequence_is_torchs_mean() -> None:
+    x = rng.normal(size=(3, 5, 4))
+    dy = rng.normal(size=(3, 4))
+    y, (dx,), _ = ours(Mean(axis=0), [x], {}, dy)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = tx.mean(dim=1)
+    (ty * torch.tensor(dy)).sum().backward()
+    close(y, ty.detach().numpy())
+    close(dx, tx.grad.numpy())
