@@ -22,6 +22,7 @@ from netspec.ops.activation import (
     Swish,
     Tanh,
 )
+from netspec.ops.attention import Attention
 from netspec.ops.base import Op
 from netspec.ops.conv import Conv1d, Conv2d
 from netspec.ops.dense import Dense
@@ -60,6 +61,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Embedding,
     Positional,
     Sinusoidal,
+    Attention,
     BatchNorm,
     Lrn,
     LayerNorm,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,9 +15,10 @@ import pytest
 import torch
 
 from netspec import api
-from netspec.errors import ShapeError
+from netspec.errors import NetspecError, ShapeError, render_all
 from netspec.ir import Network, Node
 from netspec.onnx.export import to_onnx_model
+from netspec.ops.attention import Attention
 from netspec.ops.base import Array, Ctx, Op, Params
 from netspec.ops.io import Input
 from netspec.ops.normalize import GroupNorm, LayerNorm
@@ -140,3 +142,49 @@ def test_mean_over_the_sequence_is_torchs_mean() -> None:
     (ty * torch.tensor(dy)).sum().backward()
     close(y, ty.detach().numpy())
     close(dx, tx.grad.numpy())
+
+
+@pytest.mark.parametrize(("causal", "bias"), [(False, True), (True, True), (False, False)])
+def test_attention_matches_nn_multiheadattention_with_its_state_dict(
+    causal: bool, bias: bool
+) -> None:
+    t, d, heads = 5, 8, 2
+    module = randomise(torch.nn.MultiheadAttention(d, heads, bias=bias, batch_first=True))
+    x = rng.normal(size=(3, t, d))
+    dy = rng.normal(size=x.shape)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(t, dtype=torch.float64)
+
+    def call(m: torch.nn.Module, tx: torch.Tensor) -> torch.Tensor:
+        out, _ = m(tx, tx, tx, need_weights=False, attn_mask=mask if causal else None)
+        return out
+
+    op = Attention(heads=heads, causal=causal, bias=bias)
+    p = params_of(module)
+    assert set(p) == set(op.param_shapes([(t, d)]))
+    y, (dx,), grads = ours(op, [x], p, dy)
+    ty, (tdx,), tgrads = module_grads(module, [x], dy, call)
+    close(y, ty)
+    close(dx, tdx)
+    for k, g in tgrads.items():
+        close(grads[k], g)
+    assert sum(g.size for g in grads.values()) == sum(v.numel() for v in module.parameters())
+
+
+def test_attention_parameters_are_four_d_squared_plus_four_d() -> None:
+    shapes = Attention(heads=8).param_shapes([(10, 64)])
+    assert sum(math.prod(s) for s in shapes.values()) == 64 * 64 * 4 + 4 * 64
+
+
+def test_heads_that_do_not_divide_d_name_the_nearest_head_counts_that_do() -> None:
+    with pytest.raises(ShapeError) as err:
+        Attention(heads=3).infer_shape([(10, 64)])
+    assert "64 is not divisible by 3" in str(err.value)
+    assert err.value.hint is not None and "heads=2 or heads=4" in err.value.hint
+
+
+def test_attention_in_a_spec_reports_the_located_head_error() -> None:
+    text = "network A {\n  input x: [10, 64]\n  y = attention(3)\n}\n"
+    with pytest.raises(NetspecError) as err:
+        api.check(api.load(Path("a.net"), text=text))
+    shown = render_all(err.value.diagnostics)
+    assert "a.net:3" in shown and "64 is not divisible by 3" in shown
