@@ -25,6 +25,7 @@ from netspec.ops.activation import (
 from netspec.ops.attention import Attention
 from netspec.ops.base import Op
 from netspec.ops.conv import Conv1d, Conv2d
+from netspec.ops.deconv import ConvTranspose1d, ConvTranspose2d
 from netspec.ops.dense import Dense
 from netspec.ops.embedding import Embedding
 from netspec.ops.io import Input
@@ -48,6 +49,8 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Dense,
     Conv2d,
     Conv1d,
+    ConvTranspose2d,
+    ConvTranspose1d,
     MaxPool2d,
     AvgPool2d,
     MaxPool1d,

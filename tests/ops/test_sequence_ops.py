@@ -20,6 +20,7 @@ from netspec.ir import Network, Node
 from netspec.onnx.export import to_onnx_model
 from netspec.ops.attention import Attention
 from netspec.ops.base import Array, Ctx, Op, Params
+from netspec.ops.deconv import ConvTranspose2d
 from netspec.ops.io import Input
 from netspec.ops.normalize import GroupNorm, LayerNorm
 from netspec.ops.sequence import Mean, Positional, Sinusoidal
@@ -188,3 +189,37 @@ def test_attention_in_a_spec_reports_the_located_head_error() -> None:
         api.check(api.load(Path("a.net"), text=text))
     shown = render_all(err.value.diagnostics)
     assert "a.net:3" in shown and "64 is not divisible by 3" in shown
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"stride": 2},
+        {"stride": 2, "padding": 1, "output_padding": 1},
+        {"stride": (2, 1), "dilation": 2, "groups": 2, "bias": False},
+    ],
+)
+def test_conv_transpose2d_matches_nn_convtranspose2d(kw: dict[str, Any]) -> None:
+    module = randomise(torch.nn.ConvTranspose2d(4, 6, 3, **kw))
+    x = rng.normal(size=(2, 4, 5, 4))
+    op = ConvTranspose2d(filters=6, kernel=3, **kw)
+    probe = module.double()(torch.tensor(x))
+    dy = rng.normal(size=tuple(probe.shape))
+    assert op.infer_shape([x.shape[1:]]) == dy.shape[1:]
+    y, (dx,), grads = ours(op, [x], params_of(module), dy)
+    ty, (tdx,), tgrads = module_grads(module, [x], dy)
+    close(y, ty)
+    close(dx, tdx)
+    for k, g in tgrads.items():
+        close(grads[k], g)
+
+
+def test_a_transposed_conv_without_output_prints_its_size_rule() -> None:
+    with pytest.raises(ShapeError) as err:
+        ConvTranspose2d(filters=2, kernel=1, padding=2).infer_shape([(3, 2, 2)])
+    assert "out = (H - 1)*S - 2P + D*(K-1) + output_padding + 1" in str(err.value)
+
+
+def test_output_padding_must_stay_below_the_stride() -> None:
+    with pytest.raises(ValueError, match="smaller than the stride"):
+        ConvTranspose2d(filters=2, kernel=3, stride=2, output_padding=2)
