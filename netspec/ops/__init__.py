@@ -41,6 +41,7 @@ from netspec.ops.pool import (
     MaxPool2d,
 )
 from netspec.ops.recurrent import Bidirectional, Gru, Lstm, Rnn
+from netspec.ops.resize import Upsample2d
 from netspec.ops.sequence import Mean, Positional, Sinusoidal
 from netspec.ops.shape import Flatten, Pad, Reshape
 
@@ -57,6 +58,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     AvgPool1d,
     GlobalAvgPool,
     GlobalMaxPool,
+    Upsample2d,
     Flatten,
     Reshape,
     Pad,

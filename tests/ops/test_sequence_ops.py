@@ -23,6 +23,7 @@ from netspec.ops.base import Array, Ctx, Op, Params
 from netspec.ops.deconv import ConvTranspose2d
 from netspec.ops.io import Input
 from netspec.ops.normalize import GroupNorm, LayerNorm
+from netspec.ops.resize import Upsample2d
 from netspec.ops.sequence import Mean, Positional, Sinusoidal
 
 rng = np.random.default_rng(0)
@@ -223,3 +224,15 @@ def test_a_transposed_conv_without_output_prints_its_size_rule() -> None:
 def test_output_padding_must_stay_below_the_stride() -> None:
     with pytest.raises(ValueError, match="smaller than the stride"):
         ConvTranspose2d(filters=2, kernel=3, stride=2, output_padding=2)
+
+
+@pytest.mark.parametrize(("scale", "mode"), [(2, "nearest"), (3, "nearest"), (2, "bilinear")])
+def test_upsample2d_matches_nn_upsample(scale: int, mode: str) -> None:
+    x = rng.normal(size=(2, 3, 4, 5))
+    dy = rng.normal(size=(2, 3, 4 * scale, 5 * scale))
+    extra = {"align_corners": False} if mode == "bilinear" else {}
+    module = torch.nn.Upsample(scale_factor=scale, mode=mode, **extra)
+    y, (dx,), _ = ours(Upsample2d(scale=scale, mode=mode), [x], {}, dy)
+    ty, (tdx,), _ = module_grads(module, [x], dy)
+    close(y, ty)
+    close(dx, tdx)
