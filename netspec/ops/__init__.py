@@ -42,7 +42,7 @@ from netspec.ops.pool import (
 )
 from netspec.ops.recurrent import Bidirectional, Gru, Lstm, Rnn
 from netspec.ops.resize import Upsample2d
-from netspec.ops.sequence import Mean, Positional, Sinusoidal
+from netspec.ops.sequence import Mean, Positional, Sinusoidal, Slice
 from netspec.ops.shape import Flatten, Pad, Reshape
 
 OP_CLASSES: tuple[type[Op], ...] = (
@@ -63,6 +63,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Reshape,
     Pad,
     Mean,
+    Slice,
     Embedding,
     Positional,
     Sinusoidal,

@@ -1,4 +1,5 @@
-"""Ops around sequence models over [T, D]: positions (learned or sinusoidal) and mean pooling."""
+"""Ops around sequence models over [T, D]: positions (learned or sinusoidal), mean pooling and
+slicing (a class token)."""
 
 from __future__ import annotations
 
@@ -185,3 +186,76 @@ class Sinusoidal(Op):
     @classmethod
     def examples(cls) -> list[Example]:
         return [Example(cls(), ((5, 4),)), Example(cls(), ((3, 7),))]
+
+
+class Slice(Op):
+    """Positions [start, end) of one per-sample axis, Python's way (negative counts from the
+    end; end=None runs to it): `slice(0, 1)` keeps a ViT's class token, [T, D] -> [1, D]."""
+
+    op: Literal["slice"] = "slice"
+    start: int = 0
+    end: int | None = None
+    axis: int = 0
+
+    positional: ClassVar[tuple[str, ...]] = ("start", "end")
+    category: ClassVar[str] = "shape"
+    summary: ClassVar[str] = (
+        "positions [start, end) of a per-sample axis, negative from the end: "
+        "`slice(0, 1, axis=0)` keeps the first token"
+    )
+
+    def _bounds(self, x: Shape) -> tuple[int, int, int]:
+        rank = len(x)
+        if not -rank <= self.axis < rank:
+            raise ShapeError(f"axis {self.axis} is out of range for a {rank}-D input {list(x)}")
+        axis = self.axis % rank
+        lo, hi, _ = slice(self.start, self.end).indices(x[axis])
+        if hi <= lo:
+            raise ShapeError(
+                f"slice({self.start}, {self.end}) keeps nothing of axis {axis} of input "
+                f"{list(x)} (size {x[axis]})",
+                hint=f"start and end must select positions within 0..{x[axis] - 1}",
+            )
+        return axis, lo, hi
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        x = inputs[0]
+        axis, lo, hi = self._bounds(x)
+        return (*x[:axis], hi - lo, *x[axis + 1 :])
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        axis, lo, hi = self._bounds(x.shape[1:])
+        index = (slice(None),) * (axis + 1) + (slice(lo, hi),)
+        return np.ascontiguousarray(x[index]), (x.shape, index)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        shape, index = cache
+        dx = np.zeros(shape, dtype=dy.dtype)
+        dx[index] = dy
+        return [dx], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        axis, lo, hi = self._bounds(io.input_shapes[0])
+        ins = (
+            io.inputs[0],
+            io.const("slice_start", np.array([lo], dtype=np.int64)),
+            io.const("slice_end", np.array([hi], dtype=np.int64)),
+            io.const("slice_axis", np.array([axis + 1], dtype=np.int64)),
+        )
+        return [OnnxNode("Slice", ins, (io.output,))]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        x = xs[0]
+        axis, lo, hi = self._bounds(tuple(x.shape[1:]))
+        return x.narrow(axis + 1, lo, hi - lo)
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(start=0, end=1), ((5, 4),)),
+            Example(cls(start=-3, axis=-1), ((2, 6),)),
+            Example(cls(start=1, end=-1, axis=1), ((2, 5, 3),)),
+        ]

@@ -24,7 +24,7 @@ from netspec.ops.deconv import ConvTranspose2d
 from netspec.ops.io import Input
 from netspec.ops.normalize import GroupNorm, LayerNorm
 from netspec.ops.resize import Upsample2d
-from netspec.ops.sequence import Mean, Positional, Sinusoidal
+from netspec.ops.sequence import Mean, Positional, Sinusoidal, Slice
 
 rng = np.random.default_rng(0)
 
@@ -236,3 +236,8 @@ def test_upsample2d_matches_nn_upsample(scale: int, mode: str) -> None:
     ty, (tdx,), _ = module_grads(module, [x], dy)
     close(y, ty)
     close(dx, tdx)
+
+
+def test_a_slice_that_keeps_nothing_says_which_axis_and_size() -> None:
+    with pytest.raises(ShapeError, match=r"keeps nothing of axis 0 of input \[3, 4\] \(size 3\)"):
+        Slice(start=5).infer_shape([(3, 4)])
