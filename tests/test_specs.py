@@ -46,6 +46,9 @@ TRAINABLE: dict[str, int] = {
     "resnet152": 60_192_808,
     "resnet20": 269_722,
     "resnet1202": 19_421_274,
+    # both derived in the spec's header and checked against torch's modules below
+    "transformer_encoder": 172_290,
+    "conv_autoencoder": 6_929,
 }
 
 # torchvision's multiply-accumulates at 3x224x224, summed over conv2d and dense layers.
@@ -263,3 +266,31 @@ def test_the_smallest_recipes_train_from_their_bundled_data(name: str, tmp_path:
     last = train_loop.fit(analysis, recipe, tmp_path).history[-1]
     key, goal = BUNDLED[name]
     assert last[key] == goal if key == "accuracy" else last[key] < goal
+
+
+def _torch_twin_params(name: str) -> int:
+    """Trainable parameters of the PyTorch modules each sequence/decoder spec stands for."""
+    import torch.nn as nn
+
+    if name == "transformer_encoder":
+        layer = nn.TransformerEncoderLayer(64, 4, dim_feedforward=256, activation="gelu")
+        modules: list[nn.Module] = [
+            nn.Embedding(1000, 64),
+            nn.Embedding(128, 64),  # the learned positions
+            nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False),
+            nn.Linear(64, 2),
+        ]
+    else:
+        modules = [
+            nn.Conv2d(1, 16, 3, stride=2, padding=1),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ConvTranspose2d(32, 16, 2, stride=2),
+            nn.ConvTranspose2d(16, 1, 2, stride=2),
+        ]
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["transformer_encoder", "conv_autoencoder"])
+def test_spec_has_the_parameter_count_of_its_pytorch_modules(name: str) -> None:
+    analysis, _ = _analyse(name)
+    assert analysis.trainable_params == _torch_twin_params(name) == TRAINABLE[name]

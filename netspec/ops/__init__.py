@@ -22,13 +22,16 @@ from netspec.ops.activation import (
     Swish,
     Tanh,
 )
+from netspec.ops.attention import Attention
 from netspec.ops.base import Op
 from netspec.ops.conv import Conv1d, Conv2d
+from netspec.ops.deconv import ConvTranspose1d, ConvTranspose2d
 from netspec.ops.dense import Dense
 from netspec.ops.embedding import Embedding
 from netspec.ops.io import Input
-from netspec.ops.merge import Add, Concat
+from netspec.ops.merge import Add, Concat, Mul
 from netspec.ops.norm import BatchNorm, Dropout, Lrn
+from netspec.ops.normalize import GroupNorm, LayerNorm
 from netspec.ops.pool import (
     AvgPool1d,
     AvgPool2d,
@@ -38,6 +41,8 @@ from netspec.ops.pool import (
     MaxPool2d,
 )
 from netspec.ops.recurrent import Bidirectional, Gru, Lstm, Rnn
+from netspec.ops.resize import Upsample2d
+from netspec.ops.sequence import Mean, Positional, Sinusoidal, Slice
 from netspec.ops.shape import Flatten, Pad, Reshape
 
 OP_CLASSES: tuple[type[Op], ...] = (
@@ -45,20 +50,31 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Dense,
     Conv2d,
     Conv1d,
+    ConvTranspose2d,
+    ConvTranspose1d,
     MaxPool2d,
     AvgPool2d,
     MaxPool1d,
     AvgPool1d,
     GlobalAvgPool,
     GlobalMaxPool,
+    Upsample2d,
     Flatten,
     Reshape,
     Pad,
+    Mean,
+    Slice,
     Embedding,
+    Positional,
+    Sinusoidal,
+    Attention,
     BatchNorm,
     Lrn,
+    LayerNorm,
+    GroupNorm,
     Dropout,
     Add,
+    Mul,
     Concat,
     Relu,
     Sigmoid,

@@ -1,4 +1,4 @@
-"""Ops that join several tensors: residual `add` and inception `concat`."""
+"""Ops that join several tensors: residual `add`, gating `mul` and inception `concat`."""
 
 from __future__ import annotations
 
@@ -54,6 +54,67 @@ class Add(Op):
         y = xs[0]
         for x in xs[1:]:  # left to right, as forward sums
             y = y + x
+        return y
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [Example(cls(), ((2, 3, 3), (2, 3, 3))), Example(cls(), ((4,), (4,), (4,)))]
+
+
+class Mul(Op):
+    """Elementwise product of two or more tensors of one shape (gates, masks, GLU-style units)."""
+
+    op: Literal["mul"] = "mul"
+
+    arity: ClassVar[int | None] = None
+    category: ClassVar[str] = "merge"
+    summary: ClassVar[str] = "elementwise product of equal shapes: `mul(a, b)`"
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        first = inputs[0]
+        for i, s in enumerate(inputs[1:], start=2):
+            if s != first:
+                raise ShapeError(
+                    f"needs equal shapes: input 1 is {list(first)} but input {i} is {list(s)}"
+                )
+        return first
+
+    def macs(self, inputs: Sequence[Shape], output: Shape) -> int:
+        return (len(inputs) - 1) * int(np.prod(output))
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        y = xs[0].copy()
+        for x in xs[1:]:
+            y *= x
+        return y, list(xs)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        # d/dx_i is the product of the others, formed directly: dividing y by x_i fails at 0.
+        dxs: list[Array | None] = []
+        for i in range(len(cache)):
+            g = dy.copy()
+            for j, x in enumerate(cache):
+                if j != i:
+                    g *= x
+            dxs.append(g)
+        return dxs, {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        names = list(io.inputs)
+        nodes = []
+        acc = names[0]
+        for k, name in enumerate(names[1:], start=2):
+            out = io.output if k == len(names) else io.tmp("mul")
+            nodes.append(OnnxNode("Mul", (acc, name), (out,)))
+            acc = out
+        return nodes
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        y = xs[0]
+        for x in xs[1:]:
+            y = y * x
         return y
 
     @classmethod

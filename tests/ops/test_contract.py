@@ -25,6 +25,7 @@ from netspec.ir import Analysis, Network, Node
 from netspec.onnx.export import to_onnx_model
 from netspec.ops import OP_CLASSES, AnyOp
 from netspec.ops.activation import RRelu
+from netspec.ops.attention import Attention
 from netspec.ops.base import Array, Ctx, Example, Op
 from netspec.ops.io import Input
 from netspec.ops.norm import Dropout
@@ -284,6 +285,7 @@ def test_an_op_registered_without_examples_fails_one_test_that_names_it() -> Non
 # and tests/ops/test_activations_norm.py checks the random draws themselves.
 DETERMINISTIC_IN_TRAINING: dict[str, Callable[[Any], Op]] = {
     "dropout": lambda op: Dropout(p=0.0),
+    "attention": lambda op: Attention(heads=op.heads, causal=op.causal, bias=op.bias),
     "rrelu": lambda op: RRelu(lower=op.upper, upper=op.upper),
 }
 

@@ -1,0 +1,243 @@
+"""The transformer, autoencoder and U-Net ops against PyTorch's own modules (float64, autograd):
+nn.LayerNorm, nn.GroupNorm, nn.MultiheadAttention, nn.ConvTranspose2d, nn.Upsample; plus their
+shape errors and the ONNX lowerings the contract test's default opset does not reach."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from netspec import api
+from netspec.errors import NetspecError, ShapeError, render_all
+from netspec.ir import Network, Node
+from netspec.onnx.export import to_onnx_model
+from netspec.ops.attention import Attention
+from netspec.ops.base import Array, Ctx, Op, Params
+from netspec.ops.deconv import ConvTranspose2d
+from netspec.ops.io import Input
+from netspec.ops.normalize import GroupNorm, LayerNorm
+from netspec.ops.resize import Upsample2d
+from netspec.ops.sequence import Mean, Positional, Sinusoidal, Slice
+
+rng = np.random.default_rng(0)
+
+
+def close(actual: Any, expected: Any) -> None:
+    np.testing.assert_allclose(actual, expected, rtol=1e-9, atol=1e-11)
+
+
+def ours(
+    op: Op, xs: list[Array], p: Params, dy: Array, train: bool = True
+) -> tuple[Array, list[Array | None], dict[str, Array]]:
+    y, cache = op.forward(xs, p, Ctx(train=train))
+    dxs, grads = op.backward(dy, cache, p)
+    return y, dxs, grads
+
+
+def module_grads(
+    module: torch.nn.Module, xs: list[Array], dy: Array, call: Callable[..., Any] | None = None
+) -> tuple[Array, list[Array], dict[str, Array]]:
+    """A torch module's output and the gradients of sum(y * dy) for its inputs and params."""
+    module = module.double()
+    tx = [torch.tensor(x, requires_grad=True) for x in xs]
+    y = call(module, *tx) if call else module(*tx)
+    (y * torch.tensor(dy)).sum().backward()
+    grads = {k: v.grad.numpy() for k, v in module.named_parameters()}
+    return y.detach().numpy(), [t.grad.numpy() for t in tx], grads
+
+
+def params_of(module: torch.nn.Module) -> Params:
+    return {k: v.detach().double().numpy().copy() for k, v in module.named_parameters()}
+
+
+def randomise(module: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial weights (torch starts norms at 1 and 0, which hides a transposed gradient)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for v in module.parameters():
+            v.copy_(torch.randn(v.shape, generator=g) * 0.5)
+    return module
+
+
+def test_layernorm_matches_nn_layernorm() -> None:
+    x = rng.normal(size=(3, 5, 8)) * 3 + 1
+    module = randomise(torch.nn.LayerNorm(8, eps=1e-4))
+    dy = rng.normal(size=x.shape)
+    y, (dx,), grads = ours(LayerNorm(eps=1e-4), [x], params_of(module), dy)
+    ty, (tdx,), tgrads = module_grads(module, [x], dy)
+    close(y, ty)
+    close(dx, tdx)
+    for k in ("weight", "bias"):
+        close(grads[k], tgrads[k])
+
+
+@pytest.mark.parametrize("shape", [(6, 4, 3), (6, 5), (6,)])
+def test_groupnorm_matches_nn_groupnorm(shape: tuple[int, ...]) -> None:
+    x = rng.normal(size=(2, *shape)) * 2 - 1
+    module = randomise(torch.nn.GroupNorm(3, 6, eps=1e-5))
+    dy = rng.normal(size=x.shape)
+    y, (dx,), grads = ours(GroupNorm(groups=3), [x], params_of(module), dy)
+    ty, (tdx,), tgrads = module_grads(module, [x], dy)
+    close(y, ty)
+    close(dx, tdx)
+    for k in ("weight", "bias"):
+        close(grads[k], tgrads[k])
+
+
+def test_groupnorm_names_the_group_counts_that_divide_the_channels() -> None:
+    with pytest.raises(ShapeError) as err:
+        GroupNorm(groups=5).infer_shape([(12, 4, 4)])
+    assert "12 is not divisible by 5" in str(err.value)
+    assert err.value.hint is not None and "4 or 6" in err.value.hint
+
+
+def onnx_run(op: Op, shapes: list[tuple[int, ...]], p: Params, xs: list[Array], opset: int) -> Any:
+    inputs = [Node(name=f"x{i}", op=Input(shape=s)) for i, s in enumerate(shapes)]
+    node = Node(name="op", op=op, inputs=tuple(n.name for n in inputs))
+    analysis = api.check(Network(name="t", nodes=(*inputs, node), outputs=("op",)))
+    model = to_onnx_model(analysis, {f"op.{k}": v for k, v in p.items()}, opset=opset)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {f"x{i}": x for i, x in enumerate(xs)})[0]
+
+
+def test_layernorm_before_opset_17_exports_its_decomposition() -> None:
+    x = rng.normal(size=(2, 4, 6)).astype(np.float32)
+    p = {"weight": rng.normal(size=6).astype(np.float32), "bias": rng.normal(size=6)}
+    p["bias"] = p["bias"].astype(np.float32)
+    y, _ = LayerNorm().forward([x], p, Ctx())
+    got = onnx_run(LayerNorm(), [(4, 6)], p, [x], opset=13)
+    np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-5)
+
+
+def test_sinusoidal_positions_are_the_pytorch_tutorials_table() -> None:
+    # The table of PyTorch's transformer tutorial (PositionalEncoding), written as it is there.
+    t, d = 7, 6
+    position = torch.arange(t).unsqueeze(1).double()
+    div_term = torch.exp(torch.arange(0, d, 2).double() * (-math.log(10000.0) / d))
+    pe = torch.zeros(t, d, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(position * div_term)
+    pe[:, 1::2] = torch.cos(position * div_term)
+    x = rng.normal(size=(2, t, d))
+    y, _ = Sinusoidal().forward([x], {}, Ctx())
+    close(y, x + pe.numpy())
+
+
+def test_a_sequence_longer_than_max_len_names_the_length_to_raise_it_to() -> None:
+    with pytest.raises(ShapeError) as err:
+        Positional(max_len=4).infer_shape([(6, 8)])
+    assert "6 positions" in str(err.value) and "at least 6" in str(err.value.hint)
+
+
+def test_mean_over_the_sequence_is_torchs_mean() -> None:
+    x = rng.normal(size=(3, 5, 4))
+    dy = rng.normal(size=(3, 4))
+    y, (dx,), _ = ours(Mean(axis=0), [x], {}, dy)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = tx.mean(dim=1)
+    (ty * torch.tensor(dy)).sum().backward()
+    close(y, ty.detach().numpy())
+    close(dx, tx.grad.numpy())
+
+
+@pytest.mark.parametrize(("causal", "bias"), [(False, True), (True, True), (False, False)])
+def test_attention_matches_nn_multiheadattention_with_its_state_dict(
+    causal: bool, bias: bool
+) -> None:
+    t, d, heads = 5, 8, 2
+    module = randomise(torch.nn.MultiheadAttention(d, heads, bias=bias, batch_first=True))
+    x = rng.normal(size=(3, t, d))
+    dy = rng.normal(size=x.shape)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(t, dtype=torch.float64)
+
+    def call(m: torch.nn.Module, tx: torch.Tensor) -> torch.Tensor:
+        out, _ = m(tx, tx, tx, need_weights=False, attn_mask=mask if causal else None)
+        return out
+
+    op = Attention(heads=heads, causal=causal, bias=bias)
+    p = params_of(module)
+    assert set(p) == set(op.param_shapes([(t, d)]))
+    y, (dx,), grads = ours(op, [x], p, dy)
+    ty, (tdx,), tgrads = module_grads(module, [x], dy, call)
+    close(y, ty)
+    close(dx, tdx)
+    for k, g in tgrads.items():
+        close(grads[k], g)
+    assert sum(g.size for g in grads.values()) == sum(v.numel() for v in module.parameters())
+
+
+def test_attention_parameters_are_four_d_squared_plus_four_d() -> None:
+    shapes = Attention(heads=8).param_shapes([(10, 64)])
+    assert sum(math.prod(s) for s in shapes.values()) == 64 * 64 * 4 + 4 * 64
+
+
+def test_heads_that_do_not_divide_d_name_the_nearest_head_counts_that_do() -> None:
+    with pytest.raises(ShapeError) as err:
+        Attention(heads=3).infer_shape([(10, 64)])
+    assert "64 is not divisible by 3" in str(err.value)
+    assert err.value.hint is not None and "heads=2 or heads=4" in err.value.hint
+
+
+def test_attention_in_a_spec_reports_the_located_head_error() -> None:
+    text = "network A {\n  input x: [10, 64]\n  y = attention(3)\n}\n"
+    with pytest.raises(NetspecError) as err:
+        api.check(api.load(Path("a.net"), text=text))
+    shown = render_all(err.value.diagnostics)
+    assert "a.net:3" in shown and "64 is not divisible by 3" in shown
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"stride": 2},
+        {"stride": 2, "padding": 1, "output_padding": 1},
+        {"stride": (2, 1), "dilation": 2, "groups": 2, "bias": False},
+    ],
+)
+def test_conv_transpose2d_matches_nn_convtranspose2d(kw: dict[str, Any]) -> None:
+    module = randomise(torch.nn.ConvTranspose2d(4, 6, 3, **kw))
+    x = rng.normal(size=(2, 4, 5, 4))
+    op = ConvTranspose2d(filters=6, kernel=3, **kw)
+    probe = module.double()(torch.tensor(x))
+    dy = rng.normal(size=tuple(probe.shape))
+    assert op.infer_shape([x.shape[1:]]) == dy.shape[1:]
+    y, (dx,), grads = ours(op, [x], params_of(module), dy)
+    ty, (tdx,), tgrads = module_grads(module, [x], dy)
+    close(y, ty)
+    close(dx, tdx)
+    for k, g in tgrads.items():
+        close(grads[k], g)
+
+
+def test_a_transposed_conv_without_output_prints_its_size_rule() -> None:
+    with pytest.raises(ShapeError) as err:
+        ConvTranspose2d(filters=2, kernel=1, padding=2).infer_shape([(3, 2, 2)])
+    assert "out = (H - 1)*S - 2P + D*(K-1) + output_padding + 1" in str(err.value)
+
+
+def test_output_padding_must_stay_below_the_stride() -> None:
+    with pytest.raises(ValueError, match="smaller than the stride"):
+        ConvTranspose2d(filters=2, kernel=3, stride=2, output_padding=2)
+
+
+@pytest.mark.parametrize(("scale", "mode"), [(2, "nearest"), (3, "nearest"), (2, "bilinear")])
+def test_upsample2d_matches_nn_upsample(scale: int, mode: str) -> None:
+    x = rng.normal(size=(2, 3, 4, 5))
+    dy = rng.normal(size=(2, 3, 4 * scale, 5 * scale))
+    extra = {"align_corners": False} if mode == "bilinear" else {}
+    module = torch.nn.Upsample(scale_factor=scale, mode=mode, **extra)
+    y, (dx,), _ = ours(Upsample2d(scale=scale, mode=mode), [x], {}, dy)
+    ty, (tdx,), _ = module_grads(module, [x], dy)
+    close(y, ty)
+    close(dx, tdx)
+
+
+def test_a_slice_that_keeps_nothing_says_which_axis_and_size() -> None:
+    with pytest.raises(ShapeError, match=r"keeps nothing of axis 0 of input \[3, 4\] \(size 3\)"):
+        Slice(start=5).infer_shape([(3, 4)])
