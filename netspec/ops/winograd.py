@@ -20,7 +20,7 @@ G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # (4, 3
 # saved products to pay for the transforms' passes, and on small maps the partial tiles and the
 # per-call overheads win; im2col stays there.
 MIN_CHANNELS = 16
-MIN_PIXELS = 16 * 16
+MIN_PIXELS = 32 * 32
 
 
 def applies(

@@ -18,20 +18,20 @@ from netspec.ops import winograd
 from netspec.ops.base import Array, Ctx
 from netspec.ops.conv import Conv2d
 
-# Relative to the largest magnitude of each result; measured max 1.0e-6 (forward, dx), 1.3e-6
-# (dW, which stays im2col).
+# Relative to the largest magnitude of each result; measured max 6.2e-7 (forward), 5.1e-7 (dx),
+# 2.0e-6 (dW, which stays im2col), 1.8e-6 (db).
 RTOL = 2e-5
 
 # (channels, filters, (height, width), padding, bias): even and odd output sizes (partial
 # tiles), padding 0, 1, 2 and per-axis, more or fewer filters than channels.
 CASES = [
-    (16, 16, (16, 16), 1, True),
-    (16, 32, (17, 16), 1, False),
-    (32, 16, (16, 19), "same", True),
-    (16, 16, (18, 18), 0, True),
-    (16, 24, (17, 16), 2, True),
-    (24, 16, (16, 17), (0, 2), False),
-    (16, 16, (16, 16), (2, 1), True),
+    (16, 16, (32, 32), 1, True),
+    (16, 32, (33, 32), 1, False),
+    (32, 16, (32, 35), "same", True),
+    (16, 16, (34, 34), 0, True),
+    (16, 24, (33, 32), 2, True),
+    (24, 16, (32, 33), (0, 2), False),
+    (16, 16, (32, 32), (2, 1), True),
 ]
 
 
@@ -87,7 +87,7 @@ def test_winograd_matches_im2col_and_torch(
 
 
 def test_the_rule_leaves_other_convolutions_to_im2col() -> None:
-    args = dict(channels=16, filters=16, out=(16, 16), groups=1, pads=((1, 1), (1, 1)))
+    args = dict(channels=16, filters=16, out=(32, 32), groups=1, pads=((1, 1), (1, 1)))
     base = dict(kernel=(3, 3), stride=(1, 1), dilation=(1, 1))
     assert winograd.applies(**base, **args)  # type: ignore[arg-type]
     for change in (
@@ -96,7 +96,7 @@ def test_the_rule_leaves_other_convolutions_to_im2col() -> None:
         {"dilation": (2, 2)},
         {"groups": 2},
         {"channels": 8},
-        {"out": (8, 8)},
+        {"out": (16, 16)},
         {"pads": ((3, 3), (1, 1))},
     ):
         assert not winograd.applies(**{**base, **args, **change})  # type: ignore[arg-type]
