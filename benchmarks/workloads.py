@@ -74,11 +74,11 @@ class Workload:
 TRAINING = (
     Workload("mlp_b64", MLP, 64, 0.5),
     Workload("mlp_b256", MLP, 256, 0.5),
-    Workload("lenet_b64", LENET, 64, 1.0),
-    Workload("lenet_b256", LENET, 256, 1.0),
-    Workload("cifar10_cnn_b64", "specs/cifar10_cnn.net", 64, 1.0),
-    Workload("lstm_b64", LSTM, 64, 1.5),
-    Workload("resnet20_b32", "specs/resnet20.net", 32, 1.0),
+    Workload("lenet_b64", LENET, 64, 0.8),
+    Workload("lenet_b256", LENET, 256, 0.8),
+    Workload("cifar10_cnn_b64", "specs/cifar10_cnn.net", 64, 0.9),
+    Workload("lstm_b64", LSTM, 64, 1.0),
+    Workload("resnet20_b32", "specs/resnet20.net", 32, 0.9),
 )
 
 

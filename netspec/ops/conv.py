@@ -1,6 +1,8 @@
 """Convolutions, written once for n spatial dimensions: conv1d over (C, L), conv2d over (C, H, W).
 
-The NumPy path is im2col (im2col.py): per chunk of the batch, a (C*K, M) window matrix and one
+Stride-1 3x3 convolutions with enough channels and pixels run their forward pass and input
+gradient through Winograd F(2x2, 3x3) (winograd.py; `winograd.applies` is the rule). Otherwise
+the NumPy path is im2col (im2col.py): per chunk of the batch, a (C*K, M) window matrix and one
 GEMM per group. The backward pass rebuilds that matrix for dW; dx either scatters window
 gradients back with one add per tap (col2im) or, for stride 1, is itself a correlation of the
 padded output gradient with the flipped kernel. Window geometry is in window.py.
@@ -16,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from netspec.errors import ShapeError
+from netspec.ops import winograd
 from netspec.ops.base import (
     Array,
     Ctx,
@@ -122,13 +125,20 @@ class ConvNd(Windowed):
         row_bytes = x[0] * math.prod(k) * itemsize  # one window-matrix column: C*K floats
         return pads, chunk_grids(k, s, d, tuple(x[1:]), pads, out, n, row_bytes)
 
+    def _winograd(self, channels: int, filters: int, pads: Pads, out: Sequence[int]) -> bool:
+        k, st, d = self._kernel()
+        return winograd.applies(k, st, d, self.groups, tuple(pads), channels, filters, tuple(out))
+
     def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
         x = xs[0]  # (N, C, *S)
         n, g, f = x.shape[0], self.groups, self.filters
-        pads, chunks = self._chunks(x.shape[1:], n, x.itemsize)
-        _, out = self._geometry(x.shape[1:])  # from the rule: an empty batch has no chunk
-        y = np.empty((n, f, *out), dtype=x.dtype)
+        pads, out = self._geometry(x.shape[1:])  # from the rule: an empty batch has no chunk
         bias = p["bias"] if self.bias else None
+        if n and self._winograd(x.shape[1], f, pads, out):
+            y = winograd.correlate(x, p["weight"], tuple(pads), bias)
+            return y, (x, x.shape, pads, None, ctx.input_grad)
+        pads, chunks = self._chunks(x.shape[1:], n, x.itemsize)
+        y = np.empty((n, f, *out), dtype=x.dtype)
         bufs = correlate(x, p["weight"].reshape(g, f // g, -1), chunks, y, keep=True, bias=bias)
         # Keep the padded input rather than the window matrix: the matrix is K times larger,
         # and rebuilding it in backward costs one cache-resident copy.
@@ -138,13 +148,23 @@ class ConvNd(Windowed):
         bufs, xshape, pads, chunks, input_grad = cache
         w = p["weight"]
         n, c = xshape[:2]
+        if chunks is None:  # the Winograd forward kept x: dW stays im2col, from x's buffers
+            x = bufs
+            pads, chunks = self._chunks(xshape[1:], n, x.itemsize)
+            bufs = [grid.load(x[lo:hi]) for lo, hi, grid in chunks]
         g, f = self.groups, self.filters
         fg = f // g
         wg = w.reshape(g, fg, -1)  # (G, F/G, C/G*K)
         dwt = np.zeros((g, wg.shape[2], fg), dtype=dy.dtype)  # dW^T, summed over chunks
-        back_pads = self._correlation_pads(c, pads) if input_grad else None
+        wino_pads = [(2 - lo, 2 - hi) for lo, hi in pads]
+        wino_dx = input_grad and self._winograd(self.filters, c, wino_pads, xshape[2:])
+        back_pads = self._correlation_pads(c, pads) if input_grad and not wino_dx else None
         # The first layer skips dx (nothing upstream wants it); else col2im builds it per chunk.
         dx = np.empty(xshape, dtype=dy.dtype) if input_grad and back_pads is None else None
+        if wino_dx:
+            # dx as the correlation of dy padded by 2 - P with the flipped, transposed kernel.
+            wt = np.ascontiguousarray(np.flip(w, axis=(2, 3)).swapaxes(0, 1))
+            dx = winograd.correlate(dy, wt, tuple(wino_pads))
         for (lo, hi, grid), buf in zip(chunks, bufs, strict=True):
             m = grid.columns
             dyc = grid.scatter_output(dy[lo:hi]).reshape(g, fg, m)  # (G, F/G, M)
@@ -153,7 +173,7 @@ class ConvNd(Windowed):
                 # dW^T += cols dy^T: OpenBLAS runs the long M reduction far faster with the
                 # tall operand first than as dy cols^T.
                 dwt[i] += cols[i] @ dyc[i].T
-            if dx is None:
+            if dx is None or wino_dx:
                 continue
             dcols = np.empty_like(cols)  # (G, C/G*K, M) = (C, K, M)
             for i in range(g):
