@@ -12,7 +12,7 @@ them, so `netspec check` loads neither onnx nor the training engine.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 # --max-memory: a number of bytes, None for no limit, "auto" for a share of what is available.
 MemoryLimit = int | None | Literal["auto"]
-Engine = Literal["numpy", "torch"]
 CURVES_INTERVAL_S = 5.0  # curves.png is redrawn at most this often, and once at the end
 
 
@@ -302,7 +301,7 @@ def train(
     lr: float | None = None,
     seed: int | None = None,
     resume: str | Path | None = None,
-    engine: Engine = "numpy",
+    engine: Literal["numpy", "torch"] = "numpy",
     device: str | None = None,
     progress: Progress | None = None,
     max_memory: MemoryLimit = "auto",
@@ -312,17 +311,20 @@ def train(
 
     Writes weights.npz, history.json and checkpoint.npz (and curves.png, with matplotlib and
     `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/).
-    `resume` names a run folder or its checkpoint.npz. `engine` "torch" trains with PyTorch
-    (the torch extra) on `device` ("auto": the GPU if torch sees one; "cpu"; "cuda", refused
-    without one); the NumPy engine runs on the CPU only. Before anything is allocated, a run
-    whose memory estimate exceeds `max_memory` bytes ("auto": a share of the memory available;
-    None: no limit), or whose folder cannot be written or lacks room, is refused.
+    `resume` names a run folder or its checkpoint.npz. `engine="torch"` trains with PyTorch on
+    `device` (auto: the GPU if any; cpu; cuda, refused without one). Before any allocation, a
+    run whose memory estimate exceeds `max_memory` bytes ("auto": a share of the memory
+    available; None: no limit), or whose folder cannot be written or lacks room, is refused.
     """
+    from netspec.engine.trainer import fit as numpy_fit
     from netspec.training.data import with_path
-    from netspec.training.plan import require_recipe
+    from netspec.training.plan import check_engine, require_recipe
     from netspec.viz.curves import Redraw
 
-    fit = _engine_fit(engine, device)
+    check_engine(engine, device)
+    if engine == "torch":  # the pip command if torch is missing
+        from netspec.torch.trainer import fit as torch_fit
+    fit = partial(torch_fit, device=device or "auto") if engine == "torch" else numpy_fit
     spec = require_recipe(analysis)
     out, checkpoint = run_folder(analysis, out_dir, resume)
     slots = len(spec.optimizer.slots)
@@ -341,27 +343,6 @@ def train(
         resume_from=checkpoint,
         progress=progress,
         on_epoch=Redraw(CURVES_INTERVAL_S) if curves else None,
-    )
-
-
-def _engine_fit(engine: str, device: str | None) -> Callable[..., FitResult]:
-    """The engine's fit (imported only when chosen), its device bound; a bad pair refused."""
-    if engine == "numpy":
-        if device not in (None, "auto", "cpu"):
-            raise NetspecError.at(
-                f"the NumPy engine runs on the CPU only, not on '{device}'",
-                hint="train on a GPU with --engine torch --device cuda",
-                exit_code=EXIT_USAGE,
-            )
-        from netspec.engine.trainer import fit as numpy_fit
-
-        return numpy_fit
-    if engine == "torch":
-        from netspec.torch.trainer import fit as torch_fit  # the pip hint if torch is missing
-
-        return partial(torch_fit, device=device or "auto")
-    raise NetspecError.at(
-        f"unknown engine '{engine}'", hint="use numpy or torch", exit_code=EXIT_USAGE
     )
 
 
