@@ -239,3 +239,20 @@ def test_the_digits_cnn_trained_on_torch_is_read_by_eval_and_export(
     onnx = tmp_path / "cnn.onnx"
     assert main(["export", net, "--weights", str(out), "-o", str(onnx)]) == 0
     assert onnx.stat().st_size > 0
+
+
+def test_engine_torch_without_torch_names_the_pip_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    argv = ["train", "examples/xor.net", "--engine", "torch", "--out", str(tmp_path)]
+    code = (
+        "import sys; sys.modules['torch'] = None; from netspec.cli import main;"
+        f"sys.exit(main({argv!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 3, done.stderr
+    assert "pip install 'netspec[torch]'" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "weights.npz").exists()
