@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -278,6 +279,8 @@ def train(
     lr: float | None = None,
     seed: int | None = None,
     resume: str | Path | None = None,
+    engine: Literal["numpy", "torch"] = "numpy",
+    device: str | None = None,
     progress: Progress | None = None,
     max_memory: MemoryLimit = "auto",
     curves: bool = True,
@@ -288,16 +291,21 @@ def train(
     Writes weights.npz, history.json and checkpoint.npz (and curves.png, with matplotlib and
     `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/).
     `resume` names a run folder or its checkpoint.npz; `x`, `y` name the data's arrays (an
-    .npz's, or a CSV's label column). Before anything is allocated, a run
-    whose memory estimate exceeds `max_memory` bytes ("auto": a share of the memory available;
-    None: no limit), or whose folder cannot be written or lacks room, is refused. BLAS runs
-    `threads` threads (default: `thread_choice`'s, never slower than one on a busy machine).
+    .npz's, or a CSV's label column). `engine="torch"` trains with PyTorch on `device` (auto:
+    the GPU if any; cpu; cuda, refused without one). Before any allocation, a run whose memory
+    estimate exceeds `max_memory` bytes ("auto": a share of the memory available; None: no
+    limit), or whose folder cannot be written or lacks room, is refused. BLAS runs `threads`
+    threads (default: `thread_choice`'s, never slower than one on a busy machine).
     """
-    from netspec.engine.trainer import fit
+    from netspec.engine.trainer import fit as numpy_fit
     from netspec.training.data import override
-    from netspec.training.plan import require_recipe
+    from netspec.training.plan import check_engine, require_recipe
     from netspec.viz.curves import Redraw
 
+    check_engine(engine, device)
+    if engine == "torch":  # the pip command if torch is missing
+        from netspec.torch.trainer import fit as torch_fit
+    fit = partial(torch_fit, device=device or "auto") if engine == "torch" else numpy_fit
     spec = require_recipe(analysis)
     out, checkpoint = run_folder(analysis, out_dir, resume)
     given = override(spec.data, data, x, y)

@@ -36,6 +36,18 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--batch", type=positive_int, metavar="N")
     t.add_argument("--lr", type=positive_float, metavar="X", help="base learning rate")
     t.add_argument("--seed", type=non_negative_int, metavar="N")
+    t.add_argument(
+        "--engine",
+        choices=("numpy", "torch"),
+        default="numpy",
+        help="numpy (default, built in) or torch (pip install 'netspec[torch]')",
+    )
+    t.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="torch engine only: auto (the GPU if any; default), cpu or cuda",
+    )
     t.add_argument("--out", metavar="DIR", help="output folder (default: runs/<network>/)")
     t.add_argument(
         "--resume",
@@ -92,6 +104,9 @@ class _Bar:
         self.bar: RichProgress | None = None
         self.task: TaskID | None = None
         self.t0 = 0.0
+
+    def run_start(self, engine: str, device: str) -> None:
+        self.console.print(f"training on the {engine} engine, device {device}", highlight=False)
 
     def epoch_start(self, epoch: int, epochs: int, samples: int) -> None:
         self.epochs = epochs
@@ -163,6 +178,8 @@ def run_train(args: argparse.Namespace) -> int:
             lr=args.lr,
             seed=args.seed,
             resume=args.resume,
+            engine=args.engine,
+            device=args.device,
             progress=bar,
             max_memory=args.max_memory,
             threads=threads.count,

@@ -1,8 +1,9 @@
 """The NumPy engine's side of a training run (training.loop.Trainer), and its inference.
 
 One step is the executor's forward pass, the recipe's loss, the backward pass, the l1/l2
-penalty, gradient clipping and the optimizer's update, all on float32 arrays that this object
-owns; or, with ``perceptron_rule``, Rosenblatt's rule (engine/perceptron.py).
+penalty, gradient clipping and the optimizer's update, all on arrays that this object owns
+(float32; float64 where a test compares engines); or, with ``perceptron_rule``, Rosenblatt's
+rule (engine/perceptron.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from netspec.engine.executor import Executor, Tape, trainable_names
 from netspec.engine.optimizers import make_optimizer
@@ -54,20 +56,25 @@ def predict(executor: Executor, io: Io, params: Params, x: Any, chunk: int = EVA
 class NumpyTrainer:
     """Weights, optimizer and one training step of the NumPy engine."""
 
+    engine = "numpy"
+    device = "cpu"
+
     def __init__(
         self,
         analysis: Analysis,
         spec: TrainSpec,
         init_rng: np.random.Generator,
         rng: np.random.Generator,
+        *,
+        dtype: npt.DTypeLike = np.float32,
     ) -> None:
         self.spec = spec
         self.io = io_of(analysis)
         self.loss_fn = LOSSES[spec.loss]
-        self.executor = Executor(analysis, np.float32)
+        self.executor = Executor(analysis, dtype)
         self.chunk = eval_chunk(analysis, spec.batch, EVAL_BATCH)
         self.optimizer = make_optimizer(spec.optimizer)
-        self.params: Params = init_params(analysis, init_rng, np.float32)
+        self.params: Params = init_params(analysis, init_rng, dtype)
         self.names = trainable_names(analysis)
         self.penalised = penalised_names(analysis)
         self.perceptron = require_perceptron(analysis) if spec.perceptron_rule else None

@@ -225,6 +225,7 @@ class RRelu(Op):
 
     op: Literal["rrelu"] = "rrelu"
     rectifier: ClassVar[bool] = True
+    random: ClassVar[bool] = True
     lower: float = Field(default=1 / 8, ge=0)
     upper: float = Field(default=1 / 3, ge=0)
 

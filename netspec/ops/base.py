@@ -143,6 +143,9 @@ class Op(BaseModel):
     default_init: ClassVar[Init | None] = None
     # False for ops whose derivative is zero almost everywhere (step): no gradient check.
     differentiable: ClassVar[bool] = True
+    # Draws from the run's generator in training (dropout's masks): an engine whose own random
+    # numbers must follow the run's seed and resume (torch's) seeds them only for such nets.
+    random: ClassVar[bool] = False
     # Read by the NumPy executor, which runs such an activation after the max pool it feeds,
     # on the pooled (smaller) tensor: f(max(x)) == max(f(x)) exactly, gradients and ties
     # included (relu: monotone and exact in floating point; not sigmoid, whose rounding ties

@@ -258,6 +258,7 @@ class Dropout(Op):
 
     op: Literal["dropout"] = "dropout"
     init_transparent: ClassVar[bool] = True
+    random: ClassVar[bool] = True
     p: float = Field(default=0.5, ge=0, lt=1)
 
     positional: ClassVar[tuple[str, ...]] = ("p",)

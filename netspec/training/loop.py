@@ -78,6 +78,8 @@ class Trainer(Protocol):
     """
 
     params: Params  # by global name, as weights.npz holds them
+    engine: str  # "numpy", "torch": what history.json and the first progress line report
+    device: str  # "cpu", "cuda:0 (NVIDIA H200)"
 
     def loss(self, x: Array, y: Array) -> tuple[float, Array]: ...
 
@@ -96,6 +98,8 @@ TrainerFactory = Callable[[Analysis, TrainSpec, np.random.Generator, np.random.G
 
 class Progress(Protocol):
     """What the loop reports as it goes (the CLI draws a progress bar from it)."""
+
+    def run_start(self, engine: str, device: str) -> None: ...
 
     def epoch_start(self, epoch: int, epochs: int, samples: int) -> None: ...
 
@@ -285,6 +289,8 @@ def _epoch_record(run: _Run, epoch: int, progress: Progress | None) -> dict[str,
         record.update(_scalars(score(loss, spec, run.trainer.predict(val.x), val.y), "val_"))
     record["lr"] = lr_now
     record["seconds"] = round(time.perf_counter() - t0, 4)
+    record["engine"] = run.trainer.engine
+    record["device"] = run.trainer.device
     return record
 
 
@@ -311,6 +317,8 @@ def _save_epoch(run: _Run, epoch: int) -> None:
 def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) -> Stopped:
     """Every remaining epoch, until the last, early stopping, or Ctrl-C."""
     last_save = -math.inf
+    if progress is not None:
+        progress.run_start(run.trainer.engine, run.trainer.device)
     try:
         for epoch in range(run.start_epoch, run.spec.epochs):
             record = _epoch_record(run, epoch, progress)

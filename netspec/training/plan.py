@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from netspec.errors import EXIT_RUNTIME, EXIT_SPEC, NetspecError
+from netspec.errors import EXIT_RUNTIME, EXIT_SPEC, EXIT_USAGE, NetspecError
 from netspec.ir import Analysis
 from netspec.losses import LOSSES, Loss
 from netspec.recipe import DataSpec, Optimizer, TrainSpec
@@ -120,6 +120,20 @@ def penalised_names(analysis: Analysis) -> list[str]:
         for local in info.param_shapes
         if local.rpartition(".")[2].startswith("weight")
     )
+
+
+def check_engine(engine: str, device: str | None) -> None:
+    """Refuse an unknown engine, and a device the NumPy engine (CPU only) cannot run on."""
+    if engine not in ("numpy", "torch"):
+        raise NetspecError.at(
+            f"unknown engine '{engine}'", hint="use numpy or torch", exit_code=EXIT_USAGE
+        )
+    if engine == "numpy" and device not in (None, "auto", "cpu"):
+        raise NetspecError.at(
+            f"the NumPy engine runs on the CPU only, not on '{device}'",
+            hint="train on a GPU with --engine torch --device cuda",
+            exit_code=EXIT_USAGE,
+        )
 
 
 def steps_per_epoch(spec: TrainSpec, optimizer: Optimizer, n: int) -> tuple[int, int]:

@@ -181,6 +181,8 @@ class _StopAfter:
     def __init__(self, k: int) -> None:
         self.k = k
 
+    def run_start(self, engine: str, device: str) -> None: ...
+
     def epoch_start(self, epoch: int, epochs: int, samples: int) -> None: ...
 
     def batch_end(self, samples_done: int, running_loss: float) -> None: ...
@@ -219,8 +221,9 @@ def test_history_json_records_loss_metrics_lr_and_time_per_epoch(
     history = json.loads((tmp_path / "run" / "history.json").read_text(encoding="utf-8"))
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert set(history[0]) == {
-        "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"
+        "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "engine", "device"
     }  # fmt: skip
+    assert (history[0]["engine"], history[0]["device"]) == ("numpy", "cpu")
     assert history == result.history
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
 

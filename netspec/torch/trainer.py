@@ -1,0 +1,216 @@
+"""The torch engine's side of a training run (training.loop.Trainer): the lowered network
+(netspec.torch.lower), the recipe's loss, autograd, the l1/l2 penalty, gradient clipping and the
+optimizer's update, on a CPU or a CUDA device.
+
+Same start and data order as the NumPy engine: the weights come from netspec's initialiser
+(`init_params` on the run's init stream) and the loop picks the batches, so the two engines
+differ only by arithmetic. What differs by design: dropout and rrelu draw torch's random
+numbers, not NumPy's; to keep a run repeatable and resumable, a network with such an op seeds
+torch from the loop's generator before each step (so its shuffling, too, departs from a NumPy
+run's after the first draw; a network without one never draws, and shuffles exactly as NumPy).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
+from netspec.initializers import init_params
+from netspec.ir import Analysis
+from netspec.losses import LOSSES
+from netspec.ops.base import Array, Params
+from netspec.recipe import TrainSpec
+from netspec.torch.losses import TORCH_LOSSES, target_tensor
+from netspec.torch.lower import load_params, lower, params_of
+from netspec.torch.optimizers import make_optimizer
+from netspec.training.loop import FitResult
+from netspec.training.loop import fit as run_fit
+from netspec.training.plan import io_of, penalised_names
+
+EVAL_BATCH = 1024  # samples per inference pass, as the NumPy engine
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is the GPU when torch sees one, else the CPU; `cuda` without one is an error,
+    never a silent CPU run."""
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise NetspecError.at(
+            f"unknown device '{name}'", hint="use auto, cpu or cuda", exit_code=EXIT_USAGE
+        )
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        why = (
+            "this PyTorch build has no CUDA support"
+            if torch.version.cuda is None
+            else "PyTorch sees no CUDA GPU"
+        )
+        raise NetspecError.at(
+            f"--device {name}: {why}",
+            hint="run with --device cpu, or install a CUDA build of PyTorch "
+            "(https://pytorch.org/get-started/locally/) on a machine with an NVIDIA GPU",
+            exit_code=EXIT_RUNTIME,
+        )
+    return torch.device(name)
+
+
+def describe(device: torch.device) -> str:
+    """`cpu`, or `cuda:0 (NVIDIA H200)`: what a run reports it ran on."""
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def _torch_dtype(dtype: npt.DTypeLike) -> torch.dtype:
+    return torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+
+
+class TorchTrainer:
+    """Weights (the lowered module's), optimizer and one training step of the torch engine."""
+
+    engine = "torch"
+
+    def __init__(
+        self,
+        analysis: Analysis,
+        spec: TrainSpec,
+        init_rng: np.random.Generator,
+        rng: np.random.Generator,
+        *,
+        device: str = "auto",
+        dtype: npt.DTypeLike = np.float32,
+    ) -> None:
+        if spec.perceptron_rule:
+            raise NetspecError.at(
+                "perceptron_rule trains on the NumPy engine only",
+                hint="drop --engine torch (the NumPy engine is the default)",
+                exit_code=EXIT_USAGE,
+            )
+        self.spec = spec
+        self.io = io_of(analysis)
+        self.loss_meta = LOSSES[spec.loss]
+        self.loss_fn = TORCH_LOSSES[spec.loss]
+        self.torch_device = resolve_device(device)
+        self.device = describe(self.torch_device)
+        self.dtype = _torch_dtype(dtype)
+        start = init_params(analysis, init_rng, dtype)
+        self.model = lower(analysis, start, device=self.torch_device)
+        self.model.train()
+        self.trainable = dict(self.model.named_parameters())
+        self.penalised = penalised_names(analysis)
+        self.optimizer = make_optimizer(spec.optimizer)
+        self.rng = rng
+        self.random = any(node.op.random for node in analysis.network.nodes)
+        self._pending: torch.Tensor | None = None
+
+    @property
+    def params(self) -> Params:
+        """Every weight and running statistic as NumPy arrays (copies) by global name."""
+        return params_of(self.model)
+
+    @params.setter
+    def params(self, value: Params) -> None:
+        load_params(self.model, value)
+
+    def _input(self, x: Array) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(x), device=self.torch_device)
+        return t.long() if self.io.input_dtype == "int64" else t.to(self.dtype)
+
+    def loss(self, x: Array, y: Array) -> tuple[float, Array]:
+        if self.random:  # dropout's masks follow the run's seed and its checkpointed stream
+            torch.manual_seed(int(self.rng.integers(2**63)))
+        (out,) = self.model(self._input(x))
+        value = self.loss_fn(out, target_tensor(self.loss_meta, y, out))
+        self._pending = value
+        return float(value.detach()), out.detach().cpu().numpy()
+
+    def update(self, lr: float) -> None:
+        assert self._pending is not None, "update() follows loss()"
+        value, self._pending = self._pending, None
+        self.model.zero_grad(set_to_none=True)
+        value.backward()  # type: ignore[no-untyped-call]
+        grads = {
+            name: p.grad if p.grad is not None else torch.zeros_like(p)
+            for name, p in self.trainable.items()
+        }
+        spec = self.spec
+        with torch.no_grad():
+            if spec.l1 or spec.l2:
+                _add_penalty(self.trainable, grads, self.penalised, spec.l1, spec.l2)
+            if spec.clip_norm is not None:
+                _clip(grads, spec.clip_norm)
+        self.optimizer.step(self.trainable, grads, lr)
+
+    @torch.no_grad()
+    def predict(self, x: Array) -> Array:
+        """Raw outputs in inference mode, in batches of EVAL_BATCH."""
+        self.model.eval()
+        try:
+            outs = [
+                self.model(self._input(x[i : i + EVAL_BATCH]))[0].cpu().numpy()
+                for i in range(0, len(x), EVAL_BATCH)
+            ]
+        finally:
+            self.model.train()
+        return np.concatenate(outs)
+
+    def optimizer_state(self) -> dict[str, Array]:
+        return self.optimizer.state_dict()
+
+    def restore(self, params: Params, optimizer_state: dict[str, Array]) -> None:
+        load_params(self.model, params)  # in place: the Parameter objects stay
+        self.optimizer.load_state_dict(optimizer_state, self.trainable)
+
+
+def _add_penalty(
+    params: Mapping[str, torch.Tensor],
+    grads: dict[str, torch.Tensor],
+    names: list[str],
+    l1: float,
+    l2: float,
+) -> None:
+    """engine/penalties.add_penalty's gradient: l1 sign(w) + 2 l2 w, on weights only."""
+    for name in names:
+        w = params[name]
+        if l1:
+            grads[name] = grads[name] + l1 * torch.sign(w)
+        if l2:
+            grads[name] = grads[name] + 2 * l2 * w
+
+
+def _clip(grads: dict[str, torch.Tensor], max_norm: float) -> None:
+    """engine/penalties.clip: one factor for every gradient, global L2 norm at most max_norm."""
+    norm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    if norm > max_norm:
+        scale = max_norm / (norm + 1e-12)
+        for name in grads:
+            grads[name] = grads[name] * scale
+
+
+def fit(
+    analysis: Analysis,
+    spec: TrainSpec,
+    out_dir: Path,
+    *,
+    device: str = "auto",
+    dtype: npt.DTypeLike = np.float32,
+    **options: Any,
+) -> FitResult:
+    """training.loop.fit on the torch engine (options as there)."""
+    resolve_device(device)  # refused before the data are read
+
+    def make(
+        analysis: Analysis, spec: TrainSpec, init_rng: np.random.Generator, rng: np.random.Generator
+    ) -> TorchTrainer:
+        return TorchTrainer(analysis, spec, init_rng, rng, device=device, dtype=dtype)
+
+    return run_fit(analysis, spec, out_dir, make, **options)
