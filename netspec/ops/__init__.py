@@ -38,7 +38,7 @@ from netspec.ops.pool import (
     MaxPool2d,
 )
 from netspec.ops.recurrent import Bidirectional, Gru, Lstm, Rnn
-from netspec.ops.shape import Flatten, Pad, Reshape
+from netspec.ops.shape import Flatten, Pad, Reshape, Transpose
 
 OP_CLASSES: tuple[type[Op], ...] = (
     Input,
@@ -53,6 +53,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     GlobalMaxPool,
     Flatten,
     Reshape,
+    Transpose,
     Pad,
     Embedding,
     BatchNorm,
