@@ -119,6 +119,11 @@ class Op(BaseModel):
     category: ClassVar[str] = "layer"
     # The one-line description in the README's op table.
     summary: ClassVar[str] = ""
+    # The op reads axis 0 as channels ([C, L] and the like: conv1d, pools, batchnorm). The
+    # analysis warns where a [T, F] tensor (see `layout`) reaches such an op.
+    channels_first: ClassVar[bool] = False
+    # The op keeps its input's layout (activations, dropout, add): see `layout`.
+    keeps_layout: ClassVar[bool] = False
     # The input dtype an op needs, when not float (embedding takes int64 indices).
     input_dtype: ClassVar[str] = "float32"
     # Read by the weight initialiser: a rectifier asks the layer feeding it for He/MSRA init,
@@ -151,6 +156,13 @@ class Op(BaseModel):
 
     def warnings(self, inputs: Sequence[Shape]) -> list[str]:
         return []
+
+    def layout(self, inputs: Sequence[Shape], layouts: Sequence[str | None]) -> str | None:
+        """ "TF" when the output is [time, features] (an embedding's, a sequence RNN's), else
+        None; ops that keep their input's layout pass it on."""
+        if self.keeps_layout and layouts and all(lay == layouts[0] for lay in layouts):
+            return layouts[0]
+        return None
 
     def initial_state(self, name: str, shape: Shape) -> Array:
         """Starting value of a state array (running mean 0, running variance 1, ...)."""
@@ -221,6 +233,7 @@ class Elementwise(Op):
 
     category: ClassVar[str] = "activation"
     onnx_op: ClassVar[str] = ""
+    keeps_layout: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         return inputs[0]

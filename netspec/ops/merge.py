@@ -18,6 +18,7 @@ class Add(Op):
 
     arity: ClassVar[int | None] = None
     category: ClassVar[str] = "merge"
+    keeps_layout: ClassVar[bool] = True
     summary: ClassVar[str] = "elementwise sum of equal shapes: `add(a, b)`"
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:

@@ -198,6 +198,7 @@ class Windowed(Op):
     """
 
     ndim: ClassVar[int] = 2
+    channels_first: ClassVar[bool] = True
 
     if TYPE_CHECKING:
         padding: PaddingAttr
