@@ -11,7 +11,7 @@ from netspec.losses import LOSS_NAMES
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # ---- data -----------------------------------------------------------------------------------

@@ -221,6 +221,9 @@ def _explain(a: _Attr, c: _Context, extras: dict[str, str | None]) -> Diagnostic
         sign, bound = _BOUNDS[kind_]
         limit = a.main.get("ctx", {}).get(bound)
         found = f"{c.what}: {a.path} must be {sign} {limit}, got {dsl(a.got)}", None
+    elif kind_ == "finite_number":
+        msg = f"{c.what}: {a.path} must be a finite number, got {dsl(a.got)}"
+        found = msg, "NaN and infinity (a literal beyond 1.8e308 overflows to it) have no JSON form"
     elif _is_type_error(a):
         found = _wrong_type(a, c)
     elif kind_ == "literal_error":

@@ -416,3 +416,31 @@ def test_a_misspelt_name_given_to_a_typed_block_parameter_gets_a_suggestion(
         ":4:4: error: block B: 'ch' must be int, got the unknown name 'WIDHT'"
     )
     assert msg.splitlines()[-1] == "  hint: did you mean 'WIDTH'?"
+
+
+@pytest.mark.parametrize("call", ["elu(alpha=1e309)", "elu(alpha=-1e400)", "elu(alpha=1e308 * 10)"])
+def test_a_non_finite_float_attribute_is_refused_where_it_is_written(
+    build: Build, call: str
+) -> None:
+    (err,) = errors_of(build, f"network N {{ input x: [4]\n  dense(4) {call} }}")
+    assert "t.net:2:16: error: elu 'elu_1': alpha must be a finite number, got" in err
+
+
+def test_a_non_finite_recipe_value_is_refused(build: Build) -> None:
+    with pytest.raises(NetspecError) as info:
+        build(
+            "network N { input x: [4]\n dense(2) }\ntrain N { loss = mse\n"
+            " optimizer = sgd(lr=1e999) }"
+        )
+    assert "lr must be a finite number" in render(info.value.diagnostics[0])
+
+
+def test_ir_json_with_nan_or_infinity_attributes_is_refused(build: Build, tmp_path: Path) -> None:
+    net = build("network N { input x: [2, 4]\n pad([1, 1, 0, 0], value=1.5) }")
+    text = net.model_dump_json().replace('"value":1.5', '"value":NaN')
+    assert '"value":NaN' in text
+    path = tmp_path / "n.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(NetspecError) as info:
+        api.load(path)
+    assert "finite number" in render(info.value.diagnostics[0])

@@ -107,7 +107,9 @@ class Example:
 class Op(BaseModel):
     """Base of every operator. Subclasses declare ``op: Literal["name"] = "name"`` and fields."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: a NaN or infinite attribute (`elu(alpha=1e309)`) is refused where it
+    # is written; JSON would store it as null, and the IR could not be read back.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     op: str
 

@@ -35,7 +35,7 @@ ALIASES = {
 class Init(BaseModel):
     """One initialiser: He/MSRA (before relu-family), Glorot/Xavier (before tanh/sigmoid), ..."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: Literal[
         "he_normal",
