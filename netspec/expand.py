@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from netspec import synonyms
 from netspec import tree as ast
 from netspec.errors import NetspecError, Span, suggest
 from netspec.ir import Network, Node
@@ -205,7 +206,9 @@ class _Expander:
         if call.name in OPS and call.name != "input":
             return OPS[call.name]
         known = [k for k in OPS if k != "input"] + list(self.program.blocks)
-        hint = suggest(call.name, known)
+        hint = synonyms.op_hint(call.name, known) or suggest(call.name, known)
+        if hint is None:
+            hint = "known ops: " + ", ".join(sorted(k for k in OPS if k != "input"))
         if call.name == "input":
             hint = "declare inputs with `input NAME: [shape]`"
         if call.name in self.program.networks:

@@ -16,6 +16,7 @@ from pydantic_core import ErrorDetails
 
 from netspec.callform import dsl
 from netspec.errors import Diagnostic, NetspecError, Severity, Span, suggest
+from netspec.synonyms import ATTRIBUTES, attribute_hint
 from netspec.values import kind, plain, symbols
 
 _BOUNDS = {
@@ -163,7 +164,7 @@ def validation_error(err: ValidationError, c: _Context) -> NetspecError:
     """Pydantic's errors as located diagnostics, one per attribute."""
     grouped = _group(err, c)
     extras = {
-        key: suggest(key, c.known)
+        key: attribute_hint(key, c.known) or suggest(key, c.known)
         for key, (es, _) in grouped.items()
         if es[0]["type"] == "extra_forbidden"
     }
@@ -180,7 +181,9 @@ def validation_error(err: ValidationError, c: _Context) -> NetspecError:
             _accepted(errors),
             _choices(errors, c.cls, key, nested),
         )
-        found = _unknown_name(attr, c) or _explain(attr, c, extras)
+        # `dense(10, activation=relu)`: the attribute is the mistake, not the name `relu`.
+        unknown = None if main["type"] == "extra_forbidden" else _unknown_name(attr, c)
+        found = unknown or _explain(attr, c, extras)
         if found is not None:
             diags.append(found)
     return NetspecError(diags)
@@ -240,9 +243,20 @@ def _explain(a: _Attr, c: _Context, extras: dict[str, str | None]) -> Diagnostic
 
 def _extra(a: _Attr, c: _Context, extras: dict[str, str | None]) -> tuple[str, str | None]:
     if a.nested:
-        return f"{c.what}: {a.key} has no attribute '{a.nested[-1]}'", None
+        return f"{c.what}: {a.key} has no attribute '{a.nested[-1]}'", foreign(a.nested[-1])
     hint = extras[a.key] or f"known attributes: {', '.join(c.known) or 'none'}"
+    if a.key == "activation":
+        act = next(iter(symbols(c.raw.get(a.key))), None)
+        name = act.name if act is not None else "ACTIVATION"
+        op = c.what.split(" ")[0]
+        hint = f"an activation is its own op after the layer: write `{op}(...) {name}`"
     return f"{c.what} has no attribute '{a.key}'", hint
+
+
+def foreign(name: str) -> str | None:
+    """Another framework's name for a nested attribute (`sgd(learning_rate=...)`)."""
+    target = ATTRIBUTES.get(name)
+    return f"did you mean '{target}'?" if target is not None else None
 
 
 def _missing(a: _Attr, c: _Context, extras: dict[str, str | None]) -> tuple[str, None] | None:

@@ -444,3 +444,34 @@ def test_ir_json_with_nan_or_infinity_attributes_is_refused(build: Build, tmp_pa
     with pytest.raises(NetspecError) as info:
         api.load(path)
     assert "finite number" in render(info.value.diagnostics[0])
+
+
+@pytest.mark.parametrize(
+    ("call", "hint"),
+    [
+        ("dense(10, activation=relu)", "write `dense(...) relu`"),
+        ("conv1d(out_channels=4, kernel=3)", "did you mean 'filters'?"),
+        ("conv1d(4, kernel_size=3)", "did you mean 'kernel'?"),
+        ("linear(3)", "did you mean 'dense'?"),
+        ("fc(3)", "did you mean 'dense'?"),
+        ("InnerProduct(3)", "did you mean 'dense'?"),
+        ("BatchNorm1d()", "did you mean 'batchnorm'?"),
+        ("Conv1D(3, 2)", "did you mean 'conv1d'?"),
+        ("zqxj(2)", "known ops: add, avgpool1d"),
+    ],
+)
+def test_other_frameworks_names_get_netspecs_name_as_the_hint(
+    build: Build, call: str, hint: str
+) -> None:
+    (err,) = errors_of(build, f"network N {{ input x: [4, 8]\n  {call} }}")
+    assert hint in err.split("hint: ")[1]
+    assert "unknown name" not in err
+
+
+def test_keras_learning_rate_hints_lr(build: Build) -> None:
+    with pytest.raises(NetspecError) as info:
+        build(
+            "network N { input x: [4]\n dense(2) }\ntrain N { loss = mse\n"
+            " optimizer = sgd(learning_rate=0.1) }"
+        )
+    assert "did you mean 'lr'?" in render(info.value.diagnostics[0])

@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "netspec",
             "netspec._parser_tables",
             "netspec.callform",
+            "netspec.synonyms",
             "netspec.ops",
             "netspec.losses",
             "netspec.recipe",
