@@ -22,7 +22,7 @@ from netspec.ops.io import Input
 from netspec.program import MAX_DEPTH, MAX_NODES, Program, choose_network, load_program
 from netspec.recipes import train_section
 from netspec.validation import build_model
-from netspec.values import Symbol, evaluate, freeze, plain, show
+from netspec.values import Symbol, evaluate, freeze, plain, show, symbols
 
 __all__ = ["CallTrace", "Program", "expand", "iter_calls", "load_program"]
 
@@ -131,6 +131,9 @@ class _Expander:
 
     def input(self, stmt: ast.InputStmt, scope: _Scope) -> None:
         shape = evaluate(stmt.shape, scope.env)
+        for sym in symbols(shape):  # `input x: [T, 8]` with no constant T
+            hint = suggest(sym.name, sym.known) or f"define it first: `const {sym.name} = 20`"
+            raise _err(f"input shape: unknown name '{sym.name}'", sym.span, hint)
         if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
             raise _err(
                 f"input shape must be a list of integers, got {plain(shape)}", stmt.shape.span

@@ -303,7 +303,8 @@ def _other(a: _Attr, c: _Context) -> tuple[str, str | None]:
     got = a.got
     shown = f" (got {dsl(got)})" if got is not None and not isinstance(got, dict) else ""
     hint = suggest(got, a.choices) if isinstance(got, str) and a.choices else None
-    return f"{c.what}: {a.path}: {text}{shown}", hint
+    where = f"{c.what}: {a.path}" if a.path else c.what  # a rule across fields has no path
+    return f"{where}: {text}{shown}", hint
 
 
 def _numeral(text: str) -> bool:

@@ -200,3 +200,11 @@ def test_an_embedding_into_conv1d_fails_under_strict_with_the_transpose_fix(
     assert main(["check", path]) == 0
     assert main(["check", path, "--strict"]) == 1
     assert "transpose(perm=[1, 0])" in capsys.readouterr().err
+
+
+def test_the_totals_line_names_the_non_trainable_count_plainly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", write(tmp_path, "network N { input x: [3, 8]\n batchnorm }")]) == 0
+    out = capsys.readouterr().out
+    assert "6 non-trainable (running statistics" in out and "+N" not in out

@@ -475,3 +475,21 @@ def test_keras_learning_rate_hints_lr(build: Build) -> None:
             " optimizer = sgd(learning_rate=0.1) }"
         )
     assert "did you mean 'lr'?" in render(info.value.diagnostics[0])
+
+
+def test_an_undefined_name_in_an_input_shape_is_an_unknown_name(build: Build) -> None:
+    (err,) = errors_of(build, "network N { input x: [T, 8]\n dense(2) }")
+    assert "error: input shape: unknown name 'T'" in err and "const T = " in err
+
+
+def test_a_rule_across_fields_has_no_empty_attribute_path(build: Build) -> None:
+    (err,) = errors_of(build, "network N { input x: [-1, 8]\n dense(2) }")
+    assert "input 'x': every dimension must be >= 1" in err and ": :" not in err
+
+
+def test_adding_two_vectors_of_different_widths_hints_a_dense_not_a_conv(build: Build) -> None:
+    text = "network N { input x: [4]\n a = x -> dense(3)\n b = x -> dense(5)\n add(a, b) }"
+    with pytest.raises(NetspecError) as info:
+        api.check(build(text))
+    (d,) = [d for d in info.value.diagnostics if d.hint]
+    assert d.hint is not None and "dense(3)" in d.hint and "conv" not in d.hint
