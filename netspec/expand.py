@@ -9,7 +9,7 @@ instance name: `layer3.2.conv1`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netspec import synonyms
@@ -303,6 +303,8 @@ class _Expander:
         self.block_stack.append(call.name)
         try:
             self.body(block.body, inner, in_block=True)
+        except NetspecError as e:
+            raise _instantiated(e, call) from None
         finally:
             self.block_stack.pop()
         if inner.output:
@@ -442,3 +444,16 @@ def iter_calls(stmts: tuple[ast.Stmt, ...]) -> Iterator[ast.Call]:
             yield from s.chain.calls
         elif isinstance(s, ast.Chain):
             yield from s.calls
+
+
+def _instantiated(e: NetspecError, call: ast.Call) -> NetspecError:
+    """An error in a block's body also names the call that built it: the body line alone does
+    not say which of several instances failed."""
+    where = f"instantiated at {call.span.file}:{call.span.line}"
+    diags = [
+        replace(d, hint=f"{d.hint} ({where})" if d.hint else where)
+        if d.span is not None and d.span != call.span and "instantiated at" not in (d.hint or "")
+        else d
+        for d in e.diagnostics
+    ]
+    return NetspecError(diags, e.exit_code)

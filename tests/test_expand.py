@@ -147,6 +147,7 @@ def test_nesting_past_the_depth_limit_is_not_called_recursion(build: Build, tmp_
         "    block B49() { B50() }\n"
         "                  ^~~~~\n"
         "  hint: the chain: B0 -> B1 -> B2 -> ... -> B48 -> B49 -> B50"
+        f" (instantiated at {tmp_path / 't.net'}:49)"
     )
     # One level less is fine.
     build(text.replace("B49() { B50() }", "B49() { relu }"))
@@ -383,7 +384,8 @@ def test_a_misspelt_name_is_an_unknown_name_with_a_suggestion(
     head, _, caret, hint_line = msg.splitlines()
     assert head == f"{tmp_path / 't.net'}:{line}:{column}: error: {message}"
     assert caret.strip() == "^" + "~" * (len(message.split("'")[-2]) - 1)
-    assert hint_line == f"  hint: {hint}"
+    # Inside a block, the hint also names the instance: `(instantiated at t.net:7)`.
+    assert hint_line.split(" (instantiated at ")[0] == f"  hint: {hint}"
 
 
 def test_a_misspelt_choice_word_suggests_the_nearest_choice(build: Build) -> None:
@@ -493,3 +495,9 @@ def test_adding_two_vectors_of_different_widths_hints_a_dense_not_a_conv(build: 
         api.check(build(text))
     (d,) = [d for d in info.value.diagnostics if d.hint]
     assert d.hint is not None and "dense(3)" in d.hint and "conv" not in d.hint
+
+
+def test_an_error_inside_a_block_names_the_instance_that_built_it(build: Build) -> None:
+    text = "block B(w: int) {\n  dense(w, bais=1)\n}\nnetwork N {\n  input x: [4]\n  B(3)\n}"
+    (err,) = errors_of(build, text)
+    assert "t.net:2:12: error:" in err and "t.net:6)" in err and "instantiated at" in err
