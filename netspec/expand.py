@@ -9,11 +9,11 @@ instance name: `layer3.2.conv1`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from netspec import synonyms
 from netspec import tree as ast
-from netspec.aliases import op_hint
 from netspec.errors import NetspecError, Span, suggest
 from netspec.ir import Network, Node
 from netspec.ops import OPS
@@ -22,7 +22,7 @@ from netspec.ops.io import Input
 from netspec.program import MAX_DEPTH, MAX_NODES, Program, choose_network, load_program
 from netspec.recipes import train_section
 from netspec.validation import build_model
-from netspec.values import Symbol, evaluate, freeze, plain, show
+from netspec.values import Symbol, evaluate, freeze, plain, show, symbols
 
 __all__ = ["CallTrace", "Program", "expand", "iter_calls", "load_program"]
 
@@ -131,6 +131,9 @@ class _Expander:
 
     def input(self, stmt: ast.InputStmt, scope: _Scope) -> None:
         shape = evaluate(stmt.shape, scope.env)
+        for sym in symbols(shape):  # `input x: [T, 8]` with no constant T
+            hint = suggest(sym.name, sym.known) or f"define it first: `const {sym.name} = 20`"
+            raise _err(f"input shape: unknown name '{sym.name}'", sym.span, hint)
         if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
             raise _err(
                 f"input shape must be a list of integers, got {plain(shape)}", stmt.shape.span
@@ -217,14 +220,10 @@ class _Expander:
     def _op_class(self, call: ast.Call) -> type[Op]:
         if call.name in OPS and call.name != "input":
             return OPS[call.name]
-        ops = [k for k in OPS if k != "input"]
-        known = ops + list(self.program.blocks)
-        hint = op_hint(call.name, ops) or suggest(call.name, known)
+        known = [k for k in OPS if k != "input"] + list(self.program.blocks)
+        hint = synonyms.op_hint(call.name, known) or suggest(call.name, known)
         if hint is None:
-            hint = f"the ops are {', '.join(ops)}"
-            if self.program.blocks:
-                hint += f"; the blocks here are {', '.join(self.program.blocks)}"
-
+            hint = "known ops: " + ", ".join(sorted(k for k in OPS if k != "input"))
         if call.name == "input":
             hint = "declare inputs with `input NAME: [shape]`"
         if call.name in self.program.networks:
@@ -316,6 +315,8 @@ class _Expander:
         self.block_stack.append(call.name)
         try:
             self.body(block.body, inner, in_block=True)
+        except NetspecError as e:
+            raise _instantiated(e, call) from None
         finally:
             self.block_stack.pop()
         if inner.output:
@@ -455,3 +456,16 @@ def iter_calls(stmts: tuple[ast.Stmt, ...]) -> Iterator[ast.Call]:
             yield from s.chain.calls
         elif isinstance(s, ast.Chain):
             yield from s.calls
+
+
+def _instantiated(e: NetspecError, call: ast.Call) -> NetspecError:
+    """An error in a block's body also names the call that built it: the body line alone does
+    not say which of several instances failed."""
+    where = f"instantiated at {call.span.file}:{call.span.line}"
+    diags = [
+        replace(d, hint=f"{d.hint} ({where})" if d.hint else where)
+        if d.span is not None and d.span != call.span and "instantiated at" not in (d.hint or "")
+        else d
+        for d in e.diagnostics
+    ]
+    return NetspecError(diags, e.exit_code)

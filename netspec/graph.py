@@ -85,6 +85,7 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
         order = list(nx.lexicographical_topological_sort(g, key=_position(net)))
     int_tensors = {n.name for n in net.inputs if getattr(n.op, "dtype", "") == "int64"}
     layers: dict[str, LayerInfo] = {}
+    origins: dict[str, str] = {}  # a [T, F] tensor -> the layer that made it [T, F]
     for name in order:
         node: Node = g.nodes[name]["node"]
         ins = [layers[s].output_shape if s in layers else None for s in node.inputs]
@@ -119,6 +120,7 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
             layers[name] = _failed(node, in_shapes)
             continue
         diags.extend(_warning(node, f"{node.op.op} '{name}': {w}") for w in warns)
+        diags.extend(_layout(node, g, in_shapes, origins))
         layers[name] = LayerInfo(
             name=name,
             op=node.op.op,
@@ -134,6 +136,36 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
     diags.extend(_unused(net, g))
     diags.extend(_recipe_checks(net, layers))
     return _summarise(net, order, layers), diags
+
+
+def _layout(
+    node: Node, g: nx.DiGraph, in_shapes: list[Shape], origins: dict[str, str]
+) -> list[Diagnostic]:
+    """Track [T, F] tensors and warn where one reaches an op that reads [C, L]: conv1d would
+    take the time steps for channels, a pool or batchnorm would reduce the wrong axis."""
+    layouts = ["TF" if s in origins else None for s in node.inputs]
+    if node.op.layout(in_shapes, layouts) == "TF":
+        seen = [origins[s] for s in node.inputs if s in origins]
+        origins[node.name] = seen[0] if node.op.keeps_layout and seen else node.name
+    if not node.op.channels_first:
+        return []
+    out: list[Diagnostic] = []
+    for src, shape in zip(node.inputs, in_shapes, strict=True):
+        if src in origins and len(shape) == 2:
+            maker: Node = g.nodes[origins[src]]["node"]
+            via = "" if maker.name == src else f" (from {maker.op.op} '{maker.name}')"
+            t, f = shape
+            out.append(
+                _warning(
+                    node,
+                    f"{node.op.op} '{node.name}' reads its input {list(shape)} as "
+                    f"[channels, length], but '{src}' is [time, features]{via}: it would take "
+                    f"the {t} time steps for channels and work over the {f} features",
+                    f"insert `transpose(perm=[1, 0])` before {node.op.op} to make it "
+                    f"[{f}, {t}] (features as channels)",
+                )
+            )
+    return out
 
 
 def _position(net: Network) -> object:

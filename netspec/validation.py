@@ -14,9 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from netspec.aliases import attribute_hint
 from netspec.callform import dsl
 from netspec.errors import Diagnostic, NetspecError, Severity, Span, suggest
+from netspec.synonyms import ATTRIBUTES, attribute_hint
 from netspec.values import kind, plain, symbols
 
 _BOUNDS = {
@@ -164,7 +164,7 @@ def validation_error(err: ValidationError, c: _Context) -> NetspecError:
     """Pydantic's errors as located diagnostics, one per attribute."""
     grouped = _group(err, c)
     extras = {
-        key: _foreign(c, key) or suggest(key, c.known)
+        key: attribute_hint(key, c.known) or suggest(key, c.known)
         for key, (es, _) in grouped.items()
         if es[0]["type"] == "extra_forbidden"
     }
@@ -181,19 +181,12 @@ def validation_error(err: ValidationError, c: _Context) -> NetspecError:
             _accepted(errors),
             _choices(errors, c.cls, key, nested),
         )
-        # An attribute the op lacks is the error, whatever its value names (activation=relu).
+        # `dense(10, activation=relu)`: the attribute is the mistake, not the name `relu`.
         unknown = None if main["type"] == "extra_forbidden" else _unknown_name(attr, c)
         found = unknown or _explain(attr, c, extras)
         if found is not None:
             diags.append(found)
     return NetspecError(diags)
-
-
-def _foreign(c: _Context, key: str, fields: list[str] | None = None) -> str | None:
-    """The netspec name of another framework's attribute (`out_channels` -> `filters`)."""
-    word = next((x.name for x in symbols(c.raw.get(key))), None)
-    owner = c.what.split(" ", 1)[0]
-    return attribute_hint(owner, key, word, c.known if fields is None else fields)
 
 
 def _unknown_name(a: _Attr, c: _Context) -> Diagnostic | None:
@@ -231,6 +224,9 @@ def _explain(a: _Attr, c: _Context, extras: dict[str, str | None]) -> Diagnostic
         sign, bound = _BOUNDS[kind_]
         limit = a.main.get("ctx", {}).get(bound)
         found = f"{c.what}: {a.path} must be {sign} {limit}, got {dsl(a.got)}", None
+    elif kind_ == "finite_number":
+        msg = f"{c.what}: {a.path} must be a finite number, got {dsl(a.got)}"
+        found = msg, "NaN and infinity (a literal beyond 1.8e308 overflows to it) have no JSON form"
     elif _is_type_error(a):
         found = _wrong_type(a, c)
     elif kind_ == "literal_error":
@@ -247,13 +243,20 @@ def _explain(a: _Attr, c: _Context, extras: dict[str, str | None]) -> Diagnostic
 
 def _extra(a: _Attr, c: _Context, extras: dict[str, str | None]) -> tuple[str, str | None]:
     if a.nested:
-        inner = a.nested[-1]
-        value = c.values.get(a.key)
-        fields = list(value) if isinstance(value, dict) else []
-        hint = attribute_hint(a.key, inner, None, None) or suggest(inner, fields)
-        return f"{c.what}: {a.key} has no attribute '{inner}'", hint
+        return f"{c.what}: {a.key} has no attribute '{a.nested[-1]}'", foreign(a.nested[-1])
     hint = extras[a.key] or f"known attributes: {', '.join(c.known) or 'none'}"
+    if a.key == "activation":
+        act = next(iter(symbols(c.raw.get(a.key))), None)
+        name = act.name if act is not None else "ACTIVATION"
+        op = c.what.split(" ")[0]
+        hint = f"an activation is its own op after the layer: write `{op}(...) {name}`"
     return f"{c.what} has no attribute '{a.key}'", hint
+
+
+def foreign(name: str) -> str | None:
+    """Another framework's name for a nested attribute (`sgd(learning_rate=...)`)."""
+    target = ATTRIBUTES.get(name)
+    return f"did you mean '{target}'?" if target is not None else None
 
 
 def _missing(a: _Attr, c: _Context, extras: dict[str, str | None]) -> tuple[str, None] | None:
@@ -300,7 +303,8 @@ def _other(a: _Attr, c: _Context) -> tuple[str, str | None]:
     got = a.got
     shown = f" (got {dsl(got)})" if got is not None and not isinstance(got, dict) else ""
     hint = suggest(got, a.choices) if isinstance(got, str) and a.choices else None
-    return f"{c.what}: {a.path}: {text}{shown}", hint
+    where = f"{c.what}: {a.path}" if a.path else c.what  # a rule across fields has no path
+    return f"{where}: {text}{shown}", hint
 
 
 def _numeral(text: str) -> bool:

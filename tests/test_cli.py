@@ -191,3 +191,20 @@ def test_an_output_under_a_file_is_a_clear_error_not_an_internal_one(
     assert f"cannot write {target}" in err and "data.npz is a file, not a folder" in err
     assert "internal error" not in err
     assert (tmp_path / "data.npz").read_bytes() == b"not a folder"
+
+
+def test_an_embedding_into_conv1d_fails_under_strict_with_the_transpose_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "network N { input t: int64[20]\n embedding(50, 32)\n conv1d(64, 3) }")
+    assert main(["check", path]) == 0
+    assert main(["check", path, "--strict"]) == 1
+    assert "transpose(perm=[1, 0])" in capsys.readouterr().err
+
+
+def test_the_totals_line_names_the_non_trainable_count_plainly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", write(tmp_path, "network N { input x: [3, 8]\n batchnorm }")]) == 0
+    out = capsys.readouterr().out
+    assert "6 non-trainable (running statistics" in out and "+N" not in out

@@ -147,6 +147,7 @@ def test_nesting_past_the_depth_limit_is_not_called_recursion(build: Build, tmp_
         "    block B49() { B50() }\n"
         "                  ^~~~~\n"
         "  hint: the chain: B0 -> B1 -> B2 -> ... -> B48 -> B49 -> B50"
+        f" (instantiated at {tmp_path / 't.net'}:49)"
     )
     # One level less is fine.
     build(text.replace("B49() { B50() }", "B49() { relu }"))
@@ -383,7 +384,8 @@ def test_a_misspelt_name_is_an_unknown_name_with_a_suggestion(
     head, _, caret, hint_line = msg.splitlines()
     assert head == f"{tmp_path / 't.net'}:{line}:{column}: error: {message}"
     assert caret.strip() == "^" + "~" * (len(message.split("'")[-2]) - 1)
-    assert hint_line == f"  hint: {hint}"
+    # Inside a block, the hint also names the instance: `(instantiated at t.net:7)`.
+    assert hint_line.split(" (instantiated at ")[0] == f"  hint: {hint}"
 
 
 def test_a_misspelt_choice_word_suggests_the_nearest_choice(build: Build) -> None:
@@ -438,3 +440,86 @@ def test_a_repetition_past_the_layer_limit_is_refused_before_anything_is_built(
     (shown,) = [render(d) for d in info.value.diagnostics]
     assert info.value.exit_code == 1
     assert "t.net:3:13: error: repeating 'dense'" in shown and "200,000 layers" in shown
+
+
+@pytest.mark.parametrize("call", ["elu(alpha=1e309)", "elu(alpha=-1e400)", "elu(alpha=1e308 * 10)"])
+def test_a_non_finite_float_attribute_is_refused_where_it_is_written(
+    build: Build, call: str
+) -> None:
+    (err,) = errors_of(build, f"network N {{ input x: [4]\n  dense(4) {call} }}")
+    assert "t.net:2:16: error: elu 'elu_1': alpha must be a finite number, got" in err
+
+
+def test_a_non_finite_recipe_value_is_refused(build: Build) -> None:
+    with pytest.raises(NetspecError) as info:
+        build(
+            "network N { input x: [4]\n dense(2) }\ntrain N { loss = mse\n"
+            " optimizer = sgd(lr=1e999) }"
+        )
+    assert "lr must be a finite number" in render(info.value.diagnostics[0])
+
+
+def test_ir_json_with_nan_or_infinity_attributes_is_refused(build: Build, tmp_path: Path) -> None:
+    net = build("network N { input x: [2, 4]\n pad([1, 1, 0, 0], value=1.5) }")
+    text = net.model_dump_json().replace('"value":1.5', '"value":NaN')
+    assert '"value":NaN' in text
+    path = tmp_path / "n.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(NetspecError) as info:
+        api.load(path)
+    assert "finite number" in render(info.value.diagnostics[0])
+
+
+@pytest.mark.parametrize(
+    ("call", "hint"),
+    [
+        ("dense(10, activation=relu)", "write `dense(...) relu`"),
+        ("conv1d(out_channels=4, kernel=3)", "did you mean 'filters'?"),
+        ("conv1d(4, kernel_size=3)", "did you mean 'kernel'?"),
+        ("linear(3)", "did you mean 'dense'?"),
+        ("fc(3)", "did you mean 'dense'?"),
+        ("InnerProduct(3)", "did you mean 'dense'?"),
+        ("BatchNorm1d()", "did you mean 'batchnorm'?"),
+        ("Conv1D(3, 2)", "did you mean 'conv1d'?"),
+        ("zqxj(2)", "known ops: add, avgpool1d"),
+    ],
+)
+def test_other_frameworks_names_get_netspecs_name_as_the_hint(
+    build: Build, call: str, hint: str
+) -> None:
+    (err,) = errors_of(build, f"network N {{ input x: [4, 8]\n  {call} }}")
+    assert hint in err.split("hint: ")[1]
+    assert "unknown name" not in err
+
+
+def test_keras_learning_rate_hints_lr(build: Build) -> None:
+    with pytest.raises(NetspecError) as info:
+        build(
+            "network N { input x: [4]\n dense(2) }\ntrain N { loss = mse\n"
+            " optimizer = sgd(learning_rate=0.1) }"
+        )
+    assert "did you mean 'lr'?" in render(info.value.diagnostics[0])
+
+
+def test_an_undefined_name_in_an_input_shape_is_an_unknown_name(build: Build) -> None:
+    (err,) = errors_of(build, "network N { input x: [T, 8]\n dense(2) }")
+    assert "error: input shape: unknown name 'T'" in err and "const T = " in err
+
+
+def test_a_rule_across_fields_has_no_empty_attribute_path(build: Build) -> None:
+    (err,) = errors_of(build, "network N { input x: [-1, 8]\n dense(2) }")
+    assert "input 'x': every dimension must be >= 1" in err and ": :" not in err
+
+
+def test_adding_two_vectors_of_different_widths_hints_a_dense_not_a_conv(build: Build) -> None:
+    text = "network N { input x: [4]\n a = x -> dense(3)\n b = x -> dense(5)\n add(a, b) }"
+    with pytest.raises(NetspecError) as info:
+        api.check(build(text))
+    (d,) = [d for d in info.value.diagnostics if d.hint]
+    assert d.hint is not None and "dense(3)" in d.hint and "conv" not in d.hint
+
+
+def test_an_error_inside_a_block_names_the_instance_that_built_it(build: Build) -> None:
+    text = "block B(w: int) {\n  dense(w, bais=1)\n}\nnetwork N {\n  input x: [4]\n  B(3)\n}"
+    (err,) = errors_of(build, text)
+    assert "t.net:2:12: error:" in err and "t.net:6)" in err and "instantiated at" in err

@@ -138,3 +138,43 @@ def test_binary_and_regression_losses_take_any_output_shape(build: Build) -> Non
     for loss in ("binary_cross_entropy", "mse", "mae"):
         net = build(f"network N {{ input x: [5, 4]\n dense(1) }}\ntrain N {{ loss = {loss} }}")
         assert analyse(net)[1] == []
+
+
+def _layout_warnings(build: Build, body: str) -> list[str]:
+    _, diags = analyse(build("network N {\n" + body + "\n}"))
+    return [d.message for d in diags if "[time, features]" in d.message]
+
+
+@pytest.mark.parametrize(
+    ("body", "reader"),
+    [
+        ("input t: int64[20]\n embedding(50, 32)\n conv1d(64, 3)", "conv1d"),
+        (
+            "input t: int64[20]\n embedding(50, 32)\n relu\n dropout(0.1)\n maxpool1d(2)",
+            "maxpool1d",
+        ),
+        ("input x: [20, 8]\n lstm(16, return_sequences=true)\n global_avgpool", "global_avgpool"),
+        ("input x: [20, 8]\n dense(16)\n batchnorm", "batchnorm"),
+        (
+            "input x: [20, 8]\n bidirectional(gru(4, return_sequences=true))\n avgpool1d(2)",
+            "avgpool1d",
+        ),
+    ],
+)
+def test_a_time_major_tensor_entering_a_channels_first_op_is_a_warning_with_the_fix(
+    build: Build, body: str, reader: str
+) -> None:
+    _, diags = analyse(build("network N {\n" + body + "\n}"))
+    (warning,) = [d for d in diags if "[time, features]" in d.message]
+    assert warning.severity is Severity.WARNING and warning.message.startswith(reader)
+    assert warning.hint is not None and "transpose(perm=[1, 0])" in warning.hint
+
+
+def test_transposed_sequences_and_channels_first_inputs_give_no_layout_warning(
+    build: Build,
+) -> None:
+    assert not _layout_warnings(
+        build, "input t: int64[20]\n embedding(50, 32)\n transpose([1, 0])\n conv1d(64, 3)"
+    )
+    assert not _layout_warnings(build, "input x: [8, 20]\n conv1d(4, 3)\n batchnorm")
+    assert not _layout_warnings(build, "input x: [20, 8]\n lstm(16)\n dense(4)")

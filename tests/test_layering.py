@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "netspec",
             "netspec._parser_tables",
             "netspec.callform",
-            "netspec.aliases",
+            "netspec.synonyms",
             "netspec.ops",
             "netspec.losses",
             "netspec.recipe",

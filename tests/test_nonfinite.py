@@ -31,7 +31,7 @@ def test_an_infinite_attribute_is_a_located_spec_error(
     spec.write_text(NET % layer, encoding="utf-8")
     assert main(["check", str(spec)]) == EXIT_SPEC
     err = capsys.readouterr().err
-    assert "n.net:3:" in err and f"{attribute}: Input should be a finite number" in err
+    assert "n.net:3:" in err and f"{attribute} must be a finite number" in err
 
 
 def test_an_infinite_learning_rate_is_refused_in_the_train_section(
@@ -43,7 +43,7 @@ def test_an_infinite_learning_rate_is_refused_in_the_train_section(
     )
     spec.write_text(NET % "flatten dense(2)" + body, encoding="utf-8")
     assert main(["check", str(spec)]) == EXIT_SPEC
-    assert "n.net:8:15: error: train: optimizer.lr: Input should be a finite number" in (
+    assert "n.net:8:15: error: train: optimizer.lr must be a finite number" in (
         capsys.readouterr().err
     )
 
@@ -60,4 +60,4 @@ def test_nan_in_ir_json_is_refused_and_compile_never_writes_null(
     assert json.loads(ir.read_text(encoding="utf-8"))  # Python's json reads NaN
     capsys.readouterr()
     assert main(["check", str(ir)]) == EXIT_SPEC
-    assert "alpha: Input should be a finite number" in capsys.readouterr().err
+    assert "finite number" in capsys.readouterr().err

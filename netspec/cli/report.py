@@ -109,7 +109,7 @@ def _totals(analysis: Analysis, batch: int) -> list[str]:
     return [
         f"parameters: {analysis.trainable_params:,} trainable"
         f" ({size(analysis.trainable_params * 4)} as float32)"
-        + (f", {state:,} non-trainable (+N above)" if state else ""),
+        + (f", {state:,} non-trainable (running statistics, not in that count)" if state else ""),
         f"compute:    {human(analysis.macs)} MACs per sample "
         f"({human(2 * analysis.macs)} FLOPs; 1 MAC = one multiply-accumulate)",
         f"memory:     {size(analysis.activation_bytes * batch)} of activations for batch "

@@ -43,7 +43,7 @@ from netspec.ops.pool import (
 from netspec.ops.recurrent import Bidirectional, Gru, Lstm, Rnn
 from netspec.ops.resize import Upsample2d
 from netspec.ops.sequence import Mean, Positional, Sinusoidal, Slice
-from netspec.ops.shape import Flatten, Pad, Reshape
+from netspec.ops.shape import Flatten, Pad, Reshape, Transpose
 
 OP_CLASSES: tuple[type[Op], ...] = (
     Input,
@@ -61,6 +61,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Upsample2d,
     Flatten,
     Reshape,
+    Transpose,
     Pad,
     Mean,
     Slice,

@@ -121,6 +121,8 @@ class Example:
 class Op(BaseModel):
     """Base of every operator. Subclasses declare ``op: Literal["name"] = "name"`` and fields."""
 
+    # allow_inf_nan=False: a NaN or infinite attribute (`elu(alpha=1e309)`) is refused where it
+    # is written; JSON would store it as null, and the IR could not be read back.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     op: str
@@ -133,6 +135,11 @@ class Op(BaseModel):
     category: ClassVar[str] = "layer"
     # The one-line description in the README's op table.
     summary: ClassVar[str] = ""
+    # The op reads axis 0 as channels ([C, L] and the like: conv1d, pools, batchnorm). The
+    # analysis warns where a [T, F] tensor (see `layout`) reaches such an op.
+    channels_first: ClassVar[bool] = False
+    # The op keeps its input's layout (activations, dropout, add): see `layout`.
+    keeps_layout: ClassVar[bool] = False
     # The input dtype an op needs, when not float (embedding takes int64 indices).
     input_dtype: ClassVar[str] = "float32"
     # Read by the weight initialiser: a rectifier asks the layer feeding it for He/MSRA init,
@@ -175,6 +182,13 @@ class Op(BaseModel):
 
     def warnings(self, inputs: Sequence[Shape]) -> list[str]:
         return []
+
+    def layout(self, inputs: Sequence[Shape], layouts: Sequence[str | None]) -> str | None:
+        """ "TF" when the output is [time, features] (an embedding's, a sequence RNN's), else
+        None; ops that keep their input's layout pass it on."""
+        if self.keeps_layout and layouts and all(lay == layouts[0] for lay in layouts):
+            return layouts[0]
+        return None
 
     def initial_state(self, name: str, shape: Shape) -> Array:
         """Starting value of a state array (running mean 0, running variance 1, ...)."""
@@ -245,6 +259,7 @@ class Elementwise(Op):
 
     category: ClassVar[str] = "activation"
     onnx_op: ClassVar[str] = ""
+    keeps_layout: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         return inputs[0]

@@ -44,6 +44,9 @@ class Dense(Op):
             )
         return (*x[:-1], self.units)
 
+    def layout(self, inputs: Sequence[Shape], layouts: Sequence[str | None]) -> str | None:
+        return "TF" if len(inputs[0]) == 2 else None  # dense over time: [T, units]
+
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         shapes: dict[str, Shape] = {"weight": (self.units, inputs[0][-1])}
         if self.bias:

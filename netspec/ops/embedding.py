@@ -28,6 +28,9 @@ class Embedding(Op):
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         return (*inputs[0], self.dim)
 
+    def layout(self, inputs: Sequence[Shape], layouts: Sequence[str | None]) -> str | None:
+        return "TF" if len(inputs[0]) == 1 else None
+
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         return {"weight": (self.vocab, self.dim)}
 

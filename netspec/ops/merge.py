@@ -11,6 +11,14 @@ from netspec.errors import ShapeError
 from netspec.ops.base import Array, Ctx, Example, Grads, OnnxIO, OnnxNode, Op, Params, Shape
 
 
+def _projection(shape: Shape) -> str:
+    """How to make a shortcut match: a dense for vectors, a 1x1 convolution for [C, ...]."""
+    if len(shape) == 1:
+        return f"project one input with `dense({shape[0]})` so both have {shape[0]} features"
+    conv = "conv1d" if len(shape) == 2 else "conv2d"
+    return f"project the shortcut with a 1x1 {conv}, or pad its channels with `pad`"
+
+
 class Add(Op):
     """Elementwise sum of two or more tensors of one shape (ResNet's shortcut)."""
 
@@ -18,6 +26,7 @@ class Add(Op):
 
     arity: ClassVar[int | None] = None
     category: ClassVar[str] = "merge"
+    keeps_layout: ClassVar[bool] = True
     summary: ClassVar[str] = "elementwise sum of equal shapes: `add(a, b)`"
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
@@ -28,9 +37,7 @@ class Add(Op):
                 raise ShapeError(
                     f"needs equal shapes: input 1 is {list(first)} but input {i} is "
                     f"{list(s)} ({what} mismatch)",
-                    hint="project the shortcut with a 1x1 conv2d, or pad its channels with `pad`"
-                    if what == "channel"
-                    else None,
+                    hint=_projection(first) if what == "channel" else None,
                 )
         return first
 

@@ -46,6 +46,7 @@ class BatchNorm(Op):
     momentum: float = Field(default=0.1, ge=0, le=1)
 
     category: ClassVar[str] = "norm"
+    channels_first: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "batch normalisation over channels: `batchnorm(eps=1e-5, momentum=0.1)`; "
         "weight, bias (C), running_mean, running_var"
@@ -263,6 +264,7 @@ class Dropout(Op):
 
     positional: ClassVar[tuple[str, ...]] = ("p",)
     category: ClassVar[str] = "norm"
+    keeps_layout: ClassVar[bool] = True
     summary: ClassVar[str] = "zero values with probability p in training only: `dropout(0.5)`"
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:

@@ -466,6 +466,7 @@ class GlobalPool(Op):
     """Reduce every spatial position: (C, *S) -> (C, 1, ..., 1), as ONNX's Global*Pool."""
 
     category: ClassVar[str] = "pool"
+    channels_first: ClassVar[bool] = True
 
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs

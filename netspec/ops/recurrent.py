@@ -71,6 +71,9 @@ class _Recurrent(Op):
         _expect_sequence(x)
         return (x[0], self.hidden) if self.return_sequences else (self.hidden,)
 
+    def layout(self, inputs: Sequence[Shape], layouts: Sequence[str | None]) -> str | None:
+        return "TF" if self.return_sequences else None
+
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         gh, f = self.gates * self.hidden, inputs[0][-1]
         return {
@@ -536,6 +539,9 @@ class Bidirectional(Op):
     def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
         inner = self.layer.infer_shape(inputs)
         return (*inner[:-1], 2 * inner[-1])
+
+    def layout(self, inputs: Sequence[Shape], layouts: Sequence[str | None]) -> str | None:
+        return self.layer.layout(inputs, layouts)
 
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         inner = self.layer.param_shapes(inputs)

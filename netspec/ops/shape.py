@@ -1,4 +1,4 @@
-"""Ops that only rearrange: flatten, reshape, pad."""
+"""Ops that only rearrange: flatten, reshape, transpose, pad."""
 
 from __future__ import annotations
 
@@ -114,6 +114,64 @@ class Reshape(Op):
         return [
             Example(cls(shape=(3, 8)), ((2, 3, 4),)),
             Example(cls(shape=(2, -1, 3)), ((12,),)),
+        ]
+
+
+class Transpose(Op):
+    """Permute the per-sample axes; the batch axis stays first. `transpose(perm=[1, 0])` turns
+    an embedding's or RNN's [T, F] into the [C, L] that conv1d, pools and batchnorm read."""
+
+    op: Literal["transpose"] = "transpose"
+    perm: tuple[int, ...] = Field(min_length=1)
+
+    positional: ClassVar[tuple[str, ...]] = ("perm",)
+    category: ClassVar[str] = "shape"
+    summary: ClassVar[str] = (
+        "permute per-sample axes: `transpose(perm=[1, 0])` maps [T, F] -> [F, T]"
+    )
+
+    @field_validator("perm")
+    @classmethod
+    def _permutation(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if sorted(v) != list(range(len(v))):
+            raise ValueError(
+                f"perm must list each axis 0..{len(v) - 1} once (per-sample axes, the batch "
+                f"axis excluded); got {list(v)}"
+            )
+        return v
+
+    def infer_shape(self, inputs: Sequence[Shape]) -> Shape:
+        (x,) = inputs
+        if len(x) != len(self.perm):
+            raise ShapeError(
+                f"perm {list(self.perm)} permutes {len(self.perm)} axes but the input "
+                f"{list(x)} has {len(x)}",
+                hint="perm names every per-sample axis once, the batch axis excluded",
+            )
+        return tuple(x[i] for i in self.perm)
+
+    def _axes(self) -> tuple[int, ...]:
+        return (0, *(i + 1 for i in self.perm))
+
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        return np.ascontiguousarray(xs[0].transpose(self._axes())), None
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        return [np.ascontiguousarray(dy.transpose(np.argsort(self._axes())))], {}
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        return [OnnxNode("Transpose", (io.inputs[0],), (io.output,), {"perm": list(self._axes())})]
+
+    def torch_forward(
+        self, torch: Any, xs: Sequence[Any], p: Mapping[str, Any], train: bool
+    ) -> Any:
+        return xs[0].permute(*self._axes())
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(perm=(1, 0)), ((3, 4),)),
+            Example(cls(perm=(2, 0, 1)), ((2, 3, 4),)),
         ]
 
 

@@ -202,6 +202,7 @@ class Windowed(Op):
     """
 
     ndim: ClassVar[int] = 2
+    channels_first: ClassVar[bool] = True
 
     if TYPE_CHECKING:
         padding: PaddingAttr
