@@ -55,7 +55,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "netspec.viz",
         ),
     ),
-    ("api", ("netspec.api",)),
+    ("api", ("netspec.api", "netspec.importing")),
     ("edges", ("netspec.cli", "netspec.lsp", "netspec.fmt", "netspec.docs", "netspec.__main__")),
 )
 FRONT_END = (

@@ -56,7 +56,7 @@ def _notes(model: Model) -> list[str]:
     ops = {n.op_type for n in model.nodes}
     if "Conv" in ops and not ops & {"BatchNormalization", "Dropout"}:
         return [
-            "an inference-only export (no batch norm or dropout nodes): batch norms folded "
-            "into the convs import as plain convs, and there is no dropout to train with"
+            "an inference-only export (no batch norm or dropout nodes): any batch norms the "
+            "original had were folded into its convs and import as plain convs"
         ]
     return []

@@ -87,7 +87,7 @@ def emit(model: Model, layers: list[Layer], title: str) -> tuple[str, dict[str, 
         kind = "" if dtype == "float32" else dtype
         lines.append(f"  input {tensor[raw]}: {kind}{value(list(shape))}")
     weights: dict[str, Array] = {}
-    previous = None
+    previous = tensor[next(reversed(model.inputs))] if model.inputs else None
     for layer in layers:
         name = names.fresh(_raw_name(layer))
         ins = [tensor[i] for i in layer.inputs]
