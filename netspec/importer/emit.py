@@ -15,7 +15,7 @@ from netspec.importer.reading import Model, fail
 from netspec.ops import OPS
 from netspec.ops.base import Array
 
-_RESERVED = {"network", "block", "train", "input", "output", "in", "true", "false", "import"}
+_RESERVED = {"network", "block", "train", "input", "in", "true", "false", "import"}
 
 
 def identifier(raw: str) -> str:

@@ -4,6 +4,7 @@ error), and folding constants (initializers, Constant nodes, shape subgraphs) in
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,16 +134,20 @@ def order(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodePro
         for i in n.input:
             if i in producer:
                 readers.setdefault(i, []).append(n)
-    ready = [n for n in nodes if waiting[id(n)] == 0]
+    # The file's own order wherever it is a valid one (exporters write one): the earliest
+    # ready node first, so the spec's statements follow the model's.
+    index = {id(n): k for k, n in enumerate(nodes)}
+    ready = [k for k, n in enumerate(nodes) if waiting[id(n)] == 0]
+    heapq.heapify(ready)
     out: list[onnx.NodeProto] = []
     while ready:
-        n = ready.pop(0)
+        n = nodes[heapq.heappop(ready)]
         out.append(n)
         for o in n.output:
             for r in readers.get(o, []):
                 waiting[id(r)] -= 1
                 if waiting[id(r)] == 0:
-                    ready.append(r)
+                    heapq.heappush(ready, index[id(r)])
     if len(out) < len(nodes):
         stuck = [n.name or n.op_type for n in nodes if waiting[id(n)] > 0]
         raise fail(f"the graph has a cycle through node(s) {', '.join(stuck[:5])}")
