@@ -20,8 +20,10 @@ from tests.fuzzing import (
     check_binary_bytes,
     check_bytes,
     check_json_bytes,
+    check_onnx_bytes,
     mutate,
     mutate_bytes,
+    onnx_original,
     random_network,
 )
 
@@ -119,3 +121,15 @@ def test_the_long_mode_counts_its_inputs_and_finds_no_failure(tmp_path: Path) ->
     tried, failures = fuzz_long.run(seconds=2, seed=0, per_input=30, out=tmp_path)
     assert sum(tried.values()) > 0 and set(tried) <= set(fuzz_long.GENERATORS)
     assert failures == []
+
+
+@BOUNDED
+@given(seed=st.integers(min_value=0), rounds=st.integers(1, 3))
+def test_corrupted_onnx_models_import_or_fail_cleanly(
+    tmp_path: Path, seed: int, rounds: int
+) -> None:
+    rng = random.Random(seed)
+    data = onnx_original()
+    for _ in range(rounds):
+        data = mutate_bytes(data, rng)
+    check_onnx_bytes(data, tmp_path)

@@ -16,7 +16,7 @@ import onnx
 from netspec.importer import learned, simple, windows
 from netspec.importer.emit import emit
 from netspec.importer.layers import Layer, Match, Matcher
-from netspec.importer.reading import Model, read, unsupported
+from netspec.importer.reading import Model, fail, read, unsupported
 from netspec.ops.base import Array
 
 MATCHERS: dict[str, Matcher] = {**windows.MATCHERS, **learned.MATCHERS, **simple.MATCHERS}
@@ -32,6 +32,15 @@ class Imported:
 
 def import_model(path: Path, title: str | None = None) -> Imported:
     """The spec text and weights of an ONNX model; one error lists every unsupported op."""
+    try:
+        return _import(path, title)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        # A model that passes onnx.checker can still be inconsistent (an initializer whose
+        # data does not fill its dims, an attribute of the wrong type): the file's fault.
+        raise fail(f"{path} is a malformed ONNX model: {type(e).__name__}: {e}") from None
+
+
+def _import(path: Path, title: str | None) -> Imported:
     model = read(path)
     m = Match(model)
     windows.fuse_pads(m)

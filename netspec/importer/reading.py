@@ -42,6 +42,12 @@ class Model:
 
 def read(path: Path) -> Model:
     model = _load(path)
+    # Cycles and dangling inputs first: the checker reports both as "not sorted", naming no node.
+    order(list(model.graph.node), {v.name for v in model.graph.input} | _init_names(model))
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # the checker's ValidationError, or protobuf's on odd fields
+        raise fail(f"{path} is not a valid ONNX model: {' '.join(str(e).split())[:300]}") from None
     g = model.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
@@ -55,6 +61,10 @@ def read(path: Path) -> Model:
     shapes = _shapes(model)
     kept = fold(nodes, consts, shapes, opset, {o.name for o in g.output})
     return Model(kept, consts, inputs, [o.name for o in g.output], shapes, opset)
+
+
+def _init_names(model: onnx.ModelProto) -> set[str]:
+    return {t.name for t in model.graph.initializer}
 
 
 def _load(path: Path) -> onnx.ModelProto:
