@@ -16,7 +16,8 @@ from netspec.importer import import_model
 from netspec.importer.emit import identifier
 from netspec.ir import Analysis
 from netspec.onnx.export import to_onnx_model
-from tests.onnx.test_export import _inputs, _ort, _params
+from tests.onnx.test_export import _inputs, _numpy, _ort, _params
+from tests.onnx.test_specs_onnx import _calibrated
 
 SPECS = sorted((Path(__file__).resolve().parent.parent.parent / "specs").glob("*.net"))
 HEAVY = {"resnet1202", "resnet152", "resnet50", "vgg16", "vgg19", "alexnet", "googlenet"}
@@ -55,6 +56,13 @@ def _name(a: Analysis, ident: str) -> str:
 def _same_attrs(op: Any, want: dict[str, Any], got: dict[str, Any]) -> None:
     """Equal attributes, up to spelling: a kernel 3 is (3, 3), a stride of None is the kernel."""
     cls = type(op)
+    if op.op.endswith("pool2d") and {*want, *got} >= {"ceil_mode"}:
+        # Below opset 22 the exporter spells ceil_mode out as end padding (ops/pool.py): the
+        # same windows, so the same output shape and values, which the caller compares.
+        want = {k: v for k, v in want.items() if k not in ("ceil_mode", "padding")}
+        got = {k: v for k, v in got.items() if k not in ("ceil_mode", "padding")}
+    if "stride" in {*want, *got} and op.op.endswith(("pool1d", "pool2d")):
+        want, got = ({**d, "stride": d.get("stride") or d.get("kernel")} for d in (want, got))
     assert cls(**{**op.attrs(), **want}).model_dump() == cls(**{**op.attrs(), **got}).model_dump()
 
 
@@ -62,6 +70,10 @@ def _same_attrs(op: Any, want: dict[str, Any], got: dict[str, Any]) -> None:
 def test_export_import_check_round_trips(spec: Path, tmp_path: Path) -> None:
     original = api.check(api.load(spec))
     params = _params(original)
+    xs = _inputs(original, batch=2)
+    with np.errstate(all="ignore"):  # ResNet-1202 overflows on random statistics
+        if not np.isfinite(_numpy(original, params, xs)).all():
+            params = _calibrated(original, xs)
     model = to_onnx_model(original, params, logits=True, fold_batchnorm=False)
     path = tmp_path / "model.onnx"
     onnx.save(model, path)
@@ -73,7 +85,6 @@ def test_export_import_check_round_trips(spec: Path, tmp_path: Path) -> None:
         if w[4] != g[4]:
             _same_attrs(again.network.node(_name(again, g[0])).op, w[4], g[4])
     assert again.total_params == original.total_params
-    xs = _inputs(original, batch=2)
     renamed = {identifier(k): v for k, v in xs.items()}
     back = to_onnx_model(again, imported.weights, logits=True, fold_batchnorm=False)
     ref, out = _ort(model, xs), _ort(back, renamed)
