@@ -385,3 +385,10 @@ def plot(run_dirs: list[str | Path], path: str | Path | None = None) -> tuple[Pa
             exit_code=EXIT_USAGE,
         )
     return out, curves.save(found, out), len(found)
+
+
+def import_onnx(model: str | Path, output: str | Path, weights_out: Path | None = None) -> Any:
+    """An ONNX model as a checked `.net` spec and weights (see `netspec.importing`)."""
+    from netspec.importing import import_onnx as run
+
+    return run(model, output, weights_out, lambda text: check(load(output, text=text)))

@@ -311,3 +311,33 @@ def check_device_output(data: bytes, tmp: Path) -> None:
         except NetspecError as e:
             assert special or "cannot write" in str(e), e
     assert not special or not path.is_file()
+
+
+def check_onnx_bytes(data: bytes, tmp: Path) -> None:
+    """`netspec import`'s contract on any file: a spec and weights, or a NetspecError (exit 3)
+    and no output file."""
+    path = tmp / "fuzz.onnx"
+    path.write_bytes(data)
+    out = tmp / "fuzz_imported.net"
+    out.unlink(missing_ok=True)
+    try:
+        api.import_onnx(path, out, None)
+    except NetspecError as e:
+        assert e.diagnostics and e.exit_code == 3, e
+        assert not out.exists()
+
+
+@functools.cache
+def onnx_original() -> bytes:
+    """A small model with a conv, batchnorm, pool, flatten, dense and softmax to corrupt."""
+    from netspec.onnx.export import to_onnx_model
+
+    text = (
+        "network Small {\n  input x: [1, 6, 6]\n  c = conv2d(2, 3, padding=1)\n  batchnorm\n"
+        "  relu\n  maxpool2d(2)\n  flatten\n  fc = dense(3)\n}\n"
+    )
+    analysis = api.check(api.load("small.net", text=text))
+    from netspec.initializers import init_params
+
+    params = init_params(analysis, np.random.default_rng(0))
+    return to_onnx_model(analysis, params, fold_batchnorm=False).SerializeToString()

@@ -24,11 +24,13 @@ from tests.fuzzing import (
     check_device_output,
     check_hostile_ir,
     check_json_bytes,
+    check_onnx_bytes,
     check_symlinked_import,
     device_output,
     hostile_ir,
     mutate,
     mutate_bytes,
+    onnx_original,
     random_network,
     symlinked_import,
 )
@@ -152,3 +154,14 @@ def test_the_attackers_files_are_refused_or_confined(
 ) -> None:
     for seed in range(40):
         check(generate(random.Random(seed)), tmp_path)
+
+
+@given(seed=st.integers(min_value=0), rounds=st.integers(1, 3))
+def test_corrupted_onnx_models_import_or_fail_cleanly(
+    tmp_path: Path, seed: int, rounds: int
+) -> None:
+    rng = random.Random(seed)
+    data = onnx_original()
+    for _ in range(rounds):
+        data = mutate_bytes(data, rng)
+    check_onnx_bytes(data, tmp_path)

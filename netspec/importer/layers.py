@@ -1,0 +1,89 @@
+"""What matching produces, and the context each op family's matcher reads the graph through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from netspec.importer.reading import Model
+from netspec.ops.base import Array
+
+
+@dataclass
+class Layer:
+    """One netspec layer recovered from one or more ONNX nodes.
+
+    `attrs` are the DSL attributes that differ from the op's defaults; `inputs` and `output`
+    are ONNX tensor names (renamed to layer names on emission); `params` are keyed by the op's
+    own local parameter names (`weight`, `bias`, `running_mean`, ...)."""
+
+    op: str
+    attrs: dict[str, Any]
+    inputs: list[str]
+    output: str
+    node: onnx.NodeProto
+    params: dict[str, Array] = field(default_factory=dict)
+
+
+class Match:
+    """The graph as a matcher sees it: constants, readers of a tensor, static shapes, and the
+    nodes already taken by a pattern."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.readers: dict[str, list[onnx.NodeProto]] = {}
+        for n in model.nodes:
+            for i in n.input:
+                self.readers.setdefault(i, []).append(n)
+        self.taken: set[int] = set()
+        # A conv's real input and the extra pads of a Pad folded into it (windows.fuse_pads).
+        self.padded: dict[int, tuple[str, list[int]]] = {}
+
+    def const(self, name: str) -> Array | None:
+        return self.model.consts.get(name) if name else None
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        if name in self.model.inputs:
+            return tuple(self.model.inputs[name][0])
+        return self.model.shapes.get(name)
+
+    def sole_reader(self, tensor: str) -> onnx.NodeProto | None:
+        """The one node reading `tensor` when it is not also a graph output."""
+        users = self.readers.get(tensor, [])
+        if len(users) != 1 or tensor in self.model.outputs:
+            return None
+        return users[0]
+
+    def take(self, node: onnx.NodeProto) -> None:
+        self.taken.add(id(node))
+
+
+Matcher = Callable[[onnx.NodeProto, Match], Layer | None]
+
+
+def attrs_of(node: onnx.NodeProto) -> dict[str, Any]:
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def compact(values: list[int] | tuple[int, ...]) -> int | list[int]:
+    """One value when every dimension agrees (`3`), else the list (`[3, 2]`)."""
+    vals = [int(v) for v in values]
+    return vals[0] if len(set(vals)) == 1 else vals
+
+
+def f32(x: float) -> float:
+    """A float32 attribute as the short decimal it was written from (1e-05, not 9.99e-06)."""
+    return float(f"{np.float32(x):.7g}")
+
+
+def used_outputs(node: onnx.NodeProto, m: Match) -> list[str]:
+    return [o for o in node.output if o and (o in m.readers or o in m.model.outputs)]

@@ -1,0 +1,148 @@
+"""Recovering the parameter-free ops: activations (and the small patterns netspec's own step,
+swish and maxout lower to), merges, and the shape ops (Flatten, and Reshape with a constant
+shape: the folded Shape->Gather->Unsqueeze->Concat chain arrives here as [0, -1])."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import onnx
+
+from netspec.importer.layers import Layer, Match, Matcher, attrs_of, f32
+
+# ONNX op -> (netspec op, {ONNX attribute: (netspec attribute, ONNX default)}).
+_ELEMENTWISE: dict[str, tuple[str, dict[str, tuple[str, float]]]] = {
+    "Relu": ("relu", {}),
+    "Sigmoid": ("sigmoid", {}),
+    "Tanh": ("tanh", {}),
+    "Softplus": ("softplus", {}),
+    "Identity": ("identity", {}),
+    "Gelu": ("gelu", {}),
+    "Elu": ("elu", {"alpha": ("alpha", 1.0)}),
+    "LeakyRelu": ("leaky_relu", {"alpha": ("alpha", 0.01)}),
+}
+_DEFAULTS = {"elu": {"alpha": 1.0}, "leaky_relu": {"alpha": 0.01}}
+
+
+def _elementwise(onnx_op: str) -> Matcher:
+    op, table = _ELEMENTWISE[onnx_op]
+
+    def match(node: onnx.NodeProto, m: Match) -> Layer | None:
+        if onnx_op == "Gelu" and attrs_of(node).get("approximate", "none") != "none":
+            return None
+        a = attrs_of(node)
+        attrs: dict[str, Any] = {}
+        for key, (name, default) in table.items():
+            value = f32(a.get(key, default))
+            if value != _DEFAULTS[op][name]:
+                attrs[name] = value
+        return Layer(op, attrs, [node.input[0]], node.output[0], node)
+
+    return match
+
+
+def sigmoid(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """Sigmoid, or swish when a Mul alone reads it together with its own input."""
+    x, s = node.input[0], node.output[0]
+    mul = m.sole_reader(s)
+    if mul is not None and mul.op_type == "Mul" and sorted(mul.input) == sorted([x, s]):
+        m.take(mul)
+        return Layer("swish", {}, [x], mul.output[0], node)
+    return Layer("sigmoid", {}, [x], s, node)
+
+
+def sign(node: onnx.NodeProto, m: Match) -> Layer | None:
+    relu = m.sole_reader(node.output[0])
+    if relu is None or relu.op_type != "Relu":
+        return None
+    m.take(relu)
+    return Layer("step", {}, [node.input[0]], relu.output[0], node)
+
+
+def _axis(axis: int) -> int | None:
+    """An ONNX axis as a per-sample one (netspec's axis 0 is ONNX's 1); None for the batch."""
+    return None if axis == 0 else (axis - 1 if axis > 0 else axis)
+
+
+def softmax(node: onnx.NodeProto, m: Match) -> Layer | None:
+    axis = _axis(attrs_of(node).get("axis", -1))
+    if axis is None:
+        return None
+    return Layer(
+        "softmax", {} if axis == -1 else {"axis": axis}, [node.input[0]], node.output[0], node
+    )
+
+
+def concat(node: onnx.NodeProto, m: Match) -> Layer | None:
+    axis = _axis(attrs_of(node).get("axis", 1))
+    if axis is None or any(m.const(i) is not None for i in node.input):
+        return None
+    return Layer(
+        "concat", {} if axis == 0 else {"axis": axis}, list(node.input), node.output[0], node
+    )
+
+
+def add(node: onnx.NodeProto, m: Match) -> Layer | None:
+    if len(node.input) < 2 or any(m.const(i) is not None for i in node.input):
+        return None
+    return Layer("add", {}, list(node.input), node.output[0], node)
+
+
+def flatten(node: onnx.NodeProto, m: Match) -> Layer | None:
+    if attrs_of(node).get("axis", 1) != 1:
+        return None
+    return Layer("flatten", {}, [node.input[0]], node.output[0], node)
+
+
+def reshape(node: onnx.NodeProto, m: Match) -> Layer | None:
+    target = m.const(node.input[1])
+    shape = m.shape(node.input[0])
+    if target is None or shape is None:
+        return None
+    dims = [int(d) for d in target.reshape(-1)]
+    if not dims or dims[0] not in (0, -1) or (dims[0] == -1 and -1 in dims[1:]):
+        return None
+    per_sample = [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(dims[1:])]
+    if -1 in per_sample:
+        known = math.prod(d for d in per_sample if d != -1)
+        per_sample[per_sample.index(-1)] = math.prod(shape) // max(known, 1)
+    maxout = _maxout(node, m, shape, per_sample)
+    if maxout is not None:
+        return maxout
+    if len(per_sample) == 1:
+        return Layer("flatten", {}, [node.input[0]], node.output[0], node)
+    return Layer("reshape", {"shape": per_sample}, [node.input[0]], node.output[0], node)
+
+
+def _maxout(
+    node: onnx.NodeProto, m: Match, shape: tuple[int, ...], grouped: list[int]
+) -> Layer | None:
+    """Reshape to (C/k, k, ...) then ReduceMax over the k axis: netspec's maxout."""
+    red = m.sole_reader(node.output[0])
+    if red is None or red.op_type != "ReduceMax" or len(grouped) != len(shape) + 1:
+        return None
+    a = attrs_of(red)
+    axes = a.get("axes")
+    if axes is None and len(red.input) > 1:
+        found = m.const(red.input[1])
+        axes = None if found is None else [int(v) for v in np.asarray(found).reshape(-1)]
+    k = grouped[1]
+    if list(axes or []) != [2] or a.get("keepdims", 1) or grouped[0] * k != shape[0]:
+        return None
+    m.take(red)
+    return Layer("maxout", {"k": k}, [node.input[0]], red.output[0], node)
+
+
+MATCHERS: dict[str, Matcher] = {
+    **{op: _elementwise(op) for op in _ELEMENTWISE if op != "Sigmoid"},
+    "Sigmoid": sigmoid,
+    "Sign": sign,
+    "Softmax": softmax,
+    "Concat": concat,
+    "Add": add,
+    "Sum": add,
+    "Flatten": flatten,
+    "Reshape": reshape,
+}
