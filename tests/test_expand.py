@@ -481,7 +481,7 @@ def test_ir_json_with_nan_or_infinity_attributes_is_refused(build: Build, tmp_pa
         ("InnerProduct(3)", "did you mean 'dense'?"),
         ("BatchNorm1d()", "did you mean 'batchnorm'?"),
         ("Conv1D(3, 2)", "did you mean 'conv1d'?"),
-        ("zqxj(2)", "known ops: add, avgpool1d"),
+        ("zqxj(2)", "known ops: add, attention, avgpool1d"),
     ],
 )
 def test_other_frameworks_names_get_netspecs_name_as_the_hint(

@@ -156,6 +156,7 @@ def test_the_attackers_files_are_refused_or_confined(
         check(generate(random.Random(seed)), tmp_path)
 
 
+@BOUNDED
 @given(seed=st.integers(min_value=0), rounds=st.integers(1, 3))
 def test_corrupted_onnx_models_import_or_fail_cleanly(
     tmp_path: Path, seed: int, rounds: int

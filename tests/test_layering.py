@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "netspec.arrays",
             "netspec.memory",
             "netspec.threads",
+            "netspec.meta_checks",
             "netspec.runs",
             "netspec.feeds",
             "netspec.initializers",

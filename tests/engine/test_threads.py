@@ -75,6 +75,9 @@ class _Spy:
     def epoch_start(self, epoch: int, epochs: int, samples: int) -> None:
         self.seen |= {pool["num_threads"] for pool in threadpool_info()}
 
+    def run_start(self, engine: str, device: str) -> None:
+        pass
+
     def batch_end(self, samples_done: int, running_loss: float) -> None:
         pass
 
