@@ -148,7 +148,7 @@ class TorchTrainer:
                 _add_penalty(self.trainable, grads, self.penalised, spec.l1, spec.l2)
             if spec.clip_norm is not None:
                 _clip(grads, spec.clip_norm)
-        self.optimizer.step(self.trainable, grads, lr)
+            self.optimizer.step(self.trainable, grads, lr)
 
     @torch.no_grad()
     def predict(self, x: Array) -> Array:
