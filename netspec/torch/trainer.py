@@ -25,6 +25,7 @@ from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 from netspec.initializers import init_params
 from netspec.ir import Analysis
 from netspec.losses import LOSSES
+from netspec.memory import eval_chunk
 from netspec.ops.base import Array, Params
 from netspec.recipe import TrainSpec
 from netspec.torch.losses import TORCH_LOSSES, target_tensor
@@ -108,6 +109,7 @@ class TorchTrainer:
         self.trainable = dict(self.model.named_parameters())
         self.penalised = penalised_names(analysis)
         self.optimizer = make_optimizer(spec.optimizer)
+        self.chunk = eval_chunk(analysis, spec.batch, EVAL_BATCH)
         self.rng = rng
         self.random = any(node.op.random for node in analysis.network.nodes)
         self._pending: torch.Tensor | None = None
@@ -152,12 +154,13 @@ class TorchTrainer:
 
     @torch.no_grad()
     def predict(self, x: Array) -> Array:
-        """Raw outputs in inference mode, in batches of EVAL_BATCH."""
+        """Raw outputs in inference mode, in the NumPy engine's bounded chunks (memory.eval_chunk:
+        validation takes no more memory than a training step, which --max-memory checked)."""
         self.model.eval()
         try:
             outs = [
-                self.model(self._input(x[i : i + EVAL_BATCH]))[0].cpu().numpy()
-                for i in range(0, len(x), EVAL_BATCH)
+                self.model(self._input(x[i : i + self.chunk]))[0].cpu().numpy()
+                for i in range(0, len(x), self.chunk)
             ]
         finally:
             self.model.train()
