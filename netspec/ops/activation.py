@@ -26,28 +26,7 @@ from netspec.ops.base import (
     Shape,
     expect_rank,
 )
-from netspec.ops.functional import sigmoid, softmax
-
-
-def erf(x: Array) -> Array:
-    """The error function, vectorised (NumPy has none); within ~2e-15 of math.erf in float64.
-
-    |x| < 2: erf(a) = 2/sqrt(pi) e^(-a^2) sum_n (2a^2)^n a / (2n+1)!!, all terms positive, so
-    no cancellation; |x| >= 2: erfc's continued fraction, evaluated bottom-up.
-    """
-    a = np.abs(x)
-    s = np.minimum(a, 2.0)
-    term, total, two_s2 = s.copy(), s.copy(), 2 * s * s
-    for n in range(1, 30):
-        term = term * two_s2 / (2 * n + 1)
-        total = total + term
-    small = (2 / math.sqrt(math.pi)) * np.exp(-s * s) * total
-    b = np.maximum(a, 2.0)
-    frac = b.copy()
-    for k in range(40, 0, -1):
-        frac = b + (k / 2) / frac
-    large = 1 - np.exp(-b * b) / (math.sqrt(math.pi) * frac)
-    return np.sign(x) * np.where(a < 2.0, small, large)
+from netspec.ops.functional import erf, sigmoid, softmax
 
 
 def _scalar(io: OnnxIO, hint: str, value: float) -> str:
