@@ -23,8 +23,10 @@ def log_softmax(x: Array, axis: int = -1) -> Array:
 
 def softmax(x: Array, axis: int = -1) -> Array:
     """exp(x) / sum(exp(x)) along `axis`, shifted by the max so exp never overflows."""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)  # type: ignore[no-any-return]
+    e = x - x.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)  # in place: one temporary, not three (attention's scores are N*H*T*T)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
 
 
 # A minimax rational approximation of erf on [-4, 4] for float32 (Eigen's and XLA's fast erf):
@@ -48,9 +50,10 @@ _ERF_Q = (
 
 
 def _erf_rational(x: Array) -> Array:
-    """erf within 6.5e-8 (half a float32 ulp at 1), evaluated in float64 and returned in x's
-    dtype: ~15 array passes where the series takes ~170."""
-    z = np.clip(x.astype(np.float64), -4.0, 4.0)
+    """erf within 5e-7 (4 float32 ulps at 1; 6.5e-8 in exact arithmetic), in x's dtype as Eigen
+    evaluates it: ~25 array passes where the series takes ~170, and float32 passes, half the
+    memory traffic of float64 ones."""
+    z = np.clip(x, -4.0, 4.0).astype(x.dtype, copy=False)
     z2 = z * z
     p = np.full_like(z, _ERF_P[-1])
     for c in reversed(_ERF_P[:-1]):
@@ -60,7 +63,9 @@ def _erf_rational(x: Array) -> Array:
     for c in reversed(_ERF_Q[:-1]):
         q *= z2
         q += c
-    return (z * p / q).astype(x.dtype)
+    p *= z
+    p /= q
+    return p
 
 
 def erf(x: Array) -> Array:
