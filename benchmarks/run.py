@@ -170,7 +170,14 @@ def bench_training(
     return records
 
 
-INFER_NETS = ("mlp_b64", "lenet_b64", "cifar10_cnn_b64", "lstm_b64", "resnet20_b32")
+INFER_NETS = (
+    "mlp_b64",
+    "lenet_b64",
+    "cifar10_cnn_b64",
+    "lstm_b64",
+    "resnet20_b32",
+    "transformer_encoder_b32",  # issue 16: target <= 1.05 against torch.onnx of nn modules
+)
 
 
 def _sessions(w: Workload, threads: int) -> tuple[Any, Any, Any, dict[str, int]]:
@@ -194,7 +201,8 @@ def _sessions(w: Workload, threads: int) -> tuple[Any, Any, Any, dict[str, int]]
     ours = to_onnx_model(analysis, params, logits=True, fold_batchnorm=True)
     model = Twin(analysis, params).eval()
     (inp,) = analysis.network.inputs
-    x = torch.zeros((1, *analysis.shape(inp.name)))
+    ids = str(getattr(inp.op, "dtype", "float32")).startswith("int")
+    x = torch.zeros((1, *analysis.shape(inp.name)), dtype=torch.int64 if ids else torch.float32)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -21,6 +21,15 @@ def _key(name: str) -> str:
     return name.replace(".", "__")  # ParameterDict keys may not contain dots
 
 
+def _attention(op: Any, shape: tuple[int, ...], name: str, params: dict[str, np.ndarray]) -> Any:
+    """torch's own nn.MultiheadAttention (its fused kernels), holding netspec's weights."""
+    mha = nn.MultiheadAttention(shape[-1], op.heads, op.dropout, op.bias, batch_first=True)
+    with torch.no_grad():
+        for local, value in mha.named_parameters():
+            value.copy_(torch.from_numpy(params[f"{name}.{local}"]))
+    return mha
+
+
 class Twin(nn.Module):
     """`Twin(analysis, params)`: forward maps the one input tensor to the one output."""
 
@@ -30,8 +39,14 @@ class Twin(nn.Module):
         self.nodes = {n.name: n for n in analysis.network.nodes}
         self.weights = nn.ParameterDict()
         self.lstms = nn.ModuleDict()
+        self.attentions = nn.ModuleDict()
         for name in analysis.order:
             node, info = self.nodes[name], analysis.layers[name]
+            if node.op.op == "attention":
+                self.attentions[_key(name)] = _attention(
+                    node.op, info.input_shapes[0], name, params
+                )
+                continue
             if node.op.op == "lstm":
                 f = info.input_shapes[0][-1]
                 lstm = nn.LSTM(f, node.op.hidden, batch_first=True)  # type: ignore[attr-defined]
@@ -114,4 +129,32 @@ class Twin(nn.Module):
         if kind == "lstm":
             seq, _ = self.lstms[_key(name)](xs[0])
             return seq if op.return_sequences else seq[:, -1]
+        return self._sequence_node(name, op, xs)
+
+    def _sequence_node(self, name: str, op: Any, xs: list[torch.Tensor]) -> torch.Tensor:
+        """The transformer's ops: tokens, positions, attention, layernorm, GELU, pooling."""
+        kind = op.op
+        if kind == "embedding":
+            return F.embedding(xs[0], self._p(name, "weight"))
+        if kind == "positional":
+            return xs[0] + self._p(name, "weight")[: self.analysis.shape(name)[0]]
+        if kind == "attention":
+            t = self.analysis.shape(name)[0]
+            mask = torch.ones(t, t, dtype=torch.bool).triu(1) if op.causal else None
+            out, _ = self.attentions[_key(name)](
+                xs[0], xs[0], xs[0], need_weights=False, attn_mask=mask
+            )
+            return out
+        # Sizes from the analysis, not from tensors: torch.onnx's tracer needs them static.
+        if kind == "layernorm":
+            d = self.analysis.shape(name)[-1]
+            return F.layer_norm(xs[0], (d,), self._p(name, "weight"), self._p(name, "bias"), op.eps)
+        if kind == "gelu":
+            return F.gelu(xs[0])
+        if kind == "mean":
+            return xs[0].mean(dim=op.axis % (xs[0].dim() - 1) + 1)
+        if kind == "reshape":
+            return xs[0].reshape(xs[0].shape[0], *self.analysis.shape(name))
+        if kind == "transpose":
+            return xs[0].permute(0, *(i + 1 for i in op.perm))
         raise NotImplementedError(f"no torch twin for {kind}")

@@ -79,15 +79,24 @@ TRAINING = (
     Workload("cifar10_cnn_b64", "specs/cifar10_cnn.net", 64, 0.9),
     Workload("lstm_b64", LSTM, 64, 1.0),
     Workload("resnet20_b32", "specs/resnet20.net", 32, 0.9),
+    # issue 16: a transformer encoder step and the ViT step, target <= 1.2x PyTorch CPU
+    Workload("transformer_encoder_b32", "specs/transformer_encoder.net", 32, 1.2),
+    Workload("vit_tiny_b64", "specs/vit_tiny.net", 64, 1.2),
 )
 
 
 def batch_of(analysis: Analysis, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A random float32 input batch and integer labels for the network's one input/output."""
+    """A random input batch (float32, or token ids below the smallest embedding's vocabulary)
+    and integer labels for the network's one input/output."""
     rng = np.random.default_rng(seed)
     (inp,) = analysis.network.inputs
     (out,) = analysis.network.outputs
-    x = rng.standard_normal((batch, *analysis.shape(inp.name))).astype(np.float32)
+    shape = (batch, *analysis.shape(inp.name))
+    if str(getattr(inp.op, "dtype", "float32")).startswith("int"):
+        vocab = min(getattr(n.op, "vocab", 2**31) for n in analysis.network.nodes)
+        x: np.ndarray = rng.integers(0, vocab, shape)
+    else:
+        x = rng.standard_normal(shape).astype(np.float32)
     y = rng.integers(0, analysis.shape(out)[-1], size=batch)
     return x, y
 

@@ -271,6 +271,8 @@ def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnosti
                 )
             )
     diags += _loss_lists(net)
+    if net.train.targets == "inputs":
+        diags += _inputs_as_targets(net, layers)
     chosen = net.train.output_losses(net.outputs)
     for out in net.outputs:
         loss = LOSSES[chosen[out][0]]
@@ -299,6 +301,39 @@ def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnosti
         if loss.activation is not None and node.op.op == loss.activation:
             diags.append(_fused_twice(node, loss.name, loss.activation))
     return diags
+
+
+def _inputs_as_targets(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnostic]:
+    """`targets = inputs`: one float input, reconstructed by one output of its shape."""
+    assert net.train is not None
+    out = net.node(net.outputs[-1])
+    loss = LOSSES[net.train.loss]
+    if len(net.inputs) != 1 or len(net.outputs) != 1:
+        why = f"{len(net.inputs)} inputs and {len(net.outputs)} outputs"
+        return [_error(out, f"targets = inputs needs one input and one output; {why}")]
+    if loss.task == "classification":
+        return [
+            _error(
+                out,
+                f"targets = inputs trains the output to give back the input, but {loss.name} "
+                "scores classes",
+                "use loss = mse (or binary_cross_entropy on inputs in [0, 1])",
+            )
+        ]
+    inp = net.inputs[0]
+    if str(getattr(inp.op, "dtype", "float32")).startswith("int"):
+        return [_error(inp, f"targets = inputs needs a float input; '{inp.name}' holds ids")]
+    shapes = [layers[n].output_shape if n in layers else None for n in (inp.name, out.name)]
+    if None not in shapes and shapes[0] != shapes[1]:
+        return [
+            _error(
+                out,
+                f"targets = inputs needs the output '{out.name}' shaped like the input "
+                f"'{inp.name}': {list(shapes[1] or ())} is not {list(shapes[0] or ())}",
+                "end the decoder with the input's shape",
+            )
+        ]
+    return []
 
 
 def _fused_twice(node: Node, loss: str, activation: str) -> Diagnostic:

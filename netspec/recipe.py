@@ -244,6 +244,9 @@ class TrainSpec(_Model):
     early_stopping: EarlyStoppingArg | None = None
     metrics: tuple[MetricArg, ...] = ()
     labels: tuple[str, ...] | None = None  # class names, index by index (shown by predict)
+    # `inputs`: the (normalised) features are the targets, as an autoencoder learns; the data's
+    # labels are then not trained on.
+    targets: Literal["labels", "inputs"] = "labels"
     seed: int = 0
     perceptron_rule: bool = False  # train `step` layers by Rosenblatt's rule (see engine docs)
 

@@ -49,6 +49,8 @@ TRAINABLE: dict[str, int] = {
     # both derived in the spec's header and checked against torch's modules below
     "transformer_encoder": 172_290,
     "conv_autoencoder": 6_929,
+    "vit_tiny": 69_066,
+    "unet_small": 56_689,
 }
 
 # torchvision's multiply-accumulates at 3x224x224, summed over conv2d and dense layers.
@@ -280,6 +282,28 @@ def _torch_twin_params(name: str) -> int:
             nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False),
             nn.Linear(64, 2),
         ]
+    elif name == "vit_tiny":
+        vit = nn.TransformerEncoderLayer(
+            64, 4, dim_feedforward=128, activation="gelu", norm_first=True
+        )
+        modules = [
+            nn.Conv2d(1, 64, 2, stride=2),  # the patches
+            nn.Embedding(16, 64),  # the learned positions
+            nn.TransformerEncoder(vit, num_layers=2, enable_nested_tensor=False),
+            nn.LayerNorm(64),
+            nn.Linear(64, 10),
+        ]
+    elif name == "unet_small":
+        modules = [
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.Conv2d(32, 64, 3, padding=1),  # the bottleneck
+            nn.ConvTranspose2d(64, 32, 2, stride=2),
+            nn.Conv2d(32 + 32, 32, 3, padding=1),  # after the skip concat
+            nn.ConvTranspose2d(32, 16, 2, stride=2),
+            nn.Conv2d(16 + 16, 16, 3, padding=1),
+            nn.Conv2d(16, 1, 1),
+        ]
     else:
         modules = [
             nn.Conv2d(1, 16, 3, stride=2, padding=1),
@@ -290,7 +314,9 @@ def _torch_twin_params(name: str) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-@pytest.mark.parametrize("name", ["transformer_encoder", "conv_autoencoder"])
+@pytest.mark.parametrize(
+    "name", ["transformer_encoder", "conv_autoencoder", "vit_tiny", "unet_small"]
+)
 def test_spec_has_the_parameter_count_of_its_pytorch_modules(name: str) -> None:
     analysis, _ = _analyse(name)
     assert analysis.trainable_params == _torch_twin_params(name) == TRAINABLE[name]

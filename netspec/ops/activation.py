@@ -26,28 +26,7 @@ from netspec.ops.base import (
     Shape,
     expect_rank,
 )
-from netspec.ops.functional import sigmoid, softmax
-
-
-def erf(x: Array) -> Array:
-    """The error function, vectorised (NumPy has none); within ~2e-15 of math.erf in float64.
-
-    |x| < 2: erf(a) = 2/sqrt(pi) e^(-a^2) sum_n (2a^2)^n a / (2n+1)!!, all terms positive, so
-    no cancellation; |x| >= 2: erfc's continued fraction, evaluated bottom-up.
-    """
-    a = np.abs(x)
-    s = np.minimum(a, 2.0)
-    term, total, two_s2 = s.copy(), s.copy(), 2 * s * s
-    for n in range(1, 30):
-        term = term * two_s2 / (2 * n + 1)
-        total = total + term
-    small = (2 / math.sqrt(math.pi)) * np.exp(-s * s) * total
-    b = np.maximum(a, 2.0)
-    frac = b.copy()
-    for k in range(40, 0, -1):
-        frac = b + (k / 2) / frac
-    large = 1 - np.exp(-b * b) / (math.sqrt(math.pi) * frac)
-    return np.sign(x) * np.where(a < 2.0, small, large)
+from netspec.ops.functional import erf, sigmoid, softmax
 
 
 def _scalar(io: OnnxIO, hint: str, value: float) -> str:
@@ -425,6 +404,14 @@ class Elu(Elementwise):
         return [Example(cls(), ((6,),)), Example(cls(alpha=0.5), ((2, 3, 3),))]
 
 
+def _phi(x: Array) -> Array:
+    """The standard normal CDF, 0.5 * (1 + erf(x / sqrt 2)), in x's dtype."""
+    e = erf(x * (1 / math.sqrt(2)))
+    e += 1
+    e *= 0.5
+    return e
+
+
 class Gelu(Elementwise):
     """GELU, the exact form x * Phi(x) with the normal CDF Phi (not the tanh approximation)."""
 
@@ -433,12 +420,27 @@ class Gelu(Elementwise):
     summary: ClassVar[str] = "x * Phi(x), the exact (erf) form"
 
     def f(self, x: Array) -> Array:
-        return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+        return x * _phi(x)
 
     def df(self, x: Array, y: Array) -> Array:
-        cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
-        pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-        return cdf + x * pdf
+        return _phi(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+    # forward keeps Phi(x) for backward rather than y: erf is the costly part, computed once.
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        x = xs[0]
+        cdf = _phi(x)
+        return x * cdf, (x, cdf)
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        x, cdf = cache
+        g = x * x  # dx = dy * (Phi(x) + x * phi(x)), in place on one temporary
+        g *= -0.5
+        np.exp(g, out=g)
+        g *= 1 / math.sqrt(2 * math.pi)
+        g *= x
+        g += cdf
+        g *= dy
+        return [g], {}
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
         x = io.inputs[0]

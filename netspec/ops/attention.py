@@ -114,7 +114,8 @@ class Attention(Op):
             qkv += p["in_proj_bias"].astype(x.dtype, copy=False)
         q, k, v = (self._heads(qkv[..., i * d : (i + 1) * d]) for i in range(3))
         scale = np.asarray(1 / math.sqrt(d // self.heads), dtype=x.dtype)
-        s = (q @ k.transpose(0, 1, 3, 2)) * scale  # (N, H, T, T)
+        # The scale goes on q (N*H*T*d/H values) rather than on the scores (N*H*T*T).
+        s = (q * scale) @ k.transpose(0, 1, 3, 2)  # (N, H, T, T)
         if self.causal:
             s += causal_mask(t).astype(x.dtype)
         a = softmax(s, axis=-1)
@@ -142,8 +143,13 @@ class Attention(Op):
         da = do @ v.transpose(0, 1, 3, 2)  # (N, H, T, T)
         if mask is not None:
             da *= mask
-        ds = a * (da - np.sum(da * a, axis=-1, keepdims=True)) * scale  # softmax, then scale
-        dq, dk = ds @ k, ds.transpose(0, 1, 3, 2) @ q
+        # through the softmax: a * (da - sum(da * a)), in place on da (a fresh array); the
+        # scale goes on dq and dk, as it went on q, where there are fewer values than scores
+        da -= np.sum(da * a, axis=-1, keepdims=True)
+        da *= a
+        dq, dk = da @ k, da.transpose(0, 1, 3, 2) @ q
+        dq *= scale
+        dk *= scale
         dqkv = np.concatenate(
             [g.transpose(0, 2, 1, 3).reshape(n, t, d) for g in (dq, dk, dv)], axis=-1
         )  # (N, T, 3D)

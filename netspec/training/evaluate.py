@@ -28,8 +28,15 @@ from netspec.runs import (
 )
 from netspec.training.data import Dataset, Normalizer, split
 from netspec.training.metrics import compute_metrics
-from netspec.training.named import Named, map_first, named_scores
-from netspec.training.plan import Classes, io_of, load_dataset, metric_task, streams
+from netspec.training.named import Named, named_scores
+from netspec.training.plan import (
+    Classes,
+    io_of,
+    load_dataset,
+    metric_task,
+    normalised,
+    streams,
+)
 
 Scores = dict[str, float | list[list[int]]]
 # Raw outputs (logits) of a network in inference mode, for weights and inputs.
@@ -102,8 +109,7 @@ def _evaluation_data(
             what = f"the validation split ({fraction:g}, seed {seed}) of {ds.source}"
     mode = (spec.data if spec.data is not None else source).normalize
     stats = load_normalization(weights_path.parent, mode, io.input_dtype)
-    if stats is not None:
-        ds = Dataset(map_first(ds.x, Normalizer(*stats)), ds.y, ds.source)
+    ds = normalised(ds, None if stats is None else Normalizer(*stats), spec, io)
     return ds, what
 
 

@@ -202,6 +202,8 @@ def load_dataset(
         return load_named(source, io, spec), None
     loss = LOSSES[spec.loss]
     d = load_data(source, io.input_shape, io.input_dtype)
+    if spec.targets == "inputs":  # made the normalised features by `normalised`
+        return normalised(d, None, spec, io), None
     y, names = d.y, None
     if y.dtype.kind == "U":
         given = classes if classes is not None else Classes(None)
@@ -239,8 +241,16 @@ def load_splits(
     elif spec.validation > 0:
         train, val = split(train, spec.validation, rng)
     normalizer = fit_normalizer(first(train.x), source.normalize)
-    if normalizer is not None:  # the first input's, as export and predict apply it
-        train = Dataset(map_first(train.x, normalizer), train.y, train.source)
-        if val is not None:
-            val = Dataset(map_first(val.x, normalizer), val.y, val.source)
+    train = normalised(train, normalizer, spec, io)
+    val = None if val is None else normalised(val, normalizer, spec, io)
     return Splits(train, val, normalizer, names)
+
+
+def normalised(ds: Dataset, normalizer: Normalizer | None, spec: TrainSpec, io: Io) -> Dataset:
+    """The first input normalised, as export and predict apply it; with `targets = inputs` the
+    targets are those normalised features, so an autoencoder learns to give back what it sees."""
+    x = ds.x if normalizer is None else map_first(ds.x, normalizer)
+    y = ds.y
+    if spec.targets == "inputs":
+        y = prepare_targets(x, io.output_shape, LOSSES[spec.loss].task, ds.source)
+    return Dataset(x, y, ds.source)

@@ -25,6 +25,8 @@ NOT_YET = {
     "text_bilstm": "recovering LSTM/bidirectional from ONNX is not built yet",
     "transformer_encoder": "recovering attention, layernorm and positions is not built yet",
     "conv_autoencoder": "recovering ConvTranspose is not built yet",
+    "unet_small": "recovering ConvTranspose is not built yet",
+    "vit_tiny": "recovering attention, layernorm, positions and transpose is not built yet",
 }
 # Inference drops these (dropout is the identity there), so no exporter can carry them; and
 # attributes that only training or the initialiser reads, which ONNX has no place for.
