@@ -37,8 +37,10 @@ def build_graph(net: Network) -> tuple[nx.DiGraph, list[Diagnostic]]:
         got = len(node.inputs)
         if want is None and got < 2:
             diags.append(_error(node, f"{node.op.op} needs two or more inputs, got {got}"))
-        elif want is not None and got != want:
-            diags.append(_error(node, f"{node.op.op} takes {want} input(s), got {got}"))
+        elif want is not None and not want <= got <= want + node.op.extra_inputs:
+            most = want + node.op.extra_inputs
+            takes = f"{want} input(s)" if most == want else f"{want} to {most} inputs"
+            diags.append(_error(node, f"{node.op.op} takes {takes}, got {got}"))
         for src in node.inputs:
             if src not in g:
                 diags.append(
