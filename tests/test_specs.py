@@ -49,6 +49,7 @@ TRAINABLE: dict[str, int] = {
     # both derived in the spec's header and checked against torch's modules below
     "transformer_encoder": 172_290,
     "conv_autoencoder": 6_929,
+    "char_gpt": 111_932,
 }
 
 # torchvision's multiply-accumulates at 3x224x224, summed over conv2d and dense layers.
@@ -228,8 +229,8 @@ def _random_data(analysis: Analysis, spec: DataSpec, loss: str, path: Path) -> D
         x = rng.integers(0, 256, (n, *io.input_shape)).astype(np.uint8)
     else:
         x = rng.normal(size=(n, *io.input_shape)).astype(np.float32)
-    if loss == "cross_entropy":
-        y = rng.integers(0, io.output_shape[-1], n)
+    if loss == "cross_entropy":  # a class per sample, or per position of a [T, K] output
+        y = rng.integers(0, io.output_shape[-1], (n, *io.output_shape[:-1]))
     else:
         y = rng.integers(0, 2, (n, *io.output_shape)).astype(np.float32)
     keys = (spec.x, str(spec.y)) if spec.path.endswith(".npz") else ("x", "y")  # csv: x, y
@@ -280,6 +281,17 @@ def _torch_twin_params(name: str) -> int:
             nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False),
             nn.Linear(64, 2),
         ]
+    elif name == "char_gpt":  # a GPT block is a pre-norm encoder layer run with a causal mask
+        block = nn.TransformerEncoderLayer(
+            64, 4, dim_feedforward=256, activation="gelu", norm_first=True
+        )
+        modules = [
+            nn.Embedding(60, 64),
+            nn.Embedding(64, 64),  # the learned positions
+            nn.TransformerEncoder(block, num_layers=2, enable_nested_tensor=False),
+            nn.LayerNorm(64),
+            nn.Linear(64, 60),
+        ]
     else:
         modules = [
             nn.Conv2d(1, 16, 3, stride=2, padding=1),
@@ -290,7 +302,7 @@ def _torch_twin_params(name: str) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-@pytest.mark.parametrize("name", ["transformer_encoder", "conv_autoencoder"])
+@pytest.mark.parametrize("name", ["transformer_encoder", "conv_autoencoder", "char_gpt"])
 def test_spec_has_the_parameter_count_of_its_pytorch_modules(name: str) -> None:
     analysis, _ = _analyse(name)
     assert analysis.trainable_params == _torch_twin_params(name) == TRAINABLE[name]
