@@ -1,6 +1,6 @@
 """Cut a text file into a character language model's training data (for specs/char_gpt.net).
 
-    python examples/char_corpus.py examples/data/genesis.txt examples/data/genesis_chars.npz 64
+    python examples/char_corpus.py examples/data/genesis.txt examples/data/genesis_chars.npz 32
 
 The vocabulary is the text's sorted set of characters; id i is `vocab[i]`. The text is cut
 into disjoint windows of T + 1 characters: x is a window's first T ids and y its last T, so
@@ -28,7 +28,7 @@ def windows(text: str, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return cut[:, :-1], cut[:, 1:], np.array([ord(c) for c in vocab], dtype=np.int32)
 
 
-def main(source: str, out: str, length: str = "64") -> None:
+def main(source: str, out: str, length: str = "32") -> None:
     text = Path(source).read_text(encoding="utf-8")
     x, y, vocab = windows(text, int(length))
     target = Path(out)

@@ -49,7 +49,7 @@ TRAINABLE: dict[str, int] = {
     # both derived in the spec's header and checked against torch's modules below
     "transformer_encoder": 172_290,
     "conv_autoencoder": 6_929,
-    "char_gpt": 111_932,
+    "char_gpt": 109_884,
 }
 
 # torchvision's multiply-accumulates at 3x224x224, summed over conv2d and dense layers.
@@ -287,7 +287,7 @@ def _torch_twin_params(name: str) -> int:
         )
         modules = [
             nn.Embedding(60, 64),
-            nn.Embedding(64, 64),  # the learned positions
+            nn.Embedding(32, 64),  # the learned positions
             nn.TransformerEncoder(block, num_layers=2, enable_nested_tensor=False),
             nn.LayerNorm(64),
             nn.Linear(64, 60),

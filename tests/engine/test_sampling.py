@@ -127,3 +127,13 @@ def test_a_network_without_token_ids_in_and_scores_out_is_refused(tmp_path: Path
     with pytest.raises(NetspecError) as err:
         api.sample(analysis, tmp_path / "w.npz", "a", vocab=tmp_path / "v.npz")
     assert "an int64[T] input and a [T, V] output" in str(err.value)
+
+
+def test_the_bundled_corpus_is_what_its_script_makes_of_the_text() -> None:
+    text = (ROOT / "examples/data/genesis.txt").read_text(encoding="utf-8")
+    x, y, vocab = char_corpus().windows(text, 32)
+    with np.load(ROOT / "examples/data/genesis_chars.npz", allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["x"], x)
+        np.testing.assert_array_equal(z["y"], y)
+        np.testing.assert_array_equal(z["vocab"], vocab)
+    assert len(vocab) == 60  # specs/char_gpt.net's `const vocab`
