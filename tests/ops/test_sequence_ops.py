@@ -227,7 +227,7 @@ def test_a_block_parameter_named_like_heads_stays_a_value() -> None:
     text = (
         "block B(heads: int) {\n  attention(heads)\n}\nnetwork N {\n  input x: [4, 8]\n  B(2)\n}\n"
     )
-    assert check_text(text).shape("b.attention_1") == (4, 8)
+    assert check_text(text).shape("b_1.attention_1") == (4, 8)
 
 
 @pytest.mark.parametrize(
