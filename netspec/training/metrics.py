@@ -8,6 +8,9 @@ confusion matrix has true classes as rows and predicted classes as columns.
 Regression metrics on a classification task compare the probabilities (softmax or sigmoid of
 the outputs) with one-hot targets. The "threshold" task is a perceptron's: its step unit
 outputs 0 or 1, a class label and a regression value at once, so both kinds of metric apply.
+Scores per position ([N, T, K] outputs against [N, T] labels: a language model, a tagger) are
+scored per token, leaving out the tokens labelled losses.IGNORED (the recipe's ignore_index);
+perplexity is exp of the mean cross-entropy per sample or token.
 """
 
 from __future__ import annotations
