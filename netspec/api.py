@@ -130,10 +130,8 @@ def export(
     """Write the network as a checked ONNX model; fresh weights from `seed` when none are given.
 
     `normalization` (shift, scale), as the trainer saves in normalization.npz, is built into
-    the model so that it takes raw inputs.
-
-    Returns the model's opset, inputs and outputs (see `netspec.onnx.export.export_summary`).
-    """
+    the model so that it takes raw inputs. Returns the model's opset, inputs and outputs (see
+    `netspec.onnx.export.export_summary`)."""
     import numpy as np
 
     from netspec.onnx.export import export_summary, save_model, to_onnx_model
@@ -392,3 +390,10 @@ def import_onnx(model: str | Path, output: str | Path, weights_out: Path | None 
     from netspec.importing import import_onnx as run
 
     return run(model, output, weights_out, lambda text: check(load(output, text=text)))
+
+
+def sample(analysis: Analysis, weights: str | Path, prompt: str, **options: Any) -> str:
+    """`prompt` and the text a causal language model writes after it (sampling.sample_text)."""
+    from netspec.engine.sampling import sample_text
+
+    return sample_text(analysis, runs.weights_file(weights), prompt, **options)

@@ -73,6 +73,11 @@ class CallTrace:
     end: int
 
 
+def _names_tensor(value: Any, env: dict[str, Any], tensors: dict[str, str]) -> bool:
+    """A positional argument that names a tensor (not a constant or a block parameter)."""
+    return isinstance(value, ast.Name) and value.id not in env and value.id in tensors
+
+
 class _Expander:
     def __init__(self, program: Program, trace: list[CallTrace] | None = None) -> None:
         self.trace = trace
@@ -205,7 +210,12 @@ class _Expander:
         cls = self._op_class(call)
         name = scope.prefix + (local if local is not None else scope.auto_name(call.name))
         values, spans, named = self._arguments(call, cls, scope)
-        inputs = self._merge_inputs(call, named, current) if cls.arity is None else [current]
+        if cls.arity is None:
+            inputs = self._merge_inputs(call, named, current)
+        elif named:
+            inputs = self._extra_inputs(call, cls, named, current)
+        else:
+            inputs = [current]
         if not inputs[0]:
             raise _err(
                 f"'{call.name}' has no input: nothing comes before it",
@@ -244,6 +254,19 @@ class _Expander:
                     raise _err(f"{call.name} takes tensor names, e.g. {call.name}(a, b)", arg.span)
                 inputs.append(self.tensor(arg.value, scope))
                 continue
+            if (
+                arg.key is None
+                and cls.extra_inputs
+                and _names_tensor(arg.value, scope.env, scope.tensors)
+            ):
+                if values:
+                    raise _err(
+                        f"{call.name} takes its tensors before its values",
+                        arg.span,
+                        f"write e.g. {call.name}(x, memory, {', '.join(cls.positional)}=...)",
+                    )
+                inputs.append(scope.tensors[arg.value.id])  # type: ignore[union-attr]
+                continue
             if arg.key is None:
                 if not positional:
                     taken = ", ".join(cls.positional) or "no positional values"
@@ -260,6 +283,27 @@ class _Expander:
             values[key] = evaluate(arg.value, scope.env)
             spans[key] = arg.span
         return values, spans, inputs
+
+    def _extra_inputs(
+        self, call: ast.Call, cls: type[Op], named: list[str], current: str
+    ) -> list[str]:
+        """An op's tensors when it names some (attention's memory): those it names, after
+        the previous output when it names fewer than it takes."""
+        most = (cls.arity or 1) + cls.extra_inputs
+        if len(named) > most:
+            raise _err(f"{call.name} takes at most {most} tensors, got {len(named)}", call.span)
+        if len(named) == most:
+            return named
+        if named[0] == current:
+            raise _err(
+                f"{call.name}({named[0]}) would read '{named[0]}' twice: it is also the "
+                "previous statement's output",
+                call.span,
+                f"for self-attention write {call.name}({', '.join(cls.positional)}=...) alone",
+            )
+        if not current:
+            raise _err(f"'{call.name}' has no input: nothing comes before it", call.span)
+        return [current, *named]
 
     def _merge_inputs(self, call: ast.Call, inputs: list[str], current: str) -> list[str]:
         """A merge's tensors: those it names, after the previous output when it names one."""

@@ -37,8 +37,10 @@ def build_graph(net: Network) -> tuple[nx.DiGraph, list[Diagnostic]]:
         got = len(node.inputs)
         if want is None and got < 2:
             diags.append(_error(node, f"{node.op.op} needs two or more inputs, got {got}"))
-        elif want is not None and got != want:
-            diags.append(_error(node, f"{node.op.op} takes {want} input(s), got {got}"))
+        elif want is not None and not want <= got <= want + node.op.extra_inputs:
+            most = want + node.op.extra_inputs
+            takes = f"{want} input(s)" if most == want else f"{want} to {most} inputs"
+            diags.append(_error(node, f"{node.op.op} takes {takes}, got {got}"))
         for src in node.inputs:
             if src not in g:
                 diags.append(
@@ -279,16 +281,18 @@ def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnosti
         node = net.node(out)
         info = layers.get(out)
         shape = None if info is None else info.output_shape
-        if shape is not None and loss.scores_per_class and len(shape) != 1:
+        ranks = (1, 2) if loss.per_position else (1,)
+        if shape is not None and loss.scores_per_class and len(shape) not in ranks:
+            per = " or [T, K] (K per position)" if loss.per_position else ""
             diags.append(
                 _error(
                     node,
-                    f"{loss.name} needs one score per class, a [K] output; '{out}' gives "
+                    f"{loss.name} needs one score per class, a [K] output{per}; '{out}' gives "
                     f"{list(shape)}",
                     "end with `flatten` and a `dense(K)` for K classes",
                 )
             )
-        elif shape == (1,) and loss.scores_per_class and loss.activation == "softmax":
+        elif shape and shape[-1] == 1 and loss.scores_per_class and loss.activation == "softmax":
             diags.append(
                 _error(
                     node,

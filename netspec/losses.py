@@ -20,6 +20,10 @@ from netspec.ops.functional import log_softmax, sigmoid
 Task = Literal["classification", "binary", "regression"]
 Activation = Literal["softmax", "sigmoid"]
 
+# The label of a position that does not count (padding, a prompt): training/data.py maps the
+# recipe's `ignore_index` to it, so a loss or a metric needs no recipe to know which it is.
+IGNORED = -1
+
 
 def _like(target: Array, output: Array) -> Array:
     """The target as an array of the output's shape and dtype ((N,) targets for (N, 1) outputs)."""
@@ -43,6 +47,9 @@ class Loss:
     soft_targets: ClassVar[bool] = False
     # Needs one score per class: a [K] output.
     scores_per_class: ClassVar[bool] = False
+    # Also takes scores at each position, a [T, K] output against [T] labels (language
+    # modelling, tagging), averaged over the positions that count (see IGNORED).
+    per_position: ClassVar[bool] = False
 
     def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
         raise NotImplementedError
@@ -77,9 +84,12 @@ class MAE(Loss):
 
 
 class CrossEntropy(Loss):
-    """Softmax cross-entropy on logits (N, K): targets are labels (N,) or probabilities (N, K).
+    """Softmax cross-entropy on logits (N, K) or per position (N, T, K): targets are labels
+    (N,) / (N, T) or probabilities shaped like the output.
 
-    loss = -mean_n sum_k t_nk log softmax(x)_nk; gradient (softmax(x) * sum_k t_nk - t) / N.
+    loss = -sum_i sum_k t_ik log softmax(x)_ik / M over the M rows i (samples, or tokens) whose
+    label is not IGNORED (PyTorch's `ignore_index` with mean reduction); gradient
+    (softmax(x) * sum_k t_ik - t) / M, zero on ignored rows. No row counting gives 0.
     """
 
     name = "cross_entropy"
@@ -87,22 +97,28 @@ class CrossEntropy(Loss):
     task = "classification"
     soft_targets = True
     scores_per_class = True
+    per_position = True
 
     def __call__(self, output: Array, target: Array) -> tuple[float, Array]:
-        n, k = output.shape
+        k = output.shape[-1]
+        x = output.reshape(-1, k)  # one row per sample or token
         t = np.asarray(target)
-        if t.ndim == 1:  # class indices
-            labels = t.astype(np.int64)
-            if labels.min(initial=0) < 0 or labels.max(initial=0) >= k:
-                raise ValueError(f"labels must lie in [0, {k}), got {labels.min()}..{labels.max()}")
-            t = np.zeros_like(output)
-            t[np.arange(n), labels] = 1
+        if t.ndim == output.ndim - 1:  # class indices
+            labels = t.reshape(-1).astype(np.int64)
+            counted = labels != IGNORED
+            kept = labels[counted]
+            if kept.min(initial=0) < 0 or kept.max(initial=0) >= k:
+                raise ValueError(f"labels must lie in [0, {k}), got {kept.min()}..{kept.max()}")
+            rows = np.zeros_like(x)
+            rows[np.flatnonzero(counted), kept] = 1
         else:
-            t = _like(t, output)
-        logp = log_softmax(output)  # (N, K)
-        loss = -float(np.sum(t * logp)) / n
-        grad = (np.exp(logp) * t.sum(axis=-1, keepdims=True) - t) / n
-        return loss, grad.astype(output.dtype, copy=False)
+            rows = _like(t, output).reshape(-1, k)
+            counted = np.ones(len(rows), dtype=bool)
+        m = max(int(counted.sum()), 1)
+        logp = log_softmax(x)  # (M', K)
+        loss = -float(np.sum(rows * logp)) / m
+        grad = (np.exp(logp) * rows.sum(axis=-1, keepdims=True) - rows) / m
+        return loss, grad.reshape(output.shape).astype(output.dtype, copy=False)
 
 
 class BinaryCrossEntropy(Loss):

@@ -202,7 +202,7 @@ class EarlyStopping(_Model):
 EarlyStoppingArg = Annotated[EarlyStopping, call_form({"early_stopping": ("patience",)})]
 
 MetricName = Literal[
-    "accuracy", "top_k", "precision", "recall", "f1", "confusion", "mse", "mae", "r2"
+    "accuracy", "top_k", "precision", "recall", "f1", "confusion", "mse", "mae", "r2", "perplexity"
 ]
 
 
@@ -231,6 +231,9 @@ class TrainSpec(_Model):
     # A network with several outputs: one loss each, in `output` order (default: `loss` for
     # every one), and the weights of their sum (default: 1 each).
     losses: tuple[LossName, ...] | None = None
+    # The class label that counts for nothing in cross_entropy and the metrics (padding, a
+    # prompt), as PyTorch's: -100 by default, `ignore_index = 0` for a padding id 0.
+    ignore_index: int = -100
     loss_weights: tuple[Annotated[float, Field(ge=0)], ...] | None = None
     optimizer: Optimizer = Field(default_factory=lambda: SGD())
     schedule: Schedule = Field(default_factory=lambda: Constant())

@@ -105,13 +105,27 @@ def test_class_labels_must_match_the_output_size(build: Build) -> None:
     assert "train names 2 labels but 'dense_1' has 3 outputs" in error.message
 
 
+def test_cross_entropy_takes_class_scores_per_position(build: Build) -> None:
+    net = build(
+        "network N { input x: [5, 4]\n lstm(6, return_sequences=true)\n dense(3) }\n"
+        "train N { loss = cross_entropy }"
+    )
+    assert analyse(net)[1] == []
+
+
 @pytest.mark.parametrize(
     ("body", "loss", "says"),
     [
         (
-            "lstm(6, return_sequences=true)\n dense(3)",
+            "reshape([1, 5, 4])\n conv2d(3, [1, 1])",
             "cross_entropy",
-            "cross_entropy needs one score per class, a [K] output; 'dense_1' gives [5, 3]",
+            "cross_entropy needs one score per class, a [K] output or [T, K] (K per position); "
+            "'conv2d_1' gives [3, 5, 4]",
+        ),
+        (
+            "lstm(6, return_sequences=true)\n dense(3)",
+            "hinge",
+            "hinge needs one score per class, a [K] output; 'dense_1' gives [5, 3]",
         ),
         (
             "reshape([1, 5, 4])\n conv2d(3, [5, 4])",

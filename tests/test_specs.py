@@ -51,6 +51,7 @@ TRAINABLE: dict[str, int] = {
     "conv_autoencoder": 6_929,
     "vit_tiny": 69_066,
     "unet_small": 56_689,
+    "char_gpt": 109_884,
 }
 
 # torchvision's multiply-accumulates at 3x224x224, summed over conv2d and dense layers.
@@ -230,8 +231,8 @@ def _random_data(analysis: Analysis, spec: DataSpec, loss: str, path: Path) -> D
         x = rng.integers(0, 256, (n, *io.input_shape)).astype(np.uint8)
     else:
         x = rng.normal(size=(n, *io.input_shape)).astype(np.float32)
-    if loss == "cross_entropy":
-        y = rng.integers(0, io.output_shape[-1], n)
+    if loss == "cross_entropy":  # a class per sample, or per position of a [T, K] output
+        y = rng.integers(0, io.output_shape[-1], (n, *io.output_shape[:-1]))
     else:
         y = rng.integers(0, 2, (n, *io.output_shape)).astype(np.float32)
     keys = (spec.x, str(spec.y)) if spec.path.endswith(".npz") else ("x", "y")  # csv: x, y
@@ -304,6 +305,17 @@ def _torch_twin_params(name: str) -> int:
             nn.Conv2d(16 + 16, 16, 3, padding=1),
             nn.Conv2d(16, 1, 1),
         ]
+    elif name == "char_gpt":  # a GPT block is a pre-norm encoder layer run with a causal mask
+        block = nn.TransformerEncoderLayer(
+            64, 4, dim_feedforward=256, activation="gelu", norm_first=True
+        )
+        modules = [
+            nn.Embedding(60, 64),
+            nn.Embedding(32, 64),  # the learned positions
+            nn.TransformerEncoder(block, num_layers=2, enable_nested_tensor=False),
+            nn.LayerNorm(64),
+            nn.Linear(64, 60),
+        ]
     else:
         modules = [
             nn.Conv2d(1, 16, 3, stride=2, padding=1),
@@ -315,7 +327,7 @@ def _torch_twin_params(name: str) -> int:
 
 
 @pytest.mark.parametrize(
-    "name", ["transformer_encoder", "conv_autoencoder", "vit_tiny", "unet_small"]
+    "name", ["transformer_encoder", "conv_autoencoder", "vit_tiny", "unet_small", "char_gpt"]
 )
 def test_spec_has_the_parameter_count_of_its_pytorch_modules(name: str) -> None:
     analysis, _ = _analyse(name)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from netspec import __version__
-from netspec.cli import editor, importing, model, pictures, spec, train
+from netspec.cli import editor, generate, importing, model, pictures, spec, train
 from netspec.cli.args import Command
 from netspec.cli.outputs import check_output
 from netspec.cli.report import err, report
@@ -31,6 +31,7 @@ COMMANDS: dict[str, Command] = {
         train.EVAL,
         model.EXPORT,
         model.PREDICT,
+        generate.SAMPLE,
         importing.IMPORT,
         pictures.GRAPH,
         pictures.PLOT,

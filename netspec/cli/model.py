@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 Array = Any  # numpy arrays; numpy is imported only when a command runs
 _SHOWN_ROWS = 20  # predictions printed; -o saves every row
+_SHOWN_POSITIONS = 32  # of a per-position output (a tagger's), the first shown
 
 
 def _batch(text: str) -> int | str:
@@ -240,6 +241,9 @@ def _show(outputs: Mapping[str, Array], meta: Mapping[str, str], top: int) -> No
         loss = LOSSES.get(given if isinstance(given, str) else meta.get("loss", ""))
         print(f"output {printable(name)}: shape {list(y.shape)}")
         probs: Array | None = None
+        if y.ndim == 3 and y.shape[2] > 1 and loss is not None and loss.per_position:
+            _show_positions(y if name.endswith(".probs") else loss.probabilities(y), name_of)
+            continue
         if y.ndim == 2 and y.shape[1] > 1:
             if name.endswith(".probs"):
                 probs = y
@@ -258,6 +262,18 @@ def _show(outputs: Mapping[str, Array], meta: Mapping[str, str], top: int) -> No
                 print(f"  [{i}] {shown}")
         if len(y) > _SHOWN_ROWS:
             print(f"  ... {len(y) - _SHOWN_ROWS} more row(s); save them all with -o")
+
+
+def _show_positions(probs: Array, name_of: Callable[[int], str]) -> None:
+    """Per-position class scores: the likeliest class at each position of each sample."""
+    import numpy as np
+
+    best = np.argmax(probs, axis=-1)
+    for i, row in enumerate(best[:_SHOWN_ROWS]):
+        shown = " ".join(name_of(int(c)) for c in row[:_SHOWN_POSITIONS])
+        print(f"  [{i}] {shown}" + (" ..." if len(row) > _SHOWN_POSITIONS else ""))
+    if len(probs) > _SHOWN_ROWS:
+        print(f"  ... {len(probs) - _SHOWN_ROWS} more row(s); save them all with -o")
 
 
 EXPORT = Command(

@@ -358,7 +358,7 @@ def _inside_call(ctx: Context, names: _Names) -> list[Item]:
     cls = OPS.get(inner.name or "")
     filled = set(getattr(cls, "positional", ())[: inner.positional])
     items = _field_items(model, _given(ctx) | filled)
-    if cls is not None and cls.arity is None:  # add(a, b), concat(a, b): tensors
+    if cls is not None and (cls.arity is None or cls.extra_inputs):  # add(a, b), attention(x, m)
         items = names.tensor_items() + items
     return items + names.values()
 

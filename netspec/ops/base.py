@@ -131,6 +131,10 @@ class Op(BaseModel):
     positional: ClassVar[tuple[str, ...]] = ()
     # Number of tensor inputs; None means two or more (merges like add and concat).
     arity: ClassVar[int | None] = 1
+    # Tensors beyond `arity` a call may name positionally, before its attributes: attention's
+    # memory, `attention(x, memory, heads=4)` or, reading the previous output as x,
+    # `attention(memory, heads=4)`. A name that is a constant or parameter stays a value.
+    extra_inputs: ClassVar[int] = 0
     # Grouping for the README's op reference.
     category: ClassVar[str] = "layer"
     # The one-line description in the README's op table.

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from netspec.losses import Loss
+from netspec.losses import IGNORED, Loss
 from netspec.ops.base import Array
 
 TorchLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -21,23 +21,14 @@ def target_tensor(loss: Loss, target: Array, output: torch.Tensor) -> torch.Tens
     the multi-class hinge take them as indices); everything else takes the output's shape
     ((N,) targets for (N, 1) outputs) and dtype, as losses._like makes them."""
     t = np.asarray(target)
-    per_class = loss.scores_per_class and output.ndim == 2 and output.shape[1] > 1
-    if per_class and t.ndim == 1:
+    per_class = loss.scores_per_class and output.ndim >= 2 and output.shape[-1] > 1
+    if per_class and t.ndim == output.ndim - 1:
         return torch.as_tensor(t.astype(np.int64), device=output.device)
     if t.shape != tuple(output.shape) and t.size == output.numel():
         t = t.reshape(tuple(output.shape))
     if t.shape != tuple(output.shape):
         raise ValueError(f"target shape {list(t.shape)} does not match output {list(output.shape)}")
     return torch.as_tensor(t, device=output.device).to(output.dtype)
-
-
-def _one_hot(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    if t.ndim == 2:
-        return t
-    k = like.shape[1]
-    if len(t) and (int(t.min()) < 0 or int(t.max()) >= k):
-        raise ValueError(f"labels must lie in [0, {k}), got {int(t.min())}..{int(t.max())}")
-    return torch.nn.functional.one_hot(t, k).to(like.dtype)
 
 
 def mse(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -50,9 +41,22 @@ def mae(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """-mean_n sum_k t_nk log softmax(y)_nk, for labels or rows of probabilities."""
-    logp = torch.log_softmax(y, dim=-1)
-    return -torch.sum(_one_hot(t, y) * logp) / y.shape[0]
+    """-sum_i sum_k t_ik log softmax(y)_ik / M over the M rows (samples or tokens) that count,
+    for labels (IGNORED rows count for nothing) or rows of probabilities."""
+    k = y.shape[-1]
+    logp = torch.log_softmax(y.reshape(-1, k), dim=-1)
+    if t.ndim == y.ndim:
+        return -torch.sum(t.reshape(-1, k) * logp) / logp.shape[0]
+    labels = t.reshape(-1)
+    counted = labels != IGNORED
+    kept = labels[counted]
+    if len(kept) and (int(kept.min()) < 0 or int(kept.max()) >= k):
+        raise ValueError(f"labels must lie in [0, {k}), got {int(kept.min())}..{int(kept.max())}")
+    # One-hot rows times log p, as the NumPy loss sums them (not a gather): the same terms in
+    # the same order, so both engines' steps agree to the last bit.
+    rows = torch.nn.functional.one_hot(labels.clamp(min=0), k).to(y.dtype)
+    rows = rows * counted[:, None].to(y.dtype)
+    return -torch.sum(rows * logp) / max(len(kept), 1)
 
 
 def binary_cross_entropy(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

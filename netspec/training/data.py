@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from netspec.errors import EXIT_RUNTIME, NetspecError
-from netspec.losses import Task
+from netspec.losses import IGNORED, Task
 from netspec.recipe import DataSpec
 from netspec.training.formats import fit_input, format_of, read
 
@@ -117,15 +117,23 @@ def _class_rows(y: Array, soft: bool, where: str) -> Array:
 
 
 def prepare_targets(
-    y: Array, output_shape: Shape, task: Task, where: str, *, soft: bool = False
+    y: Array,
+    output_shape: Shape,
+    task: Task,
+    where: str,
+    *,
+    soft: bool = False,
+    ignore_index: int | None = None,
 ) -> Array:
-    """Targets in the loss's layout: class indices (N,) for classification, (N, *out) otherwise.
+    """Targets in the loss's layout: class indices (N,) for classification ((N, T) for a
+    [T, K] output: one class per position), (N, *out) otherwise.
 
-    classification: integer labels in [0, classes), or (N, classes) rows: one-hot rows become
-    indices; rows of probabilities (non-negative, summing to 1) stay (N, classes) float32 when
-    `soft` says the loss takes them (cross-entropy), and are refused otherwise; any other row
-    (all zeros, negative, summing elsewhere) is refused. A single-output classifier (binary
-    hinge) takes 0/1 or -1/1 targets like a binary one.
+    classification: integer labels in [0, classes), or one row per sample (or position) of
+    `classes` values: one-hot rows become indices; rows of probabilities (non-negative, summing
+    to 1) stay float32 when `soft` says the loss takes them (cross-entropy), and are refused
+    otherwise; any other row (all zeros, negative, summing elsewhere) is refused. Labels equal
+    to `ignore_index` (None: none) become losses.IGNORED, whatever their range. A
+    single-output classifier (binary hinge) takes 0/1 or -1/1 targets like a binary one.
     """
     if y.dtype.kind not in "biuf":
         raise _fail(f"{where}: the targets have dtype {y.dtype}; netspec reads numbers only")
@@ -136,29 +144,7 @@ def prepare_targets(
             "binary_cross_entropy takes 0/1 labels (or probabilities)",
         )
     if task == "classification" and math.prod(output_shape) > 1:
-        n_classes = output_shape[-1]
-        if y.ndim == 2 and y.shape[1] == n_classes and n_classes > 1:
-            y = _class_rows(y, soft, where)
-            if y.ndim == 2:
-                return y  # probabilities, for the loss as they are
-        y = y.reshape(y.shape[0], -1)
-        if y.shape[1] != 1:
-            raise _fail(
-                f"{where}: labels of shape {list(y.shape[1:])} do not fit a classifier with "
-                f"{n_classes} outputs",
-                "give one integer class per sample, or one-hot rows",
-            )
-        y = y[:, 0]
-        if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-            raise _fail(f"{where}: class labels must be whole numbers")
-        labels = y.astype(np.int64)
-        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-            raise _fail(
-                f"{where}: labels range over {int(labels.min())}..{int(labels.max())} but the "
-                f"network has {n_classes} outputs, so classes 0..{n_classes - 1}",
-                "make the last layer's size the number of classes",
-            )
-        return labels
+        return _class_targets(y, output_shape, where, soft, ignore_index)
     per_sample = math.prod(output_shape)
     if math.prod(y.shape[1:]) != per_sample:
         raise _fail(
@@ -166,6 +152,41 @@ def prepare_targets(
             f"{list(output_shape)}"
         )
     return y.reshape((y.shape[0], *output_shape)).astype(np.float32)
+
+
+def _class_targets(
+    y: Array, output_shape: Shape, where: str, soft: bool, ignore_index: int | None
+) -> Array:
+    """prepare_targets for a classifier of output [K] or [T, K]."""
+    n, n_classes, positions = len(y), output_shape[-1], output_shape[:-1]
+    if y.shape[1:] == output_shape and n_classes > 1:
+        rows = _class_rows(y.reshape(-1, n_classes), soft, where)
+        if rows.ndim == 2:
+            return rows.reshape(y.shape)  # probabilities, for the loss as they are
+        y = rows
+    given = list(y.shape[1:])
+    y = y.reshape(n, -1)
+    if y.shape[1] != math.prod(positions):
+        each = "sample" if not positions else f"position, {list(positions)} per sample,"
+        raise _fail(
+            f"{where}: labels of shape {given} do not fit a classifier with output "
+            f"{list(output_shape)} ({n_classes} classes)",
+            f"give one integer class per {each} or one-hot rows",
+        )
+    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+        raise _fail(f"{where}: class labels must be whole numbers")
+    labels = y.astype(np.int64)
+    ignored = labels == ignore_index if ignore_index is not None else np.zeros_like(labels, bool)
+    kept = labels[~ignored]
+    if kept.size and (kept.min() < 0 or kept.max() >= n_classes):
+        skip = "" if ignore_index is None else f" (ignore_index = {ignore_index} aside)"
+        raise _fail(
+            f"{where}: labels range over {int(kept.min())}..{int(kept.max())}{skip} but the "
+            f"network has {n_classes} outputs, so classes 0..{n_classes - 1}",
+            "make the last layer's size the number of classes"
+            + ("" if ignore_index is None else ", or set ignore_index to the padding label"),
+        )
+    return np.where(ignored, IGNORED, labels).reshape(n, *positions)
 
 
 def class_indices(

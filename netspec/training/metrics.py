@@ -8,6 +8,9 @@ confusion matrix has true classes as rows and predicted classes as columns.
 Regression metrics on a classification task compare the probabilities (softmax or sigmoid of
 the outputs) with one-hot targets. The "threshold" task is a perceptron's: its step unit
 outputs 0 or 1, a class label and a regression value at once, so both kinds of metric apply.
+Scores per position ([N, T, K] outputs against [N, T] labels: a language model, a tagger) are
+scored per token, leaving out the tokens labelled losses.IGNORED (the recipe's ignore_index);
+perplexity is exp of the mean cross-entropy per sample or token.
 """
 
 from __future__ import annotations
@@ -16,11 +19,40 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from netspec.losses import IGNORED
 from netspec.ops.base import Array
 from netspec.ops.functional import log_softmax, sigmoid
 from netspec.recipe import Metric
 
-CLASSIFICATION_METRICS = frozenset({"accuracy", "top_k", "precision", "recall", "f1", "confusion"})
+CLASSIFICATION_METRICS = frozenset(
+    {"accuracy", "top_k", "precision", "recall", "f1", "confusion", "perplexity"}
+)
+
+
+def _per_row(outputs: Array, targets: Array) -> tuple[Array, Array]:
+    """Scores per position ([N, T, K] outputs, [N, T] labels) as one row per position, and
+    only the rows that count (labels other than IGNORED): metrics average over tokens."""
+    k = outputs.shape[-1]
+    t = np.asarray(targets)
+    if t.ndim == outputs.ndim:  # rows of probabilities
+        return outputs.reshape(-1, k), t.reshape(-1, k)
+    labels = t.reshape(-1)
+    keep = labels != IGNORED
+    return outputs.reshape(-1, k)[keep], labels[keep]
+
+
+def _perplexity(outputs: Array, targets: Array) -> float:
+    """exp of the mean cross-entropy per sample or token (of the sigmoid, for one column)."""
+    y = np.asarray(outputs, dtype=np.float64)
+    t = np.asarray(targets)
+    if y.ndim == 1 or y.shape[-1] == 1:
+        x, on = y.reshape(-1), (t.reshape(-1) > 0.5)
+        nll = np.logaddexp(0, np.where(on, -x, x))  # -log sigmoid(+-x)
+    elif t.ndim == y.ndim:
+        nll = -np.sum(t * log_softmax(y), axis=-1)
+    else:
+        nll = -log_softmax(y)[np.arange(len(y)), t.astype(np.int64)]
+    return float(np.exp(np.mean(nll))) if nll.size else 1.0
 
 
 def _labels(outputs: Array, targets: Array) -> tuple[Array, Array, int, bool]:
@@ -100,6 +132,8 @@ def compute_metrics(
     if need_labels and task == "regression":
         wanted = ", ".join(m.name for m in metrics if m.name in CLASSIFICATION_METRICS)
         raise ValueError(f"metrics {wanted} need a classification loss, not a regression one")
+    if task not in ("regression", "threshold") and outputs.ndim >= 2 and outputs.shape[-1] > 1:
+        outputs, targets = _per_row(outputs, targets)
     if need_labels:
         true, pred, k, binary = _labels(outputs, targets)
         k = max(k, int(true.max(initial=0)) + 1)
@@ -121,6 +155,8 @@ def compute_metrics(
                 out["f1"] = f1
             case "confusion":
                 out["confusion"] = counts.tolist()
+            case "perplexity":
+                out["perplexity"] = _perplexity(outputs, targets)
             case "mse" | "mae" | "r2":
                 y, t = _regression_pair(outputs, targets, task)
                 if m.name == "mse":

@@ -104,7 +104,10 @@ def load_named(source: DataSpec, io: Any, spec: TrainSpec) -> Dataset:
     for (a, _), p in zip(wanted[len(io.inputs) :], io.outputs, strict=True):
         loss = LOSSES[chosen[p.name][0]]
         where = f"{path}:{a}"
-        y[p.name] = prepare_targets(arrays[a], p.shape, loss.task, where, soft=loss.soft_targets)
+        ignore = spec.ignore_index if loss.per_position else None
+        y[p.name] = prepare_targets(
+            arrays[a], p.shape, loss.task, where, soft=loss.soft_targets, ignore_index=ignore
+        )
     xs = x[io.input] if alone_in else Named(x)
     ys = y[io.output] if alone_out else Named(y)
     return Dataset(xs, ys, str(path))

@@ -208,7 +208,10 @@ def load_dataset(
     if y.dtype.kind == "U":
         given = classes if classes is not None else Classes(None)
         y, names = class_indices(y, given.names, d.source, given.origin)
-    y = prepare_targets(y, io.output_shape, loss.task, d.source, soft=loss.soft_targets)
+    ignore = spec.ignore_index if loss.per_position else None
+    y = prepare_targets(
+        y, io.output_shape, loss.task, d.source, soft=loss.soft_targets, ignore_index=ignore
+    )
     return Dataset(d.x, y, d.source), names
 
 

@@ -259,3 +259,10 @@ def test_mutated_specs_never_break_the_diagnostics_path(tmp_path: Path, spec: Pa
             column = rng.randrange(1, len(lines[line - 1]) + 2)
             hover(doc, (line, column))
             complete(doc, text, line, column)
+
+
+def test_completion_inside_attention_offers_the_tensors_for_its_memory(tmp_path: Path) -> None:
+    text = "network X {\n  input x: [4, 8]\n  input memory: [6, 8]\n  y = attention("
+    doc = _doc(tmp_path, text)
+    assert {"x", "memory", "heads", "causal"} <= _labels(doc, text)
+    assert "memory" not in _labels(doc, text.replace("attention(", "dense("))

@@ -172,6 +172,90 @@ def test_attention_matches_nn_multiheadattention_with_its_state_dict(
     assert sum(g.size for g in grads.values()) == sum(v.numel() for v in module.parameters())
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_cross_attention_matches_nn_multiheadattention_with_query_not_key(bias: bool) -> None:
+    t, s, d, heads = 4, 6, 8, 2
+    module = randomise(torch.nn.MultiheadAttention(d, heads, bias=bias, batch_first=True))
+    x, memory = rng.normal(size=(3, t, d)), rng.normal(size=(3, s, d))
+    dy = rng.normal(size=x.shape)
+
+    def call(m: torch.nn.Module, tx: torch.Tensor, tm: torch.Tensor) -> torch.Tensor:
+        out, _ = m(tx, tm, tm, need_weights=False)
+        return out
+
+    op = Attention(heads=heads, bias=bias)
+    assert op.infer_shape([(t, d), (s, d)]) == (t, d)
+    p = params_of(module)
+    assert set(p) == set(op.param_shapes([(t, d), (s, d)]))
+    y, (dx, dm), grads = ours(op, [x, memory], p, dy)
+    ty, (tdx, tdm), tgrads = module_grads(module, [x, memory], dy, call)
+    close(y, ty)
+    close(dx, tdx)
+    close(dm, tdm)
+    for k, g in tgrads.items():
+        close(grads[k], g)
+
+
+CROSS = """network Decoder {{
+  input x: [4, 8]
+  input memory: [{s}, {e}]
+  {body}
+}}
+"""
+
+
+def check_text(text: str) -> Any:
+    return api.check(api.load(Path("d.net"), text=text))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "y = attention(x, memory, heads=2)",
+        "y = x -> attention(memory, heads=2)",
+        "y = x -> attention(memory, 2)",
+    ],
+)
+def test_cross_attention_is_written_with_its_memory_like_a_merge(body: str) -> None:
+    analysis = check_text(CROSS.format(s=6, e=8, body=body))
+    node = analysis.network.node("y")
+    assert node.inputs == ("x", "memory") and analysis.shape("y") == (4, 8)
+    assert analysis.trainable_params == 4 * 8 * 8 + 4 * 8
+
+
+def test_a_block_parameter_named_like_heads_stays_a_value() -> None:
+    text = (
+        "block B(heads: int) {\n  attention(heads)\n}\nnetwork N {\n  input x: [4, 8]\n  B(2)\n}\n"
+    )
+    assert check_text(text).shape("b_1.attention_1") == (4, 8)
+
+
+@pytest.mark.parametrize(
+    ("s", "e", "body", "says", "hint"),
+    [
+        (
+            6,
+            8,
+            "y = attention(x, memory, heads=2, causal=true)",
+            "a causal mask hides later positions of the same sequence",
+            "drop causal=true",
+        ),
+        (6, 5, "y = attention(x, memory, heads=2)", "the memory [6, 5] has 5 features", "dense(8)"),
+        (6, 8, "y = attention(x, memory, x, heads=2)", "attention takes at most 2 tensors", None),
+        (6, 8, "y = attention(memory, 2)", "would read 'memory' twice", "attention(heads=...)"),
+        (6, 8, "y = attention(2, memory)", "attention takes its tensors before its values", None),
+    ],
+)
+def test_a_bad_cross_attention_is_a_located_error(
+    s: int, e: int, body: str, says: str, hint: str | None
+) -> None:
+    with pytest.raises(NetspecError) as err:
+        check_text(CROSS.format(s=s, e=e, body=body))
+    shown = render_all(err.value.diagnostics)
+    assert "d.net:4" in shown and says in shown
+    assert hint is None or hint in shown
+
+
 def test_attention_parameters_are_four_d_squared_plus_four_d() -> None:
     shapes = Attention(heads=8).param_shapes([(10, 64)])
     assert sum(math.prod(s) for s in shapes.values()) == 64 * 64 * 4 + 4 * 64
