@@ -14,6 +14,15 @@ from netspec.importer.reading import Model
 from netspec.ops.base import Array
 
 
+@dataclass(frozen=True)
+class Nested:
+    """A layer written inside another's call, `bidirectional(lstm(64))`: its op and the
+    attributes that differ from the op's defaults."""
+
+    op: str
+    attrs: dict[str, Any]
+
+
 @dataclass
 class Layer:
     """One netspec layer recovered from one or more ONNX nodes.
@@ -43,6 +52,8 @@ class Match:
         self.taken: set[int] = set()
         # A conv's real input and the extra pads of a Pad folded into it (windows.fuse_pads).
         self.padded: dict[int, tuple[str, list[int]]] = {}
+        # A recurrent node's batch-major input, its Transpose folded in (recurrent.py).
+        self.batch_major: dict[int, str] = {}
 
     def const(self, name: str) -> Array | None:
         return self.model.consts.get(name) if name else None
@@ -63,7 +74,9 @@ class Match:
         self.taken.add(id(node))
 
 
-Matcher = Callable[[onnx.NodeProto, Match], Layer | None]
+# One node's recovery: a layer, the few layers some nodes need (a Gather of one position is a
+# slice and a reshape), or None when netspec cannot express it.
+Matcher = Callable[[onnx.NodeProto, Match], Layer | list[Layer] | None]
 
 
 def attrs_of(node: onnx.NodeProto) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from netspec.importer import simple
 from netspec.importer.layers import Layer, Match, Matcher, attrs_of, f32, used_outputs
 
 
@@ -52,8 +53,11 @@ def matmul(node: onnx.NodeProto, m: Match) -> Layer | None:
     return Layer("dense", attrs, [node.input[0]], out, node, params)
 
 
-def gather(node: onnx.NodeProto, m: Match) -> Layer | None:
+def gather(node: onnx.NodeProto, m: Match) -> Layer | list[Layer] | None:
+    """A lookup in a constant table is an embedding; one position of a tensor, a selection."""
     table = m.const(node.input[0])
+    if table is None:
+        return simple.select(node, m)
     if table is None or table.ndim != 2 or attrs_of(node).get("axis", 0) != 0:
         return None
     attrs = {"vocab": int(table.shape[0]), "dim": int(table.shape[1])}

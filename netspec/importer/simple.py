@@ -90,6 +90,30 @@ def add(node: onnx.NodeProto, m: Match) -> Layer | None:
     return Layer("add", {}, list(node.input), node.output[0], node)
 
 
+def select(node: onnx.NodeProto, m: Match) -> list[Layer] | None:
+    """Gather of one constant position of a per-sample axis (torch's `y[:, -1]`): a slice
+    that keeps it, then a reshape that drops the axis."""
+    index, shape = m.const(node.input[1]), m.shape(node.input[0])
+    axis = _axis(attrs_of(node).get("axis", 0))
+    if index is None or index.ndim != 0 or shape is None or axis is None:
+        return None
+    axis %= len(shape)
+    i = int(index)
+    kept = [d for k, d in enumerate(shape) if k != axis]
+    if not -shape[axis] <= i < shape[axis] or not kept:
+        return None
+    attrs: dict[str, Any] = {"start": i, "end": None if i == -1 else i + 1}
+    if axis:
+        attrs["axis"] = axis
+    if attrs["end"] is None:
+        del attrs["end"]
+    one = f"{node.output[0]}_position"
+    cut = Layer("slice", attrs, [node.input[0]], one, node)
+    if len(kept) == 1:
+        return [cut, Layer("flatten", {}, [one], node.output[0], node)]
+    return [cut, Layer("reshape", {"shape": kept}, [one], node.output[0], node)]
+
+
 def flatten(node: onnx.NodeProto, m: Match) -> Layer | None:
     if attrs_of(node).get("axis", 1) != 1:
         return None

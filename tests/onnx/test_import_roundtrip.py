@@ -22,7 +22,6 @@ from tests.onnx.test_specs_onnx import _calibrated
 SPECS = sorted((Path(__file__).resolve().parent.parent.parent / "specs").glob("*.net"))
 HEAVY = {"resnet1202", "resnet152", "resnet50", "vgg16", "vgg19", "alexnet", "googlenet"}
 NOT_YET = {
-    "text_bilstm": "recovering LSTM/bidirectional from ONNX is not built yet",
     "transformer_encoder": "recovering attention, layernorm and positions is not built yet",
     "conv_autoencoder": "recovering ConvTranspose is not built yet",
 }
