@@ -75,10 +75,29 @@ def softmax(node: onnx.NodeProto, m: Match) -> Layer | None:
     )
 
 
+def clip(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """Clip with constant bounds (inputs from opset 11, attributes before); ReLU6 is (0, 6)."""
+    a = attrs_of(node)
+    attrs: dict[str, Any] = {}
+    for k, key in ((1, "min"), (2, "max")):
+        if len(node.input) > k and node.input[k]:
+            bound = m.const(node.input[k])
+            if bound is None or bound.size != 1:
+                return None
+            attrs[key] = f32(float(bound.reshape(-1)[0]))
+        elif key in a:
+            attrs[key] = f32(a[key])
+    if not attrs:
+        return Layer("identity", {}, [node.input[0]], node.output[0], node)
+    return Layer("clip", attrs, [node.input[0]], node.output[0], node)
+
+
 def concat(node: onnx.NodeProto, m: Match) -> Layer | None:
     axis = _axis(attrs_of(node).get("axis", 1))
     if axis is None or any(m.const(i) is not None for i in node.input):
         return None
+    if len(node.input) == 1:  # torch.cat of one tensor (DenseNet's first layer of a block)
+        return Layer("identity", {}, [node.input[0]], node.output[0], node)
     return Layer(
         "concat", {} if axis == 0 else {"axis": axis}, list(node.input), node.output[0], node
     )
@@ -164,6 +183,7 @@ MATCHERS: dict[str, Matcher] = {
     "Sigmoid": sigmoid,
     "Sign": sign,
     "Softmax": softmax,
+    "Clip": clip,
     "Concat": concat,
     "Add": add,
     "Sum": add,
