@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from netspec.importer import learned, recurrent, simple, windows
+from netspec.importer import attention, learned, recurrent, sequence, simple, windows
 from netspec.importer.emit import emit
 from netspec.importer.layers import Layer, Match, Matcher
 from netspec.importer.reading import Model, fail, read, unsupported
@@ -23,6 +23,7 @@ MATCHERS: dict[str, Matcher] = {
     **windows.MATCHERS,
     **learned.MATCHERS,
     **simple.MATCHERS,
+    **sequence.MATCHERS,
     **recurrent.MATCHERS,
 }
 
@@ -50,10 +51,15 @@ def _import(path: Path, title: str | None) -> Imported:
     m = Match(model)
     windows.fuse_pads(m)
     recurrent.fuse_time_major(m)
+    attention.fuse(m)
+    sequence.fuse_groupnorm(m)
     layers: list[Layer] = []
     bad: list[onnx.NodeProto] = []
     for node in model.nodes:
         if id(node) in m.taken:
+            continue
+        if id(node) in m.prepared:
+            layers.append(m.prepared[id(node)])
             continue
         matcher = MATCHERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         found = matcher(node, m) if matcher is not None else None

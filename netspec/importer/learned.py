@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from netspec.importer import simple
+from netspec.importer import simple, windows
 from netspec.importer.layers import Layer, Match, Matcher, attrs_of, f32, used_outputs
 
 
@@ -32,7 +32,10 @@ def gemm(node: onnx.NodeProto, m: Match) -> Layer | None:
 
 
 def matmul(node: onnx.NodeProto, m: Match) -> Layer | None:
-    """x @ B with a constant B, and the bias of an Add that alone reads the product."""
+    """x @ B with a constant B, and the bias of an Add that alone reads the product; A @ x
+    with a constant A is netspec's upsample2d."""
+    if m.const(node.input[0]) is not None:
+        return windows.upsample(node, m)
     b = m.const(node.input[1])
     if b is None or b.ndim != 2 or m.const(node.input[0]) is not None:
         return None

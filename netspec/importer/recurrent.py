@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from netspec.importer.layers import Layer, Match, Matcher, Nested, attrs_of
+from netspec.importer.layers import Layer, Match, Matcher, Nested, attrs_of, ints
 from netspec.ops.recurrent import Gru, Lstm, Rnn
 
 Cell = type[Rnn] | type[Lstm] | type[Gru]
@@ -42,15 +42,6 @@ def fuse_time_major(m: Match) -> None:
             m.batch_major[id(node)] = t.input[0]
 
 
-def _ints(m: Match, node: onnx.NodeProto, k: int, attr: str) -> list[int] | None:
-    """An axes- or shape-like value: input k where the opset made it one, else the attribute."""
-    if len(node.input) > k and node.input[k]:
-        found = m.const(node.input[k])
-        return None if found is None else [int(v) for v in np.asarray(found).reshape(-1)]
-    value = attrs_of(node).get(attr)
-    return None if value is None else [int(v) for v in value]
-
-
 def _next(m: Match, tensor: str, op: str) -> onnx.NodeProto | None:
     node = m.sole_reader(tensor)
     return node if node is not None and node.op_type == op else None
@@ -63,14 +54,14 @@ def _transpose(m: Match, tensor: str, perm: list[int]) -> onnx.NodeProto | None:
 
 def _reshape(m: Match, tensor: str, allowed: list[list[int]]) -> onnx.NodeProto | None:
     node = _next(m, tensor, "Reshape")
-    return node if node is not None and _ints(m, node, 1, "shape") in allowed else None
+    return node if node is not None and ints(m, node, 1, "shape") in allowed else None
 
 
 def _all_states(m: Match, y: str, d: int, h: int) -> list[onnx.NodeProto] | None:
     """Y (T, D, N, H) -> (N, T, D*H): the nodes of a chain that does it, or None."""
     if d == 1:
         sq = _next(m, y, "Squeeze")
-        if sq is not None and _ints(m, sq, 1, "axes") == [1]:  # torch: (T, N, H), then back
+        if sq is not None and ints(m, sq, 1, "axes") == [1]:  # torch: (T, N, H), then back
             back = _transpose(m, sq.output[0], [1, 0, 2])
             return None if back is None else [sq, back]
     t = _transpose(m, y, [2, 0, 1, 3])  # netspec: (N, T, D, H) -> (N, T, D*H)
@@ -89,7 +80,7 @@ def _last_state(m: Match, y_h: str, d: int, h: int) -> list[onnx.NodeProto] | No
     """Y_h (D, N, H) -> (N, D*H), netspec's chains (the backward direction second)."""
     if d == 1:
         sq = _next(m, y_h, "Squeeze")
-        return [sq] if sq is not None and _ints(m, sq, 1, "axes") == [0] else None
+        return [sq] if sq is not None and ints(m, sq, 1, "axes") == [0] else None
     t = _transpose(m, y_h, [1, 0, 2])
     r = None if t is None else _reshape(m, t.output[0], [[0, d * h], [0, -1]])
     return None if t is None or r is None else [t, r]

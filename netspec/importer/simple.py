@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from netspec.importer import sequence
 from netspec.importer.layers import Layer, Match, Matcher, attrs_of, f32
 
 # ONNX op -> (netspec op, {ONNX attribute: (netspec attribute, ONNX default)}).
@@ -104,8 +105,11 @@ def concat(node: onnx.NodeProto, m: Match) -> Layer | None:
 
 
 def add(node: onnx.NodeProto, m: Match) -> Layer | None:
-    if len(node.input) < 2 or any(m.const(i) is not None for i in node.input):
+    """A merge of computed tensors; x plus a constant table is a position encoding."""
+    if len(node.input) < 2:
         return None
+    if any(m.const(i) is not None for i in node.input):
+        return sequence.positions(node, m)
     return Layer("add", {}, list(node.input), node.output[0], node)
 
 
@@ -131,6 +135,30 @@ def select(node: onnx.NodeProto, m: Match) -> list[Layer] | None:
     if len(kept) == 1:
         return [cut, Layer("flatten", {}, [one], node.output[0], node)]
     return [cut, Layer("reshape", {"shape": kept}, [one], node.output[0], node)]
+
+
+def mul(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """The elementwise product of computed tensors (a constant factor is no netspec op)."""
+    if len(node.input) != 2 or any(m.const(i) is not None for i in node.input):
+        return None
+    return Layer("mul", {}, list(node.input), node.output[0], node)
+
+
+def prelu(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """PRelu with a constant slope, one shared or one per channel (C, 1, ...)."""
+    slope, shape = m.const(node.input[1]), m.shape(node.input[0])
+    if slope is None or shape is None:
+        return None
+    if slope.size == 1:
+        return Layer(
+            "prelu", {}, [node.input[0]], node.output[0], node, {"slope": slope.reshape(1)}
+        )
+    per_channel = (shape[0], *([1] * (len(shape) - 1)))
+    if slope.shape not in (per_channel, (1, *per_channel)):
+        return None
+    attrs = {"channels": "per_channel"}
+    params = {"slope": slope.reshape(-1)}
+    return Layer("prelu", attrs, [node.input[0]], node.output[0], node, params)
 
 
 def flatten(node: onnx.NodeProto, m: Match) -> Layer | None:
@@ -186,6 +214,8 @@ MATCHERS: dict[str, Matcher] = {
     "Clip": clip,
     "Concat": concat,
     "Add": add,
+    "Mul": mul,
+    "PRelu": prelu,
     "Sum": add,
     "Flatten": flatten,
     "Reshape": reshape,
