@@ -160,6 +160,41 @@ def upsample(node: onnx.NodeProto, m: Match) -> Layer | None:
     return None
 
 
+# Resize's (mode, coordinate_transformation_mode) that are upsample2d's modes: nearest as torch's
+# nn.Upsample (floor of out / scale), bilinear with align_corners=False.
+_RESIZE = {
+    ("nearest", "asymmetric"): "nearest",
+    ("linear", "half_pixel"): "bilinear",
+    ("linear", "pytorch_half_pixel"): "bilinear",
+}
+
+
+def resize(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """Resize of H and W by one integer factor (torch's nn.Upsample) as upsample2d."""
+    a = attrs_of(node)
+    shape = m.shape(node.input[0])
+    mode = _RESIZE.get((a.get("mode", "nearest"), a.get("coordinate_transformation_mode", "")))
+    floor = a.get("mode", "nearest") != "nearest" or a.get("nearest_mode", "") == "floor"
+    if shape is None or len(shape) != 3 or mode is None or not floor or a.get("antialias", 0):
+        return None
+    scales = m.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    sizes = m.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    if scales is not None and scales.size == 4:
+        factors = [float(v) for v in scales.reshape(-1)]
+    elif sizes is not None and sizes.size == 4:
+        factors = [1.0, float(sizes.reshape(-1)[1]) / shape[0]]
+        factors += [float(sizes.reshape(-1)[k]) / shape[k - 1] for k in (2, 3)]
+    else:
+        return None
+    scale = factors[2]
+    if factors[1:] != [1.0, scale, scale] or scale != int(scale) or scale < 1:
+        return None
+    attrs: dict[str, Any] = {} if scale == 2 else {"scale": int(scale)}
+    if mode != "nearest":
+        attrs["mode"] = mode
+    return Layer("upsample2d", attrs, [node.input[0]], node.output[0], node)
+
+
 def _pool(kind: str) -> Matcher:
     def match(node: onnx.NodeProto, m: Match) -> Layer | None:
         a = attrs_of(node)
@@ -216,6 +251,7 @@ def pad(node: onnx.NodeProto, m: Match) -> Layer | None:
 MATCHERS: dict[str, Matcher] = {
     "Conv": conv,
     "ConvTranspose": conv_transpose,
+    "Resize": resize,
     "MaxPool": _pool("max"),
     "AveragePool": _pool("avg"),
     "GlobalAveragePool": _global("global_avgpool"),
