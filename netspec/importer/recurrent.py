@@ -110,14 +110,16 @@ def _torch_order(a: np.ndarray, order: tuple[int, ...], h: int) -> np.ndarray:
 
 
 def _params(
-    m: Match, node: onnx.NodeProto, cls: Cell, d: int, h: int
+    m: Match, node: onnx.NodeProto, cls: Cell, d: int, h: int, f: int
 ) -> dict[str, np.ndarray] | None:
+    """netspec's weight_ih, weight_hh, bias_ih, bias_hh (fwd./bwd. when d is 2) from W, R, B."""
     w, r = m.const(node.input[1]), m.const(node.input[2])
     g = cls.gates
-    if w is None or r is None or w.shape[:2] != (d, g * h) or r.shape != (d, g * h, h):
+    if w is None or r is None or w.shape != (d, g * h, f) or r.shape != (d, g * h, h):
         return None
     b = m.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
-    if b is None and len(node.input) > 3 and node.input[3]:
+    given = len(node.input) > 3 and bool(node.input[3])
+    if given and (b is None or b.shape != (d, 2 * g * h)):
         return None
     b = np.zeros((d, 2 * g * h), dtype=w.dtype) if b is None else b
     prefixes = ("",) if d == 1 else ("fwd.", "bwd.")
@@ -168,7 +170,7 @@ def recurrent(node: onnx.NodeProto, m: Match) -> Layer | None:
     lengths = len(node.input) > 4 and bool(node.input[4])
     if inner is None or lengths or not all(_zero(m, node, k) for k in (5, 6, 7)):
         return None
-    params = _params(m, node, cls, d, h)
+    params = _params(m, node, cls, d, h, shape[1])
     if params is None:
         return None
     outs = [o if o and (o in m.readers or o in m.model.outputs) else "" for o in node.output]
