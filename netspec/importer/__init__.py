@@ -13,13 +13,19 @@ from pathlib import Path
 
 import onnx
 
-from netspec.importer import learned, simple, windows
+from netspec.importer import attention, learned, recurrent, sequence, simple, windows
 from netspec.importer.emit import emit
 from netspec.importer.layers import Layer, Match, Matcher
 from netspec.importer.reading import Model, fail, read, unsupported
 from netspec.ops.base import Array
 
-MATCHERS: dict[str, Matcher] = {**windows.MATCHERS, **learned.MATCHERS, **simple.MATCHERS}
+MATCHERS: dict[str, Matcher] = {
+    **windows.MATCHERS,
+    **learned.MATCHERS,
+    **simple.MATCHERS,
+    **sequence.MATCHERS,
+    **recurrent.MATCHERS,
+}
 
 
 @dataclass
@@ -44,17 +50,23 @@ def _import(path: Path, title: str | None) -> Imported:
     model = read(path)
     m = Match(model)
     windows.fuse_pads(m)
+    recurrent.fuse_time_major(m)
+    attention.fuse(m)
+    sequence.fuse_groupnorm(m)
     layers: list[Layer] = []
     bad: list[onnx.NodeProto] = []
     for node in model.nodes:
         if id(node) in m.taken:
             continue
+        if id(node) in m.prepared:
+            layers.append(m.prepared[id(node)])
+            continue
         matcher = MATCHERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        layer = matcher(node, m) if matcher is not None else None
-        if layer is None:
+        found = matcher(node, m) if matcher is not None else None
+        if found is None:
             bad.append(node)
         else:
-            layers.append(layer)
+            layers.extend(found if isinstance(found, list) else [found])
     if bad:
         raise unsupported(bad)
     text, weights = emit(model, layers, title or path.stem)

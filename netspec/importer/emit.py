@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from netspec.importer.layers import Layer
+from netspec.importer.layers import Layer, Nested
 from netspec.importer.reading import Model, fail
 from netspec.ops import OPS
 from netspec.ops.base import Array
@@ -28,14 +28,15 @@ def identifier(raw: str) -> str:
 
 
 class Names:
-    """Unique layer names, none of them a keyword or an op's name."""
+    """Unique layer names, none of them a keyword. An op's name is a fine layer name (`lstm =
+    bidirectional(lstm(64))`): a reference to it reads as the layer, a call as the op."""
 
     def __init__(self) -> None:
         self.taken: set[str] = set()
 
     def fresh(self, raw: str) -> str:
         base = identifier(raw)
-        if base in _RESERVED or base in OPS or keyword.iskeyword(base):
+        if base in _RESERVED or keyword.iskeyword(base):
             base = f"{base}_1"
         name, k = base, 1
         while name in self.taken:
@@ -54,6 +55,8 @@ def _raw_name(layer: Layer) -> str:
 
 
 def value(v: Any) -> str:
+    if isinstance(v, Nested):
+        return _call(v.op, v.attrs, [])
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
@@ -67,15 +70,19 @@ def value(v: Any) -> str:
 
 def call(layer: Layer, inputs: list[str]) -> str:
     """`op(positional..., key=value...)`; a merge lists its tensors first."""
-    positional = OPS[layer.op].positional
-    args = list(inputs) if OPS[layer.op].arity is None else []
-    attrs = dict(layer.attrs)
+    return _call(layer.op, layer.attrs, inputs)
+
+
+def _call(op: str, given: dict[str, Any], inputs: list[str]) -> str:
+    positional = OPS[op].positional
+    args = list(inputs) if OPS[op].arity is None else []
+    attrs = dict(given)
     for key in positional:
         if key not in attrs:
             break
         args.append(value(attrs.pop(key)))
     args += [f"{k}={value(v)}" for k, v in attrs.items()]
-    return f"{layer.op}({', '.join(args)})" if args else layer.op
+    return f"{op}({', '.join(args)})" if args else op
 
 
 def emit(model: Model, layers: list[Layer], title: str) -> tuple[str, dict[str, Array]]:

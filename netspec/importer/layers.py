@@ -14,6 +14,15 @@ from netspec.importer.reading import Model
 from netspec.ops.base import Array
 
 
+@dataclass(frozen=True)
+class Nested:
+    """A layer written inside another's call, `bidirectional(lstm(64))`: its op and the
+    attributes that differ from the op's defaults."""
+
+    op: str
+    attrs: dict[str, Any]
+
+
 @dataclass
 class Layer:
     """One netspec layer recovered from one or more ONNX nodes.
@@ -37,12 +46,18 @@ class Match:
     def __init__(self, model: Model) -> None:
         self.model = model
         self.readers: dict[str, list[onnx.NodeProto]] = {}
+        self.producer = {o: n for n in model.nodes for o in n.output if o}
         for n in model.nodes:
             for i in n.input:
                 self.readers.setdefault(i, []).append(n)
         self.taken: set[int] = set()
         # A conv's real input and the extra pads of a Pad folded into it (windows.fuse_pads).
         self.padded: dict[int, tuple[str, list[int]]] = {}
+        # A recurrent node's batch-major input, its Transpose folded in (recurrent.py).
+        self.batch_major: dict[int, str] = {}
+        # Layers a pre-pass recovered from a whole pattern, emitted at the pattern's last node
+        # (every other node of it taken): attention.py.
+        self.prepared: dict[int, Layer] = {}
 
     def const(self, name: str) -> Array | None:
         return self.model.consts.get(name) if name else None
@@ -62,8 +77,17 @@ class Match:
     def take(self, node: onnx.NodeProto) -> None:
         self.taken.add(id(node))
 
+    def made_by(self, tensor: str, op: str) -> onnx.NodeProto | None:
+        """The node of type `op` that produces `tensor` and whose output nothing else reads."""
+        node = self.producer.get(tensor)
+        if node is None or node.op_type != op or len(self.readers.get(tensor, [])) != 1:
+            return None
+        return None if tensor in self.model.outputs else node
 
-Matcher = Callable[[onnx.NodeProto, Match], Layer | None]
+
+# One node's recovery: a layer, the few layers some nodes need (a Gather of one position is a
+# slice and a reshape), or None when netspec cannot express it.
+Matcher = Callable[[onnx.NodeProto, Match], Layer | list[Layer] | None]
 
 
 def attrs_of(node: onnx.NodeProto) -> dict[str, Any]:
@@ -87,3 +111,19 @@ def f32(x: float) -> float:
 
 def used_outputs(node: onnx.NodeProto, m: Match) -> list[str]:
     return [o for o in node.output if o and (o in m.readers or o in m.model.outputs)]
+
+
+def ints(m: Match, node: onnx.NodeProto, k: int, attr: str) -> list[int] | None:
+    """An axes- or shape-like value: input k where the opset made it one, else the attribute;
+    None when it is not constant."""
+    if len(node.input) > k and node.input[k]:
+        found = m.const(node.input[k])
+        return None if found is None else [int(v) for v in np.asarray(found).reshape(-1)]
+    value = attrs_of(node).get(attr)
+    return None if value is None else [int(v) for v in value]
+
+
+def const_operand(m: Match, node: onnx.NodeProto, other: str) -> Array | None:
+    """The constant operand of a binary node, given the name of its other operand."""
+    names = [i for i in node.input if i != other]
+    return m.const(names[0]) if len(names) == 1 else None

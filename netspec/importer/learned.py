@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from netspec.importer import simple, windows
 from netspec.importer.layers import Layer, Match, Matcher, attrs_of, f32, used_outputs
 
 
@@ -31,7 +32,10 @@ def gemm(node: onnx.NodeProto, m: Match) -> Layer | None:
 
 
 def matmul(node: onnx.NodeProto, m: Match) -> Layer | None:
-    """x @ B with a constant B, and the bias of an Add that alone reads the product."""
+    """x @ B with a constant B, and the bias of an Add that alone reads the product; A @ x
+    with a constant A is netspec's upsample2d."""
+    if m.const(node.input[0]) is not None:
+        return windows.upsample(node, m)
     b = m.const(node.input[1])
     if b is None or b.ndim != 2 or m.const(node.input[0]) is not None:
         return None
@@ -52,8 +56,11 @@ def matmul(node: onnx.NodeProto, m: Match) -> Layer | None:
     return Layer("dense", attrs, [node.input[0]], out, node, params)
 
 
-def gather(node: onnx.NodeProto, m: Match) -> Layer | None:
+def gather(node: onnx.NodeProto, m: Match) -> Layer | list[Layer] | None:
+    """A lookup in a constant table is an embedding; one position of a tensor, a selection."""
     table = m.const(node.input[0])
+    if table is None:
+        return simple.select(node, m)
     if table is None or table.ndim != 2 or attrs_of(node).get("axis", 0) != 0:
         return None
     attrs = {"vocab": int(table.shape[0]), "dim": int(table.shape[1])}

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from netspec.importer import sequence
 from netspec.importer.layers import Layer, Match, Matcher, attrs_of, f32
 
 # ONNX op -> (netspec op, {ONNX attribute: (netspec attribute, ONNX default)}).
@@ -75,19 +76,89 @@ def softmax(node: onnx.NodeProto, m: Match) -> Layer | None:
     )
 
 
+def clip(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """Clip with constant bounds (inputs from opset 11, attributes before); ReLU6 is (0, 6)."""
+    a = attrs_of(node)
+    attrs: dict[str, Any] = {}
+    for k, key in ((1, "min"), (2, "max")):
+        if len(node.input) > k and node.input[k]:
+            bound = m.const(node.input[k])
+            if bound is None or bound.size != 1:
+                return None
+            attrs[key] = f32(float(bound.reshape(-1)[0]))
+        elif key in a:
+            attrs[key] = f32(a[key])
+    if not attrs:
+        return Layer("identity", {}, [node.input[0]], node.output[0], node)
+    return Layer("clip", attrs, [node.input[0]], node.output[0], node)
+
+
 def concat(node: onnx.NodeProto, m: Match) -> Layer | None:
     axis = _axis(attrs_of(node).get("axis", 1))
     if axis is None or any(m.const(i) is not None for i in node.input):
         return None
+    if len(node.input) == 1:  # torch.cat of one tensor (DenseNet's first layer of a block)
+        return Layer("identity", {}, [node.input[0]], node.output[0], node)
     return Layer(
         "concat", {} if axis == 0 else {"axis": axis}, list(node.input), node.output[0], node
     )
 
 
 def add(node: onnx.NodeProto, m: Match) -> Layer | None:
-    if len(node.input) < 2 or any(m.const(i) is not None for i in node.input):
+    """A merge of computed tensors; x plus a constant table is a position encoding."""
+    if len(node.input) < 2:
         return None
+    if any(m.const(i) is not None for i in node.input):
+        return sequence.positions(node, m)
     return Layer("add", {}, list(node.input), node.output[0], node)
+
+
+def select(node: onnx.NodeProto, m: Match) -> list[Layer] | None:
+    """Gather of one constant position of a per-sample axis (torch's `y[:, -1]`): a slice
+    that keeps it, then a reshape that drops the axis."""
+    index, shape = m.const(node.input[1]), m.shape(node.input[0])
+    axis = _axis(attrs_of(node).get("axis", 0))
+    if index is None or index.ndim != 0 or shape is None or axis is None:
+        return None
+    axis %= len(shape)
+    i = int(index)
+    kept = [d for k, d in enumerate(shape) if k != axis]
+    if not -shape[axis] <= i < shape[axis] or not kept:
+        return None
+    attrs: dict[str, Any] = {"start": i, "end": None if i == -1 else i + 1}
+    if axis:
+        attrs["axis"] = axis
+    if attrs["end"] is None:
+        del attrs["end"]
+    one = f"{node.output[0]}_position"
+    cut = Layer("slice", attrs, [node.input[0]], one, node)
+    if len(kept) == 1:
+        return [cut, Layer("flatten", {}, [one], node.output[0], node)]
+    return [cut, Layer("reshape", {"shape": kept}, [one], node.output[0], node)]
+
+
+def mul(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """The elementwise product of computed tensors (a constant factor is no netspec op)."""
+    if len(node.input) != 2 or any(m.const(i) is not None for i in node.input):
+        return None
+    return Layer("mul", {}, list(node.input), node.output[0], node)
+
+
+def prelu(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """PRelu with a constant slope, one shared or one per channel (C, 1, ...)."""
+    slope, shape = m.const(node.input[1]), m.shape(node.input[0])
+    if slope is None or shape is None:
+        return None
+    if slope.size == 1:
+        return Layer(
+            "prelu", {}, [node.input[0]], node.output[0], node, {"slope": slope.reshape(1)}
+        )
+    per_channel = (shape[0], *([1] * (len(shape) - 1)))
+    if slope.shape not in (per_channel, (1, *per_channel)):
+        return None
+    attrs = {"channels": "per_channel"}
+    params = {"slope": slope.reshape(-1)}
+    return Layer("prelu", attrs, [node.input[0]], node.output[0], node, params)
 
 
 def flatten(node: onnx.NodeProto, m: Match) -> Layer | None:
@@ -140,8 +211,11 @@ MATCHERS: dict[str, Matcher] = {
     "Sigmoid": sigmoid,
     "Sign": sign,
     "Softmax": softmax,
+    "Clip": clip,
     "Concat": concat,
     "Add": add,
+    "Mul": mul,
+    "PRelu": prelu,
     "Sum": add,
     "Flatten": flatten,
     "Reshape": reshape,

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from netspec.importer.layers import Layer, Match, Matcher, attrs_of, compact, f32, used_outputs
+from netspec.ops.resize import interpolation
 
 
 def _padding(pads: list[int], n: int) -> int | list[int]:
@@ -101,6 +102,99 @@ def conv(node: onnx.NodeProto, m: Match) -> Layer | None:
     return Layer(f"conv{n}d", attrs, [x], node.output[0], node, params)
 
 
+def conv_transpose(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """ConvTranspose with symmetric pads and no output_shape (netspec's and torch's)."""
+    w = m.const(node.input[1])
+    a = attrs_of(node)
+    if w is None or w.ndim not in (3, 4) or "output_shape" in a:
+        return None
+    n = w.ndim - 2
+    pads = list(a.get("pads", [0] * 2 * n))
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or pads[:n] != pads[n:]:
+        return None
+    groups = int(a.get("group", 1))
+    attrs: dict[str, Any] = {"filters": int(w.shape[1]) * groups, "kernel": compact(w.shape[2:])}
+    for key, onnx_key, values in (
+        ("stride", "strides", a.get("strides", [1] * n)),
+        ("padding", "pads", pads[:n]),
+        ("output_padding", "output_padding", a.get("output_padding", [0] * n)),
+        ("dilation", "dilations", a.get("dilations", [1] * n)),
+    ):
+        default = 1 if onnx_key in ("strides", "dilations") else 0
+        if any(int(v) != default for v in values):
+            attrs[key] = compact(values)
+    if groups != 1:
+        attrs["groups"] = groups
+    params = {"weight": w}
+    b = m.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if b is None:
+        attrs["bias"] = False
+    else:
+        params["bias"] = b.reshape(-1)
+    return Layer(f"conv_transpose{n}d", attrs, [node.input[0]], node.output[0], node, params)
+
+
+def upsample(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """A_h @ x @ A_w^T with netspec's interpolation matrices: its upsample2d's export."""
+    a_h, shape = m.const(node.input[0]), m.shape(node.input[1])
+    cols = m.sole_reader(node.output[0])
+    a_wt = None if cols is None or cols.op_type != "MatMul" else m.const(cols.input[1])
+    if a_h is None or shape is None or len(shape) != 3 or a_wt is None or cols is None:
+        return None
+    h, w = shape[1], shape[2]
+    scale = a_h.shape[0] // h if a_h.ndim == 2 and a_h.shape[1] == h else 0
+    for mode in ("nearest", "bilinear"):
+        rows, across = interpolation(h, max(scale, 1), mode), interpolation(w, max(scale, 1), mode)
+        if (
+            scale >= 1
+            and rows.shape == a_h.shape
+            and across.T.shape == a_wt.shape
+            and np.allclose(a_h, rows, atol=1e-6)
+            and np.allclose(a_wt, across.T, atol=1e-6)
+        ):
+            m.take(cols)
+            attrs: dict[str, Any] = {} if scale == 2 else {"scale": scale}
+            if mode != "nearest":
+                attrs["mode"] = mode
+            return Layer("upsample2d", attrs, [node.input[1]], cols.output[0], node)
+    return None
+
+
+# Resize's (mode, coordinate_transformation_mode) that are upsample2d's modes: nearest as torch's
+# nn.Upsample (floor of out / scale), bilinear with align_corners=False.
+_RESIZE = {
+    ("nearest", "asymmetric"): "nearest",
+    ("linear", "half_pixel"): "bilinear",
+    ("linear", "pytorch_half_pixel"): "bilinear",
+}
+
+
+def resize(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """Resize of H and W by one integer factor (torch's nn.Upsample) as upsample2d."""
+    a = attrs_of(node)
+    shape = m.shape(node.input[0])
+    mode = _RESIZE.get((a.get("mode", "nearest"), a.get("coordinate_transformation_mode", "")))
+    floor = a.get("mode", "nearest") != "nearest" or a.get("nearest_mode", "") == "floor"
+    if shape is None or len(shape) != 3 or mode is None or not floor or a.get("antialias", 0):
+        return None
+    scales = m.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    sizes = m.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    if scales is not None and scales.size == 4:
+        factors = [float(v) for v in scales.reshape(-1)]
+    elif sizes is not None and sizes.size == 4:
+        factors = [1.0, float(sizes.reshape(-1)[1]) / shape[0]]
+        factors += [float(sizes.reshape(-1)[k]) / shape[k - 1] for k in (2, 3)]
+    else:
+        return None
+    scale = factors[2]
+    if factors[1:] != [1.0, scale, scale] or scale != int(scale) or scale < 1:
+        return None
+    attrs: dict[str, Any] = {} if scale == 2 else {"scale": int(scale)}
+    if mode != "nearest":
+        attrs["mode"] = mode
+    return Layer("upsample2d", attrs, [node.input[0]], node.output[0], node)
+
+
 def _pool(kind: str) -> Matcher:
     def match(node: onnx.NodeProto, m: Match) -> Layer | None:
         a = attrs_of(node)
@@ -156,6 +250,8 @@ def pad(node: onnx.NodeProto, m: Match) -> Layer | None:
 
 MATCHERS: dict[str, Matcher] = {
     "Conv": conv,
+    "ConvTranspose": conv_transpose,
+    "Resize": resize,
     "MaxPool": _pool("max"),
     "AveragePool": _pool("avg"),
     "GlobalAveragePool": _global("global_avgpool"),

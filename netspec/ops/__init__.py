@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Union
 from pydantic import Field
 
 from netspec.ops.activation import (
+    Clip,
     Elu,
     Gelu,
     Identity,
@@ -83,6 +84,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Identity,
     Step,
     LeakyRelu,
+    Clip,
     PRelu,
     RRelu,
     Maxout,

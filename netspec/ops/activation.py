@@ -135,6 +135,65 @@ class LeakyRelu(Elementwise):
         return [Example(cls(), ((8,),)), Example(cls(alpha=0.2), ((2, 3, 3),))]
 
 
+class Clip(Elementwise):
+    """x limited to [min, max], ONNX's Clip; either bound may be left open. `clip(0, 6)` is
+    ReLU6, which MobileNet's exports write as Clip."""
+
+    op: Literal["clip"] = "clip"
+    min: float | None = None
+    max: float | None = None
+
+    positional: ClassVar[tuple[str, ...]] = ("min", "max")
+    summary: ClassVar[str] = "x limited to [min, max], either open: `clip(0, 6)` is ReLU6"
+    onnx_op: ClassVar[str] = "Clip"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Clip:
+        if self.min is None and self.max is None:
+            raise ValueError("clip needs min, max or both, e.g. clip(0, 6)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(
+                f"clip's min must not exceed its max; got min={self.min}, max={self.max}"
+            )
+        return self
+
+    def f(self, x: Array) -> Array:
+        return np.clip(x, self.min, self.max).astype(x.dtype, copy=False)
+
+    def df(self, x: Array, y: Array) -> Array:
+        # torch.clamp's: the gradient passes where the bounds hold, ends included.
+        inside = np.ones(x.shape, dtype=bool)
+        if self.min is not None:
+            inside &= x >= self.min
+        if self.max is not None:
+            inside &= x <= self.max
+        return inside.astype(x.dtype)
+
+    def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:
+        if io.opset < 11:  # the bounds were attributes before opset 11
+            given = {"min": self.min, "max": self.max}
+            attrs = {k: float(v) for k, v in given.items() if v is not None}
+            return [OnnxNode("Clip", (io.inputs[0],), (io.output,), attrs)]
+        bounds = [
+            "" if v is None else _scalar(io, name, float(v))
+            for name, v in (("clip_min", self.min), ("clip_max", self.max))
+        ]
+        while bounds and not bounds[-1]:
+            bounds.pop()
+        return [OnnxNode("Clip", (io.inputs[0], *bounds), (io.output,))]
+
+    def torch_f(self, torch: Any, x: Any) -> Any:
+        return torch.clamp(x, self.min, self.max)
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        return [
+            Example(cls(min=0.0, max=6.0), ((3, 4, 4),)),
+            Example(cls(min=-0.5), ((7,),)),
+            Example(cls(max=0.25), ((2, 5),)),
+        ]
+
+
 class PRelu(Op):
     """Leaky relu with a learned slope, one shared or one per channel (axis 0); starts at 0.25."""
 

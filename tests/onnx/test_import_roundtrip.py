@@ -21,14 +21,6 @@ from tests.onnx.test_specs_onnx import _calibrated
 
 SPECS = sorted((Path(__file__).resolve().parent.parent.parent / "specs").glob("*.net"))
 HEAVY = {"resnet1202", "resnet152", "resnet50", "vgg16", "vgg19", "alexnet", "googlenet"}
-NOT_YET = {
-    "text_bilstm": "recovering LSTM/bidirectional from ONNX is not built yet",
-    "transformer_encoder": "recovering attention, layernorm and positions is not built yet",
-    "conv_autoencoder": "recovering ConvTranspose is not built yet",
-    "unet_small": "recovering ConvTranspose is not built yet",
-    "vit_tiny": "recovering attention, layernorm, positions and transpose is not built yet",
-    "char_gpt": "recovering attention, layernorm and positions is not built yet",
-}
 # Inference drops these (dropout is the identity there), so no exporter can carry them; and
 # attributes that only training or the initialiser reads, which ONNX has no place for.
 _TRANSPARENT = {"dropout"}
@@ -39,8 +31,6 @@ def _case(p: Path) -> Any:
     marks: list[Any] = [pytest.mark.xdist_group(f"onnx-{p.stem}")]
     if p.stem in HEAVY:
         marks.append(pytest.mark.slow)
-    if p.stem in NOT_YET:
-        marks.append(pytest.mark.xfail(strict=True, reason=NOT_YET[p.stem]))
     return pytest.param(p, id=p.stem, marks=marks)
 
 
@@ -75,7 +65,30 @@ def _same_attrs(op: Any, want: dict[str, Any], got: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("spec", [_case(p) for p in SPECS])
 def test_export_import_check_round_trips(spec: Path, tmp_path: Path) -> None:
-    original = api.check(api.load(spec))
+    _round_trip(api.check(api.load(spec)), tmp_path)
+
+
+# The recovered ops' variants that no spec in specs/ uses.
+VARIANTS = {
+    "causal_attention_without_bias": "input x: [6, 8]\n  a = attention(2, causal=true, bias=false)",
+    "sinusoidal_slice_transpose": "input x: [5, 4]\n  sinusoidal\n  slice(1, 4)\n"
+    "  transpose([1, 0])\n  mean(1)",
+    "upsample_nearest_and_bilinear": "input x: [2, 3, 4]\n  upsample2d\n"
+    '  upsample2d(3, mode="bilinear")',
+    "conv_transpose1d_padded": "input x: [3, 7]\n  conv_transpose1d(4, 3, stride=2, padding=1, "
+    "output_padding=1, bias=false)\n  layernorm(1e-3)",
+    "rnn_sequences": "input x: [5, 3]\n  rnn(4, return_sequences=true)\n"
+    "  bidirectional(gru(2, return_sequences=true))\n  lstm(3)",
+}
+
+
+@pytest.mark.parametrize("body", list(VARIANTS.values()), ids=list(VARIANTS))
+def test_the_variants_of_the_recovered_ops_round_trip(body: str, tmp_path: Path) -> None:
+    text = f"network V {{\n  {body}\n}}\n"
+    _round_trip(api.check(api.load(tmp_path / "v.net", text=text)), tmp_path)
+
+
+def _round_trip(original: Analysis, tmp_path: Path) -> None:
     params = _params(original)
     xs = _inputs(original, batch=2)
     with np.errstate(all="ignore"):  # ResNet-1202 overflows on random statistics
