@@ -106,6 +106,8 @@ class TorchTrainer:
         start = init_params(analysis, init_rng, dtype)
         self.model = lower(analysis, start, device=self.torch_device)
         self.model.train()
+        # What runs the forward: the lowered module, or it wrapped (DistributedDataParallel).
+        self.net: torch.nn.Module = self.model
         self.trainable = dict(self.model.named_parameters())
         self.penalised = penalised_names(analysis)
         self.optimizer = make_optimizer(spec.optimizer)
@@ -127,11 +129,19 @@ class TorchTrainer:
         t = torch.as_tensor(np.asarray(x), device=self.torch_device)
         return t.long() if self.io.input_dtype == "int64" else t.to(self.dtype)
 
+    def _reseed(self) -> None:
+        """Dropout's masks follow the run's seed and its checkpointed stream."""
+        torch.manual_seed(int(self.rng.integers(2**63)))
+
+    def _forward(self, x: Array, y: Array) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's mean data loss (a graph to differentiate) and the outputs."""
+        if self.random:
+            self._reseed()
+        (out,) = self.net(self._input(x))
+        return self.loss_fn(out, target_tensor(self.loss_meta, y, out)), out
+
     def loss(self, x: Array, y: Array) -> tuple[float, Array]:
-        if self.random:  # dropout's masks follow the run's seed and its checkpointed stream
-            torch.manual_seed(int(self.rng.integers(2**63)))
-        (out,) = self.model(self._input(x))
-        value = self.loss_fn(out, target_tensor(self.loss_meta, y, out))
+        value, out = self._forward(x, y)
         self._pending = value
         return float(value.detach()), out.detach().cpu().numpy()
 
@@ -208,7 +218,8 @@ def fit(
     dtype: npt.DTypeLike = np.float32,
     **options: Any,
 ) -> FitResult:
-    """training.loop.fit on the torch engine (options as there)."""
+    """training.loop.fit on the torch engine in this process (options as there);
+    netspec.torch.run.fit adds --nproc and torchrun."""
     resolve_device(device)  # refused before the data are read
 
     def make(

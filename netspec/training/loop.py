@@ -158,6 +158,7 @@ class _Run:
     record: runs.RunRecord
     out_dir: Path
     keep_best: bool
+    writes: bool = True  # False on a data-parallel run's ranks other than 0: only one writes
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     saved_epoch: int | None = None  # the epoch out_dir's checkpoint holds; None: there is none
@@ -171,6 +172,7 @@ def _open_run(
     data: DataSpec | None,
     overrides: dict[str, Any],
     resume_from: Path | None,
+    writes: bool,
 ) -> _Run:
     """The run's recipe, data, trainer and early stopping; a resume's state loaded into them."""
     state, recorded = None, None
@@ -205,9 +207,11 @@ def _open_run(
         record,
         out_dir,
         keep_best,
+        writes,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs.remove_stale_temporaries(out_dir)
+    if writes:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        runs.remove_stale_temporaries(out_dir)
     if state is not None and resume_from is not None:
         _restore(run, state, resume_from)
     return run
@@ -328,7 +332,8 @@ def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) ->
                 value = run.stopper.watched(record)
                 finished = run.stopper.update(epoch + 1, value, run.trainer.params, run.keep_best)
             last = finished or epoch + 1 == run.spec.epochs
-            if last or time.perf_counter() - last_save >= CHECKPOINT_INTERVAL_S:
+            due = last or time.perf_counter() - last_save >= CHECKPOINT_INTERVAL_S
+            if due and run.writes:
                 _save_epoch(run, epoch + 1)
                 last_save = time.perf_counter()  # from the end of the save: a slow save
                 if on_epoch is not None:  # must not make every later epoch save
@@ -338,7 +343,8 @@ def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) ->
             if finished:
                 return "early_stopping"
     except KeyboardInterrupt:
-        runs.write_history(run.out_dir, run.history)
+        if run.writes:
+            runs.write_history(run.out_dir, run.history)
         return "interrupted"
     return "completed"
 
@@ -357,14 +363,16 @@ def fit(
     resume_from: Path | None = None,
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
+    writes: bool = True,
 ) -> FitResult:
-    """Train `analysis` by `spec` (overrides win), writing weights, history and checkpoints.
+    """Train `analysis` by `spec` (overrides win), writing weights, history and checkpoints
+    (unless not `writes`: a data-parallel rank other than 0 runs the same loop silently).
 
     A resumed run keeps the seed it was started with (its validation split must not change);
     `seed` may only repeat it. Its optimizer must be the one that wrote the checkpoint.
     """
     overrides = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed}
-    run = _open_run(analysis, spec, out_dir, make_trainer, data, overrides, resume_from)
+    run = _open_run(analysis, spec, out_dir, make_trainer, data, overrides, resume_from, writes)
     # A non-finite loss is caught with a better message than numpy's overflow warnings.
     with np.errstate(over="ignore", invalid="ignore"):
         stopped = _epochs(run, progress, on_epoch)
@@ -374,9 +382,10 @@ def fit(
         params = stopper.best_params
     norm = run.splits.normalizer
     stats = None if norm is None else (np.asarray(norm.shift), np.asarray(norm.scale))
-    runs.save_normalization(out_dir, stats)
-    save_arrays(out_dir / runs.WEIGHTS, params)
-    if on_epoch is not None and stopped != "interrupted":
+    if writes:
+        runs.save_normalization(out_dir, stats)
+        save_arrays(out_dir / runs.WEIGHTS, params)
+    if writes and on_epoch is not None and stopped != "interrupted":
         on_epoch(out_dir, run.history, stopper, True)
     best = None if stopper is None else stopper.best_epoch
     return FitResult(
