@@ -56,6 +56,15 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         help="torch engine only: N data-parallel processes on this machine, each on its shard "
         "of every batch (under torchrun: the launcher's processes, no --nproc)",
     )
+    t.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="torch engine only: autocast to bf16 or fp16 (with a gradient scaler); default fp32",
+    )
+    t.add_argument(
+        "--compile", action="store_true", help="torch engine only: torch.compile the network"
+    )
     t.add_argument("--out", metavar="DIR", help="output folder (default: runs/<network>/)")
     t.add_argument(
         "--resume",
@@ -192,6 +201,8 @@ def run_train(args: argparse.Namespace) -> int:
             engine=args.engine,
             device=args.device,
             nproc=args.nproc,
+            precision=args.precision,
+            compile=args.compile,
             progress=None if quiet else bar,
             max_memory=args.max_memory,
             threads=threads.count,

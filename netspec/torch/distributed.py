@@ -34,6 +34,7 @@ from netspec.ir import Analysis
 from netspec.ops.base import Array
 from netspec.recipe import TrainSpec
 from netspec.torch.lower import NodeModule
+from netspec.torch.speed import compiled
 from netspec.torch.trainer import TorchTrainer, resolve_device
 from netspec.training.loop import FitResult, Progress
 from netspec.training.loop import fit as run_fit
@@ -73,6 +74,8 @@ class DistributedTrainer(TorchTrainer):
         self.net = torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=ids, forward_sync_buffers=False
         )
+        if self.compile:
+            self.net = compiled(self.net)
         self.buffers = list(self.model.buffers())
         plural = "es" if self.world > 1 else ""
         self.device += f", {self.world} process{plural} ({dist.get_backend()})"

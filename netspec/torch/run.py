@@ -12,6 +12,7 @@ import numpy.typing as npt
 from netspec.ir import Analysis
 from netspec.recipe import TrainSpec
 from netspec.torch import trainer
+from netspec.torch.speed import autocast_dtype
 from netspec.torch.trainer import resolve_device
 from netspec.training.loop import FitResult
 from netspec.training.plan import check_world, launched
@@ -25,6 +26,8 @@ def fit(
     device: str = "auto",
     dtype: npt.DTypeLike = np.float32,
     nproc: int = 1,
+    precision: str = "fp32",
+    compile: bool = False,
     sync_batchnorm: bool | None = None,
     **options: Any,
 ) -> FitResult:
@@ -33,12 +36,14 @@ def fit(
     global batch rather than each process's shard (default: on CUDA only)."""
     resolve_device(device)  # refused before the data are read
     place = launched()
+    kw: dict[str, Any] = {"device": device, "dtype": dtype, "precision": precision}
+    kw["compile"] = compile
     if place is None and nproc == 1:
-        return trainer.fit(analysis, spec, out_dir, device=device, dtype=dtype, **options)
+        return trainer.fit(analysis, spec, out_dir, **kw, **options)
     from netspec.torch.distributed import Job, join
 
     check_world(spec, options.get("batch"), nproc)
-    kw = {"device": device, "dtype": dtype}
+    autocast_dtype(precision, resolve_device(device), trainer._torch_dtype(dtype))
     job = Job(analysis, spec, out_dir, kw, options, sync_batchnorm)
     if place is not None:
         return join(job, place)

@@ -162,6 +162,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     saved_epoch: int | None = None  # the epoch out_dir's checkpoint holds; None: there is none
+    features: Any = None  # see _features
 
 
 def _open_run(
@@ -198,17 +199,8 @@ def _open_run(
     stopper = make_stopper(spec, splits.val is not None)
     es = spec.early_stopping
     keep_best = stopper is not None and es is not None and es.restore_best
-    run = _Run(
-        spec,
-        make_trainer(analysis, spec, init_rng, rng),
-        splits,
-        rng,
-        stopper,
-        record,
-        out_dir,
-        keep_best,
-        writes,
-    )
+    trainer = make_trainer(analysis, spec, init_rng, rng)
+    run = _Run(spec, trainer, splits, rng, stopper, record, out_dir, keep_best, writes)
     if writes:
         out_dir.mkdir(parents=True, exist_ok=True)
         runs.remove_stale_temporaries(out_dir)
@@ -240,14 +232,14 @@ def _train_epoch(
     run: _Run, epoch: int, progress: Progress | None
 ) -> tuple[float, Array, Array, float]:
     """One pass over the training set: (mean loss, outputs, their targets, last lr)."""
-    spec, train = run.spec, run.splits.train
+    spec, train, xs = run.spec, run.splits.train, _features(run)
     n = len(train)
     size, steps = steps_per_epoch(spec, spec.optimizer, n)
     order = batches(n, size, run.rng if spec.shuffle else None)
     total, done, outs, lr_now = 0.0, 0, [], spec.optimizer.lr
     for k, index in enumerate(order):
         lr_now = learning_rate(spec.schedule, spec.optimizer.lr, epoch + k / steps, spec.epochs)
-        value, out = run.trainer.loss(train.x[index], train.y[index])
+        value, out = run.trainer.loss(xs[index], train.y[index])
         if not math.isfinite(value):
             raise _diverged(run.out_dir, value, epoch, k, lr_now)
         run.trainer.update(lr_now)
@@ -258,6 +250,15 @@ def _train_epoch(
             progress.batch_end(done, total / done)
     seen = train.y[np.concatenate(order)]  # targets in the order the batches ran
     return total / done, concat(outs), seen, lr_now
+
+
+def _features(run: _Run) -> Any:
+    """The training features where the trainer holds them once (torch's `resident`: on its
+    device, indexed per batch), else the arrays themselves."""
+    if run.features is None:
+        hold = getattr(run.trainer, "resident", None)
+        run.features = run.splits.train.x if hold is None else hold(run.splits.train.x)
+    return run.features
 
 
 def _diverged(out_dir: Path, value: float, epoch: int, step: int, lr: float) -> NetspecError:

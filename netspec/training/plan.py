@@ -124,9 +124,11 @@ def penalised_names(analysis: Analysis) -> list[str]:
     )
 
 
-def check_engine(engine: str, device: str | None, nproc: int = 1) -> None:
-    """Refuse an unknown engine, and a device or processes the NumPy engine (one CPU process)
-    cannot run on."""
+def check_engine(
+    engine: str, device: str | None, nproc: int = 1, precision: str = "fp32", compile: bool = False
+) -> None:
+    """Refuse an unknown engine, and a device, processes or speed options the NumPy engine
+    (one CPU process, float32) does not have."""
     if engine not in ("numpy", "torch"):
         raise NetspecError.at(
             f"unknown engine '{engine}'", hint="use numpy or torch", exit_code=EXIT_USAGE
@@ -136,6 +138,11 @@ def check_engine(engine: str, device: str | None, nproc: int = 1) -> None:
             f"the NumPy engine runs on the CPU only, not on '{device}'",
             hint="train on a GPU with --engine torch --device cuda",
             exit_code=EXIT_USAGE,
+        )
+    if engine == "numpy" and (precision != "fp32" or compile):
+        flag = "--compile" if compile else f"--precision {precision}"
+        raise NetspecError.at(
+            f"{flag} is the torch engine's", hint="add --engine torch", exit_code=EXIT_USAGE
         )
     place = launched()
     if engine == "numpy" and (nproc > 1 or place is not None):
