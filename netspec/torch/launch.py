@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from netspec.training.loop import FitResult, Progress
 from netspec.training.plan import Launched
 
 POLL_S = 0.05
+INTERRUPT_GRACE_S = 10.0  # after Ctrl-C, for rank 0 to write its weights and history
 # How gloo says that a peer went away (a RuntimeError, not a DistError): a rank that only saw
 # that is not the cause.
 LOST = ("by peer", "remote worker")
@@ -117,19 +119,40 @@ def launch(job: Job, nproc: int) -> FitResult:
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     args = (nproc, _free_port(), queue, job)
     procs = start_processes(_worker, args, nprocs=nproc, join=False)  # type: ignore[no-untyped-call]
+    interrupted = False
     try:
-        while not procs.join(timeout=POLL_S, grace_period=5):
-            _drain(queue, progress, inbox)
+        try:
+            _wait(procs, queue, progress, inbox, None)
+        except KeyboardInterrupt:  # the workers got Ctrl-C too: their loops save and stop
+            interrupted = True
+            _wait(procs, queue, progress, inbox, INTERRUPT_GRACE_S)
     except ProcessException as e:
         _drain(queue, progress, inbox)
         runs.remove_stale_temporaries(job.out_dir)  # what a killed rank 0 was writing
-        raise _failure(e, inbox, nproc) from None
+        if not (interrupted and inbox.result is not None):
+            raise _failure(e, inbox, nproc) from None
     _drain(queue, progress, inbox)
     if inbox.result is None:
         raise NetspecError.at("rank 0 ended without a result", exit_code=EXIT_RUNTIME)
     weights = inbox.result.weights_path
     params = load_arrays(weights) if weights.is_file() else {}
     return dataclasses.replace(inbox.result, params=params)
+
+
+def _wait(
+    procs: Any, queue: Any, progress: Progress | None, inbox: _Inbox, limit: float | None
+) -> None:
+    """Relay the workers' messages until they have all ended (or `limit` seconds passed:
+    then the ones left, stuck waiting for a peer that stopped, are terminated)."""
+    start = time.monotonic()
+    while not procs.join(timeout=POLL_S, grace_period=5):
+        _drain(queue, progress, inbox)
+        if limit is not None and time.monotonic() - start > limit:
+            for process in procs.processes:
+                if process.is_alive():
+                    process.terminate()
+            procs.join(grace_period=5)
+            break
 
 
 def _drain(queue: Any, progress: Progress | None, inbox: _Inbox) -> None:
