@@ -1,6 +1,7 @@
 """netspec's speed against PyTorch and torch.onnx, as the performance issue defines it.
 
     .venv/bin/python benchmarks/run.py [--quick] [--json out.json] [--only mlp,lenet]
+        [--sections training,inference,check,memory,train_wall,torch]
 
 Every comparison is interleaved A/B in one process (A then B, then B then A, ...), after a
 warm-up, with at least 5 repetitions; each repetition times enough calls to last ~0.1 s (quick)
@@ -10,7 +11,8 @@ Sections: training steps (netspec NumPy vs PyTorch CPU, same weights and batch, 
 GFLOP/s next to the float32 GEMM peak measured here); ONNX inference (netspec's export vs
 torch.onnx's export, both in onnxruntime, and PyTorch eager); `netspec check` wall time on the
 deepest specs; peak RSS of a training run (`/usr/bin/time -v`) against parameters + optimizer
-state + one batch of activations.
+state + one batch of activations; `torch` (not by default): netspec's torch engine step
+against a hand-written PyTorch loop of the same net (torch_engine.py), target <= 1.05.
 """
 
 from __future__ import annotations
@@ -165,6 +167,22 @@ def bench_training(
             torch_gflops=flops / rec["reference_ms"] / 1e6,
             peak_gflops=peak,
         )
+        records.append(rec)
+        _show(rec)
+    return records
+
+
+def bench_torch(workloads: list[Workload], reps: int, budget: float) -> list[dict[str, Any]]:
+    """netspec's torch engine step vs a hand-written PyTorch loop (torch_engine.py), CPU."""
+    from torch_engine import engine_step, reference_step
+
+    records = []
+    for w in workloads:
+        analysis = w.analysis()
+        ours, theirs = engine_step(analysis, w.batch), reference_step(analysis, w.batch)
+        rec = interleaved(ours, theirs, reps, budget)
+        rec.update(workload=f"torch {w.name}", section="torch", target=1.05)
+        rec["met"] = rec["ratio"] <= 1.05
         records.append(rec)
         _show(rec)
     return records
@@ -369,7 +387,7 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 def _show(rec: dict[str, Any]) -> None:
     spread = (
         f"[{rec['ratio_min']:.2f}..{rec['ratio_max']:.2f}]"
-        if rec["section"] in ("training", "inference")
+        if rec["section"] in ("training", "inference", "torch")
         else ""
     )
     extra = ""
@@ -461,6 +479,11 @@ def _table(
                 w for w in TRAINING if only is None or any(w.name.startswith(o) for o in only)
             ]
             records += bench_training(chosen, reps, budget, peak)
+        if "torch" in sections:
+            chosen = [
+                w for w in TRAINING if only is None or any(w.name.startswith(o) for o in only)
+            ]
+            records += bench_torch(chosen, reps, budget)
         if "inference" in sections:
             records += bench_inference(reps, budget, threads, only)
     for rec in records:

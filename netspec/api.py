@@ -279,6 +279,9 @@ def train(
     resume: str | Path | None = None,
     engine: Literal["numpy", "torch"] = "numpy",
     device: str | None = None,
+    nproc: int = 1,
+    precision: str = "fp32",
+    compile: bool = False,
     progress: Progress | None = None,
     max_memory: MemoryLimit = "auto",
     curves: bool = True,
@@ -286,25 +289,28 @@ def train(
 ) -> FitResult:
     """Train by the network's `train` section (arguments override it); returns a FitResult.
 
-    Writes weights.npz, history.json and checkpoint.npz (and curves.png, with matplotlib and
-    `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/).
-    `resume` names a run folder or its checkpoint.npz; `x`, `y` name the data's arrays (an
-    .npz's, or a CSV's label column). `engine="torch"` trains with PyTorch on `device` (auto:
-    the GPU if any; cpu; cuda, refused without one). Before any allocation, a run whose memory
-    estimate exceeds `max_memory` bytes ("auto": a share of the memory available; None: no
-    limit), or whose folder cannot be written or lacks room, is refused. BLAS runs `threads`
-    threads (default: `thread_choice`'s, never slower than one on a busy machine).
-    """
+    Writes weights.npz, history.json, checkpoint.npz (and curves.png, with matplotlib and
+    `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/);
+    `resume` names a run folder or its checkpoint.npz; `x`, `y` the data's arrays (an .npz's,
+    or a CSV's label column). `engine="torch"` trains with PyTorch on `device` (auto: the GPU
+    if any; cuda is refused without one), on `nproc` data-parallel processes (or torchrun's),
+    autocast to `precision` (fp32, bf16, fp16), torch.compile'd if `compile`. A run whose
+    memory estimate exceeds `max_memory` bytes ("auto": a share of the memory available;
+    None: no limit), or whose folder cannot be written or lacks room, is refused before it
+    allocates. BLAS runs `threads` threads (default: `thread_choice`'s)."""
     from netspec.engine.trainer import fit as numpy_fit
     from netspec.training.data import override
-    from netspec.training.plan import check_engine, require_recipe
+    from netspec.training.plan import check_engine, check_world, require_recipe
     from netspec.viz.curves import Redraw
 
-    check_engine(engine, device)
+    check_engine(engine, device, nproc, precision, compile)
+    fit = numpy_fit
     if engine == "torch":  # the pip command if torch is missing
-        from netspec.torch.trainer import fit as torch_fit
-    fit = partial(torch_fit, device=device or "auto") if engine == "torch" else numpy_fit
-    spec = require_recipe(analysis)
+        from netspec.torch.run import fit as torch_fit
+
+        speed = {"precision": precision, "compile": compile}
+        fit = partial(torch_fit, device=device or "auto", nproc=nproc, **speed)  # type: ignore
+    check_world(spec := require_recipe(analysis), batch, nproc)  # before any folder is made
     out, checkpoint = run_folder(analysis, out_dir, resume)
     given = override(spec.data, data, x, y)
     source = spec.data if given is None else given

@@ -48,6 +48,23 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         default=None,
         help="torch engine only: auto (the GPU if any; default), cpu or cuda",
     )
+    t.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="torch engine only: N data-parallel processes on this machine, each on its shard "
+        "of every batch (under torchrun: the launcher's processes, no --nproc)",
+    )
+    t.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="torch engine only: autocast to bf16 or fp16 (with a gradient scaler); default fp32",
+    )
+    t.add_argument(
+        "--compile", action="store_true", help="torch engine only: torch.compile the network"
+    )
     t.add_argument("--out", metavar="DIR", help="output folder (default: runs/<network>/)")
     t.add_argument(
         "--resume",
@@ -159,11 +176,14 @@ def run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from netspec import api
+    from netspec.training.plan import launched
 
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
     analysis = api.check(net)
     out, _ = api.run_folder(analysis, args.out, args.resume)  # for the message on a full disk
-    console = Console(stderr=True, soft_wrap=True)
+    place = launched()
+    quiet = place is not None and place.rank != 0  # under torchrun, only rank 0 prints
+    console = Console(stderr=True, soft_wrap=True, quiet=quiet)
     threads = api.thread_choice(args.threads)
     bar = _Bar(console, live=sys.stderr.isatty(), threads=threads.label())
     try:
@@ -180,7 +200,10 @@ def run_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             engine=args.engine,
             device=args.device,
-            progress=bar,
+            nproc=args.nproc,
+            precision=args.precision,
+            compile=args.compile,
+            progress=None if quiet else bar,
             max_memory=args.max_memory,
             threads=threads.count,
         )
@@ -188,6 +211,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise _write_failed(e, out) from None
     finally:
         bar.close()
+    if quiet:
+        return 130 if result.stopped == "interrupted" else 0
     if result.classes is not None:
         # Names come from a data file: shown as text, never as markup or escape sequences.
         shown = (printable(n) for n in result.classes)

@@ -31,6 +31,14 @@ from netspec.recipe import TrainSpec
 from netspec.torch.losses import TORCH_LOSSES, target_tensor
 from netspec.torch.lower import load_params, lower, params_of
 from netspec.torch.optimizers import make_optimizer
+from netspec.torch.speed import (
+    Mixed,
+    autocast_dtype,
+    compile_errors,
+    compile_failed,
+    compiled,
+    resident,
+)
 from netspec.training.loop import FitResult
 from netspec.training.loop import fit as run_fit
 from netspec.training.plan import io_of, penalised_names
@@ -89,6 +97,8 @@ class TorchTrainer:
         *,
         device: str = "auto",
         dtype: npt.DTypeLike = np.float32,
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         if spec.perceptron_rule:
             raise NetspecError.at(
@@ -106,7 +116,14 @@ class TorchTrainer:
         start = init_params(analysis, init_rng, dtype)
         self.model = lower(analysis, start, device=self.torch_device)
         self.model.train()
+        # What runs the forward: the lowered module, or it wrapped (DistributedDataParallel,
+        # torch.compile); the weights are always the lowered module's own.
+        self.compile = compile
+        self.net: torch.nn.Module = compiled(self.model) if compile else self.model
         self.trainable = dict(self.model.named_parameters())
+        self.mixed = Mixed(precision, self.torch_device, self.dtype, list(self.trainable.values()))
+        if precision != "fp32":
+            self.device += f", {precision} autocast"
         self.penalised = penalised_names(analysis)
         self.optimizer = make_optimizer(spec.optimizer)
         self.chunk = eval_chunk(analysis, spec.batch, EVAL_BATCH)
@@ -123,15 +140,36 @@ class TorchTrainer:
     def params(self, value: Params) -> None:
         load_params(self.model, value)
 
-    def _input(self, x: Array) -> torch.Tensor:
+    def resident(self, x: Any) -> Any:
+        """The training features held on the device once (the loop indexes them per batch)."""
+        return resident(x, self.torch_device, self.dtype)
+
+    def _input(self, x: Array | torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):  # a batch of DeviceData: on the device, in its dtype
+            return x
         t = torch.as_tensor(np.asarray(x), device=self.torch_device)
         return t.long() if self.io.input_dtype == "int64" else t.to(self.dtype)
 
+    def _reseed(self) -> None:
+        """Dropout's masks follow the run's seed and its checkpointed stream."""
+        torch.manual_seed(int(self.rng.integers(2**63)))
+
+    def _forward(self, x: Array, y: Array) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's mean data loss (a graph to differentiate) and the outputs."""
+        if self.random:
+            self._reseed()
+        with self.mixed.autocast():
+            try:
+                (out,) = self.net(self._input(x))
+            except compile_errors() as e:
+                if not self.compile:
+                    raise
+                raise compile_failed(e) from None
+        out = out.to(self.dtype)  # the loss in full precision
+        return self.loss_fn(out, target_tensor(self.loss_meta, y, out)), out
+
     def loss(self, x: Array, y: Array) -> tuple[float, Array]:
-        if self.random:  # dropout's masks follow the run's seed and its checkpointed stream
-            torch.manual_seed(int(self.rng.integers(2**63)))
-        (out,) = self.model(self._input(x))
-        value = self.loss_fn(out, target_tensor(self.loss_meta, y, out))
+        value, out = self._forward(x, y)
         self._pending = value
         return float(value.detach()), out.detach().cpu().numpy()
 
@@ -139,7 +177,10 @@ class TorchTrainer:
         assert self._pending is not None, "update() follows loss()"
         value, self._pending = self._pending, None
         self.model.zero_grad(set_to_none=True)
-        value.backward()  # type: ignore[no-untyped-call]
+        self.mixed.backward_and_step(value, self._apply, lr)
+
+    def _apply(self, lr: float) -> None:
+        """The (unscaled) gradients' penalties and clipping, then the optimizer's step."""
         grads = {
             name: p.grad if p.grad is not None else torch.zeros_like(p)
             for name, p in self.trainable.items()
@@ -206,14 +247,19 @@ def fit(
     *,
     device: str = "auto",
     dtype: npt.DTypeLike = np.float32,
+    precision: str = "fp32",
+    compile: bool = False,
     **options: Any,
 ) -> FitResult:
-    """training.loop.fit on the torch engine (options as there)."""
-    resolve_device(device)  # refused before the data are read
+    """training.loop.fit on the torch engine in this process (options as there);
+    netspec.torch.run.fit adds --nproc and torchrun."""
+    torch_device = resolve_device(device)  # refused before the data are read
+    autocast_dtype(precision, torch_device, _torch_dtype(dtype))
+    kw = {"device": device, "dtype": dtype, "precision": precision, "compile": compile}
 
     def make(
         analysis: Analysis, spec: TrainSpec, init_rng: np.random.Generator, rng: np.random.Generator
     ) -> TorchTrainer:
-        return TorchTrainer(analysis, spec, init_rng, rng, device=device, dtype=dtype)
+        return TorchTrainer(analysis, spec, init_rng, rng, **kw)  # type: ignore[arg-type]
 
     return run_fit(analysis, spec, out_dir, make, **options)

@@ -158,9 +158,11 @@ class _Run:
     record: runs.RunRecord
     out_dir: Path
     keep_best: bool
+    writes: bool = True  # False on a data-parallel run's ranks other than 0: only one writes
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     saved_epoch: int | None = None  # the epoch out_dir's checkpoint holds; None: there is none
+    features: Any = None  # see _features
 
 
 def _open_run(
@@ -171,6 +173,7 @@ def _open_run(
     data: DataSpec | None,
     overrides: dict[str, Any],
     resume_from: Path | None,
+    writes: bool,
 ) -> _Run:
     """The run's recipe, data, trainer and early stopping; a resume's state loaded into them."""
     state, recorded = None, None
@@ -196,18 +199,11 @@ def _open_run(
     stopper = make_stopper(spec, splits.val is not None)
     es = spec.early_stopping
     keep_best = stopper is not None and es is not None and es.restore_best
-    run = _Run(
-        spec,
-        make_trainer(analysis, spec, init_rng, rng),
-        splits,
-        rng,
-        stopper,
-        record,
-        out_dir,
-        keep_best,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs.remove_stale_temporaries(out_dir)
+    trainer = make_trainer(analysis, spec, init_rng, rng)
+    run = _Run(spec, trainer, splits, rng, stopper, record, out_dir, keep_best, writes)
+    if writes:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        runs.remove_stale_temporaries(out_dir)
     if state is not None and resume_from is not None:
         _restore(run, state, resume_from)
     return run
@@ -236,14 +232,14 @@ def _train_epoch(
     run: _Run, epoch: int, progress: Progress | None
 ) -> tuple[float, Array, Array, float]:
     """One pass over the training set: (mean loss, outputs, their targets, last lr)."""
-    spec, train = run.spec, run.splits.train
+    spec, train, xs = run.spec, run.splits.train, _features(run)
     n = len(train)
     size, steps = steps_per_epoch(spec, spec.optimizer, n)
     order = batches(n, size, run.rng if spec.shuffle else None)
     total, done, outs, lr_now = 0.0, 0, [], spec.optimizer.lr
     for k, index in enumerate(order):
         lr_now = learning_rate(spec.schedule, spec.optimizer.lr, epoch + k / steps, spec.epochs)
-        value, out = run.trainer.loss(train.x[index], train.y[index])
+        value, out = run.trainer.loss(xs[index], train.y[index])
         if not math.isfinite(value):
             raise _diverged(run.out_dir, value, epoch, k, lr_now)
         run.trainer.update(lr_now)
@@ -254,6 +250,15 @@ def _train_epoch(
             progress.batch_end(done, total / done)
     seen = train.y[np.concatenate(order)]  # targets in the order the batches ran
     return total / done, concat(outs), seen, lr_now
+
+
+def _features(run: _Run) -> Any:
+    """The training features where the trainer holds them once (torch's `resident`: on its
+    device, indexed per batch), else the arrays themselves."""
+    if run.features is None:
+        hold = getattr(run.trainer, "resident", None)
+        run.features = run.splits.train.x if hold is None else hold(run.splits.train.x)
+    return run.features
 
 
 def _diverged(out_dir: Path, value: float, epoch: int, step: int, lr: float) -> NetspecError:
@@ -328,7 +333,8 @@ def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) ->
                 value = run.stopper.watched(record)
                 finished = run.stopper.update(epoch + 1, value, run.trainer.params, run.keep_best)
             last = finished or epoch + 1 == run.spec.epochs
-            if last or time.perf_counter() - last_save >= CHECKPOINT_INTERVAL_S:
+            due = last or time.perf_counter() - last_save >= CHECKPOINT_INTERVAL_S
+            if due and run.writes:
                 _save_epoch(run, epoch + 1)
                 last_save = time.perf_counter()  # from the end of the save: a slow save
                 if on_epoch is not None:  # must not make every later epoch save
@@ -338,7 +344,8 @@ def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) ->
             if finished:
                 return "early_stopping"
     except KeyboardInterrupt:
-        runs.write_history(run.out_dir, run.history)
+        if run.writes:
+            runs.write_history(run.out_dir, run.history)
         return "interrupted"
     return "completed"
 
@@ -357,14 +364,16 @@ def fit(
     resume_from: Path | None = None,
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
+    writes: bool = True,
 ) -> FitResult:
-    """Train `analysis` by `spec` (overrides win), writing weights, history and checkpoints.
+    """Train `analysis` by `spec` (overrides win), writing weights, history and checkpoints
+    (unless not `writes`: a data-parallel rank other than 0 runs the same loop silently).
 
     A resumed run keeps the seed it was started with (its validation split must not change);
     `seed` may only repeat it. Its optimizer must be the one that wrote the checkpoint.
     """
     overrides = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed}
-    run = _open_run(analysis, spec, out_dir, make_trainer, data, overrides, resume_from)
+    run = _open_run(analysis, spec, out_dir, make_trainer, data, overrides, resume_from, writes)
     # A non-finite loss is caught with a better message than numpy's overflow warnings.
     with np.errstate(over="ignore", invalid="ignore"):
         stopped = _epochs(run, progress, on_epoch)
@@ -374,9 +383,10 @@ def fit(
         params = stopper.best_params
     norm = run.splits.normalizer
     stats = None if norm is None else (np.asarray(norm.shift), np.asarray(norm.scale))
-    runs.save_normalization(out_dir, stats)
-    save_arrays(out_dir / runs.WEIGHTS, params)
-    if on_epoch is not None and stopped != "interrupted":
+    if writes:
+        runs.save_normalization(out_dir, stats)
+        save_arrays(out_dir / runs.WEIGHTS, params)
+    if writes and on_epoch is not None and stopped != "interrupted":
         on_epoch(out_dir, run.history, stopper, True)
     best = None if stopper is None else stopper.best_epoch
     return FitResult(

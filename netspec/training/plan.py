@@ -3,6 +3,8 @@ its command-line overrides, the seeded random streams, and the data split and no
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +124,11 @@ def penalised_names(analysis: Analysis) -> list[str]:
     )
 
 
-def check_engine(engine: str, device: str | None) -> None:
-    """Refuse an unknown engine, and a device the NumPy engine (CPU only) cannot run on."""
+def check_engine(
+    engine: str, device: str | None, nproc: int = 1, precision: str = "fp32", compile: bool = False
+) -> None:
+    """Refuse an unknown engine, and a device, processes or speed options the NumPy engine
+    (one CPU process, float32) does not have."""
     if engine not in ("numpy", "torch"):
         raise NetspecError.at(
             f"unknown engine '{engine}'", hint="use numpy or torch", exit_code=EXIT_USAGE
@@ -134,6 +139,73 @@ def check_engine(engine: str, device: str | None) -> None:
             hint="train on a GPU with --engine torch --device cuda",
             exit_code=EXIT_USAGE,
         )
+    if engine == "numpy" and (precision != "fp32" or compile):
+        flag = "--compile" if compile else f"--precision {precision}"
+        raise NetspecError.at(
+            f"{flag} is the torch engine's", hint="add --engine torch", exit_code=EXIT_USAGE
+        )
+    place = launched()
+    if engine == "numpy" and (nproc > 1 or place is not None):
+        where = f"--nproc {nproc}" if place is None else "under torchrun"
+        raise NetspecError.at(
+            f"the NumPy engine trains in one process ({where})",
+            hint="train data-parallel with --engine torch",
+            exit_code=EXIT_USAGE,
+        )
+    if nproc < 1 or (nproc > 1 and place is not None):
+        raise NetspecError.at(
+            f"--nproc {nproc}: "
+            + ("at least 1" if nproc < 1 else "torchrun started the processes"),
+            hint="drop --nproc" if place is not None else "use --nproc 1 or more",
+            exit_code=EXIT_USAGE,
+        )
+
+
+@dataclass(frozen=True)
+class Launched:
+    """This process's place in a job an external launcher (torchrun) started."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched(environ: Mapping[str, str] = os.environ) -> Launched | None:
+    """The launcher's rank and world size when torchrun (or any launcher that sets its
+    environment) started this process; None for a plain `netspec train`."""
+    if not all(k in environ for k in LAUNCHER_ENV):
+        return None
+    try:
+        return Launched(
+            int(environ["RANK"]), int(environ["WORLD_SIZE"]), int(environ["LOCAL_RANK"])
+        )
+    except ValueError:
+        raise NetspecError.at(
+            "RANK, WORLD_SIZE and LOCAL_RANK must be integers, as torchrun sets them",
+            exit_code=EXIT_USAGE,
+        ) from None
+
+
+def check_world(spec: TrainSpec, batch: int | None, nproc: int) -> None:
+    """A global batch that the processes (`nproc`, or the launcher's world) cannot share
+    equally is refused before start, with the nearest batch sizes that work (bgd's whole-set
+    batch may split unevenly)."""
+    place = launched()
+    world = nproc if place is None else place.world
+    flag = f"--nproc {nproc}" if place is None else f"WORLD_SIZE={world}"
+    size = spec.batch if batch is None else batch
+    if world <= 1 or spec.optimizer.name == "bgd" or size % world == 0:
+        return
+    below, above = size - size % world, size - size % world + world
+    near = f"batch = {below} or {above}" if below else f"batch = {above}"
+    raise NetspecError.at(
+        f"the global batch of {size} samples does not split into {world} equal shards ({flag})",
+        hint=f"use {near} (a multiple of {world}), e.g. --batch {below or above}",
+        exit_code=EXIT_USAGE,
+    )
 
 
 def steps_per_epoch(spec: TrainSpec, optimizer: Optimizer, n: int) -> tuple[int, int]:
