@@ -316,7 +316,8 @@ def _save_epoch(run: _Run, epoch: int) -> None:
 
 def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) -> Stopped:
     """Every remaining epoch, until the last, early stopping, or Ctrl-C."""
-    last_save = -math.inf
+    # From the run's start: a run shorter than the interval saves once, after its last epoch.
+    last_save = time.perf_counter()
     if progress is not None:
         progress.run_start(run.trainer.engine, run.trainer.device)
     try:
@@ -331,8 +332,8 @@ def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) ->
             if last or time.perf_counter() - last_save >= CHECKPOINT_INTERVAL_S:
                 _save_epoch(run, epoch + 1)
                 last_save = time.perf_counter()  # from the end of the save: a slow save
-                if on_epoch is not None:  # must not make every later epoch save
-                    on_epoch(run.out_dir, run.history, run.stopper, False)
+                if on_epoch is not None and not last:  # must not make every later epoch save;
+                    on_epoch(run.out_dir, run.history, run.stopper, False)  # fit draws the last
             if progress is not None:
                 progress.epoch_end(record)
             if finished:
