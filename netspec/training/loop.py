@@ -64,6 +64,9 @@ from netspec.training.stopping import Stopper, make_stopper
 # Epochs shorter than this share one checkpoint write (the last epoch is always saved): a
 # 5,000-epoch XOR run would otherwise spend its time in fsync and in rewriting the history.
 CHECKPOINT_INTERVAL_S = 1.0
+# ... and a slow save (a large model, a busy disk: each fsyncs the checkpoint and rewrites the
+# history twice) waits longer, so that saving takes at most this share of the run.
+SAVE_SHARE = 0.05
 
 Stopped = Literal["completed", "early_stopping", "interrupted"]
 
@@ -317,7 +320,7 @@ def _save_epoch(run: _Run, epoch: int) -> None:
 def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) -> Stopped:
     """Every remaining epoch, until the last, early stopping, or Ctrl-C."""
     # From the run's start: a run shorter than the interval saves once, after its last epoch.
-    last_save = time.perf_counter()
+    last_save, save_cost = time.perf_counter(), 0.0
     if progress is not None:
         progress.run_start(run.trainer.engine, run.trainer.device)
     try:
@@ -329,9 +332,12 @@ def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) ->
                 value = run.stopper.watched(record)
                 finished = run.stopper.update(epoch + 1, value, run.trainer.params, run.keep_best)
             last = finished or epoch + 1 == run.spec.epochs
-            if last or time.perf_counter() - last_save >= CHECKPOINT_INTERVAL_S:
+            wait = max(CHECKPOINT_INTERVAL_S, save_cost * (1 - SAVE_SHARE) / SAVE_SHARE)
+            if last or time.perf_counter() - last_save >= wait:
+                start = time.perf_counter()
                 _save_epoch(run, epoch + 1)
                 last_save = time.perf_counter()  # from the end of the save: a slow save
+                save_cost = last_save - start
                 if on_epoch is not None and not last:  # must not make every later epoch save;
                     on_epoch(run.out_dir, run.history, run.stopper, False)  # fit draws the last
             if progress is not None:

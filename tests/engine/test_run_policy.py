@@ -142,8 +142,34 @@ def test_the_checkpoint_throttle_counts_from_the_end_of_a_slow_save(
     monkeypatch.setattr(loop.runs, "save_checkpoint", slow_save)
     monkeypatch.setattr(loop, "_epoch_record", epoch_of_0_4_s)
     api.train(_analysis(_spec(tmp_path, epochs=10)), tmp_path / "run", curves=False)
-    # From the run's start: the first save once a second has passed (epoch 3), then a second
-    # after each save ended; timed from before the save, every epoch after the first would save.
+    # From the run's start: the first save once a second has passed (epoch 3), then 19 times
+    # the 2 s the save took after it ended, so the last epoch's; timed from before the save,
+    # every epoch after the first would save.
+    assert saves == [3, 10]
+
+
+def test_a_fast_save_comes_a_second_after_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    saves: list[int] = []
+    real_save = loop.runs.save_checkpoint
+
+    def fast_save(path: Path, checkpoint: Any) -> None:
+        saves.append(checkpoint.meta["epoch"])
+        real_save(path, checkpoint)
+        clock.now += 0.01  # 19 times this is under the interval: the interval rules
+
+    real_record = loop._epoch_record
+
+    def epoch_of_0_4_s(*args: Any) -> Any:
+        clock.now += 0.4
+        return real_record(*args)
+
+    monkeypatch.setattr(loop, "time", clock)
+    monkeypatch.setattr(loop.runs, "save_checkpoint", fast_save)
+    monkeypatch.setattr(loop, "_epoch_record", epoch_of_0_4_s)
+    api.train(_analysis(_spec(tmp_path, epochs=10)), tmp_path / "run", curves=False)
     assert saves == [3, 6, 9, 10]
 
 
