@@ -99,7 +99,7 @@ def test_a_slow_drawing_spaces_the_next_so_that_drawing_stays_a_small_share(
 
     monkeypatch.setattr(curves, "time", clock)
     monkeypatch.setattr(curves, "after_epoch", after_epoch)
-    redraw = curves.Redraw(interval=5.0, share=0.05)
+    redraw = curves.Redraw(interval=5.0, share=0.05, first_cost=0.1)
     for _ in range(200):  # an epoch every 0.5 s for 100 s
         clock.now += 0.5
         redraw(tmp_path, [], None, False)
@@ -107,6 +107,22 @@ def test_a_slow_drawing_spaces_the_next_so_that_drawing_stays_a_small_share(
     gaps = [b - a for a, b in itertools.pairwise(drawn[:-1])]
     assert drawn[0] >= 5.0 and gaps and all(g >= 40.0 for g in gaps)
     assert len(drawn) <= 4  # the first at 5 s, then every 40 s, and the final one
+
+
+def test_the_first_redraw_waits_for_a_run_long_enough_to_afford_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netspec.viz import curves
+
+    clock = _Clock()
+    drawn: list[float] = []
+    monkeypatch.setattr(curves, "time", clock)
+    monkeypatch.setattr(curves, "after_epoch", lambda *args: drawn.append(clock.now))
+    redraw = curves.Redraw(interval=5.0, share=0.05, first_cost=1.0)
+    for _ in range(40):  # 20 s of 0.5 s epochs: a first drawing guessed at 1 s waits 19 s
+        clock.now += 0.5
+        redraw(tmp_path, [], None, False)
+    assert len(drawn) == 1 and drawn[0] >= 19.0
 
 
 class _Clock:
