@@ -317,6 +317,14 @@ def _save_epoch(run: _Run, epoch: int) -> None:
     runs.write_history(run.out_dir, run.history)
 
 
+def _save_wait(cost: float) -> float:
+    """Seconds from the end of a save that took `cost` to the next; an interval of 0 asks for
+    every epoch (the fault-injection and resume tests do), however slow the save."""
+    if CHECKPOINT_INTERVAL_S <= 0:
+        return 0.0
+    return max(CHECKPOINT_INTERVAL_S, cost * (1 - SAVE_SHARE) / SAVE_SHARE)
+
+
 def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) -> Stopped:
     """Every remaining epoch, until the last, early stopping, or Ctrl-C."""
     # From the run's start: a run shorter than the interval saves once, after its last epoch.
@@ -332,7 +340,7 @@ def _epochs(run: _Run, progress: Progress | None, on_epoch: EpochHook | None) ->
                 value = run.stopper.watched(record)
                 finished = run.stopper.update(epoch + 1, value, run.trainer.params, run.keep_best)
             last = finished or epoch + 1 == run.spec.epochs
-            wait = max(CHECKPOINT_INTERVAL_S, save_cost * (1 - SAVE_SHARE) / SAVE_SHARE)
+            wait = _save_wait(save_cost)
             if last or time.perf_counter() - last_save >= wait:
                 start = time.perf_counter()
                 _save_epoch(run, epoch + 1)

@@ -203,3 +203,22 @@ def test_a_run_shorter_than_the_checkpoint_interval_saves_once_at_its_end(
     monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 60.0)
     api.train(_analysis(_spec(tmp_path, epochs=10)), tmp_path / "run", curves=False)
     assert saves == [10]
+
+
+def test_an_interval_of_zero_saves_every_epoch_however_slow_the_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    saves: list[int] = []
+    real_save = loop.runs.save_checkpoint
+
+    def slow_save(path: Path, checkpoint: Any) -> None:
+        saves.append(checkpoint.meta["epoch"])
+        real_save(path, checkpoint)
+        clock.now += 2.0
+
+    monkeypatch.setattr(loop, "time", clock)
+    monkeypatch.setattr(loop.runs, "save_checkpoint", slow_save)
+    monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # what the resume tests ask for
+    api.train(_analysis(_spec(tmp_path, epochs=5)), tmp_path / "run", curves=False)
+    assert saves == [1, 2, 3, 4, 5]
