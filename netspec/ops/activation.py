@@ -101,6 +101,16 @@ class Relu(Elementwise):
     def df(self, x: Array, y: Array) -> Array:
         return (x > 0).astype(x.dtype)
 
+    # x > 0 exactly where y > 0: the cache is y alone, and backward multiplies dy by that mask
+    # as booleans, without a float copy of it (a ResNet-20 activation (32, 16, 32, 32),
+    # interleaved: 0.86 -> 0.63 ms), and the tape holds one array instead of two.
+    def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
+        y = np.maximum(xs[0], 0)
+        return y, y
+
+    def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
+        return [np.multiply(dy, cache > 0)], {}
+
     def torch_f(self, torch: Any, x: Any) -> Any:
         return torch.relu(x)  # gradient 0 at the kink, as df
 

@@ -1,11 +1,11 @@
 """Convolutions, written once for n spatial dimensions: conv1d over (C, L), conv2d over (C, H, W).
 
-Stride-1 3x3 convolutions with enough channels and pixels run their forward pass and input
-gradient through Winograd F(2x2, 3x3) (winograd.py; `winograd.applies` is the rule). Otherwise
-the NumPy path is im2col (im2col.py): per chunk of the batch, a (C*K, M) window matrix and one
-GEMM per group. The backward pass rebuilds that matrix for dW; dx either scatters window
-gradients back with one add per tap (col2im) or, for stride 1, is itself a correlation of the
-padded output gradient with the flipped kernel. Window geometry is in window.py.
+Stride-1 3x3 convolutions can run their forward pass and input gradient through Winograd
+F(2x2, 3x3) (winograd.py; `winograd.applies` is the rule, off while it measures slower).
+Otherwise the NumPy path is im2col (im2col.py): per chunk of the batch, a (C*K, M) window
+matrix and one GEMM per group. The backward pass rebuilds that matrix for dW; dx either
+scatters window gradients back with one add per tap (col2im) or, for stride 1, is itself a
+correlation of the padded output gradient with the flipped kernel. Window geometry is in window.py.
 """
 
 from __future__ import annotations

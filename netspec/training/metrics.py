@@ -134,12 +134,17 @@ def compute_metrics(
         raise ValueError(f"metrics {wanted} need a classification loss, not a regression one")
     if task not in ("regression", "threshold") and outputs.ndim >= 2 and outputs.shape[-1] > 1:
         outputs, targets = _per_row(outputs, targets)
+    # Each is computed once, and only when some metric asks for it: a tiny run scores every
+    # epoch, and the confusion matrix or a second regression pair cost as much as its step.
     if need_labels:
         true, pred, k, binary = _labels(outputs, targets)
+        accuracy = float(np.mean(true == pred))
+    if any(m.name in ("precision", "recall", "f1", "confusion") for m in metrics):
         k = max(k, int(true.max(initial=0)) + 1)
         counts = confusion_matrix(true, pred, k)
         precision, recall, f1 = _macro(counts)
-        accuracy = float(np.mean(true == pred))
+    if any(m.name in ("mse", "mae", "r2") for m in metrics):
+        y, t = _regression_pair(outputs, targets, task)
     for m in metrics:
         match m.name:
             case "accuracy":
@@ -157,12 +162,10 @@ def compute_metrics(
                 out["confusion"] = counts.tolist()
             case "perplexity":
                 out["perplexity"] = _perplexity(outputs, targets)
-            case "mse" | "mae" | "r2":
-                y, t = _regression_pair(outputs, targets, task)
-                if m.name == "mse":
-                    out["mse"] = float(np.mean((y - t) ** 2))
-                elif m.name == "mae":
-                    out["mae"] = float(np.mean(np.abs(y - t)))
-                else:
-                    out["r2"] = _r2(y, t)
+            case "mse":
+                out["mse"] = float(np.mean((y - t) ** 2))
+            case "mae":
+                out["mae"] = float(np.mean(np.abs(y - t)))
+            case "r2":
+                out["r2"] = _r2(y, t)
     return out

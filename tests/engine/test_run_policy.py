@@ -3,6 +3,7 @@ cost of the work between steps (checkpoints, curves) bounded."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,48 @@ def test_curves_are_redrawn_every_few_seconds_at_most_and_once_at_the_end(
     monkeypatch.setattr(curves, "after_epoch", after_epoch)
     monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # every epoch reaches the hook
     api.train(_analysis(_spec(tmp_path, epochs=30)), tmp_path / "run")
-    # Thirty epochs of a few milliseconds: the first (nothing drawn yet) and the final drawing.
-    assert drawn == [1, 30]
+    # Thirty epochs of a few milliseconds, far shorter than the interval: one drawing, at the end.
+    assert drawn == [30]
+
+
+def test_a_slow_drawing_spaces_the_next_so_that_drawing_stays_a_small_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netspec.viz import curves
+
+    clock = _Clock()
+    drawn: list[float] = []
+
+    def after_epoch(*args: Any) -> None:
+        drawn.append(clock.now)
+        clock.now += 2.0  # a drawing of 2 s: at 5% the next waits 38 s, not the interval's 5
+
+    monkeypatch.setattr(curves, "time", clock)
+    monkeypatch.setattr(curves, "after_epoch", after_epoch)
+    redraw = curves.Redraw(interval=5.0, share=0.05, first_cost=0.1)
+    for _ in range(200):  # an epoch every 0.5 s for 100 s
+        clock.now += 0.5
+        redraw(tmp_path, [], None, False)
+    redraw(tmp_path, [], None, True)
+    gaps = [b - a for a, b in itertools.pairwise(drawn[:-1])]
+    assert drawn[0] >= 5.0 and gaps and all(g >= 40.0 for g in gaps)
+    assert len(drawn) <= 4  # the first at 5 s, then every 40 s, and the final one
+
+
+def test_the_first_redraw_waits_for_a_run_long_enough_to_afford_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netspec.viz import curves
+
+    clock = _Clock()
+    drawn: list[float] = []
+    monkeypatch.setattr(curves, "time", clock)
+    monkeypatch.setattr(curves, "after_epoch", lambda *args: drawn.append(clock.now))
+    redraw = curves.Redraw(interval=5.0, share=0.05, first_cost=1.0)
+    for _ in range(40):  # 20 s of 0.5 s epochs: a first drawing guessed at 1 s waits 19 s
+        clock.now += 0.5
+        redraw(tmp_path, [], None, False)
+    assert len(drawn) == 1 and drawn[0] >= 19.0
 
 
 class _Clock:
@@ -107,7 +148,77 @@ def test_the_checkpoint_throttle_counts_from_the_end_of_a_slow_save(
         real_save(path, checkpoint)
         clock.now += 2.0  # longer than the interval: a save must not make every epoch save
 
+    real_record = loop._epoch_record
+
+    def epoch_of_0_4_s(*args: Any) -> Any:
+        clock.now += 0.4
+        return real_record(*args)
+
     monkeypatch.setattr(loop, "time", clock)
     monkeypatch.setattr(loop.runs, "save_checkpoint", slow_save)
+    monkeypatch.setattr(loop, "_epoch_record", epoch_of_0_4_s)
     api.train(_analysis(_spec(tmp_path, epochs=10)), tmp_path / "run", curves=False)
-    assert saves == [1, 10]
+    # From the run's start: the first save once a second has passed (epoch 3), then 19 times
+    # the 2 s the save took after it ended, so the last epoch's; timed from before the save,
+    # every epoch after the first would save.
+    assert saves == [3, 10]
+
+
+def test_a_fast_save_comes_a_second_after_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    saves: list[int] = []
+    real_save = loop.runs.save_checkpoint
+
+    def fast_save(path: Path, checkpoint: Any) -> None:
+        saves.append(checkpoint.meta["epoch"])
+        real_save(path, checkpoint)
+        clock.now += 0.01  # 19 times this is under the interval: the interval rules
+
+    real_record = loop._epoch_record
+
+    def epoch_of_0_4_s(*args: Any) -> Any:
+        clock.now += 0.4
+        return real_record(*args)
+
+    monkeypatch.setattr(loop, "time", clock)
+    monkeypatch.setattr(loop.runs, "save_checkpoint", fast_save)
+    monkeypatch.setattr(loop, "_epoch_record", epoch_of_0_4_s)
+    api.train(_analysis(_spec(tmp_path, epochs=10)), tmp_path / "run", curves=False)
+    assert saves == [3, 6, 9, 10]
+
+
+def test_a_run_shorter_than_the_checkpoint_interval_saves_once_at_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves: list[int] = []
+    real_save = loop.runs.save_checkpoint
+
+    def counted(path: Path, checkpoint: Any) -> None:
+        saves.append(checkpoint.meta["epoch"])
+        real_save(path, checkpoint)
+
+    monkeypatch.setattr(loop.runs, "save_checkpoint", counted)
+    monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 60.0)
+    api.train(_analysis(_spec(tmp_path, epochs=10)), tmp_path / "run", curves=False)
+    assert saves == [10]
+
+
+def test_an_interval_of_zero_saves_every_epoch_however_slow_the_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    saves: list[int] = []
+    real_save = loop.runs.save_checkpoint
+
+    def slow_save(path: Path, checkpoint: Any) -> None:
+        saves.append(checkpoint.meta["epoch"])
+        real_save(path, checkpoint)
+        clock.now += 2.0
+
+    monkeypatch.setattr(loop, "time", clock)
+    monkeypatch.setattr(loop.runs, "save_checkpoint", slow_save)
+    monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # what the resume tests ask for
+    api.train(_analysis(_spec(tmp_path, epochs=5)), tmp_path / "run", curves=False)
+    assert saves == [1, 2, 3, 4, 5]

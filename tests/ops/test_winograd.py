@@ -1,8 +1,9 @@
 """Winograd F(2x2, 3x3) against im2col and torch, for every conv configuration it takes.
 
 Each case is a conv2d the rule (`winograd.applies`) sends through Winograd in the forward pass
-and in the input gradient: the forward output, dx, dW and db must agree, in float32, with the
-same op forced onto im2col and with torch.nn.functional.conv2d's autograd.
+and in the input gradient once it is switched on (`winograd.ENABLED`, off by default while it
+measures slower than im2col): the forward output, dx, dW and db must agree, in float32, with
+the same op forced onto im2col and with torch.nn.functional.conv2d's autograd.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def _rel(a: Array, b: Array) -> float:
 def test_winograd_matches_im2col_and_torch(
     c: int, f: int, size: tuple[int, int], padding: Any, bias: bool, monkeypatch: Any
 ) -> None:
+    monkeypatch.setattr(winograd, "ENABLED", True)
     op = Conv2d(filters=f, kernel=3, padding=padding, bias=bias)
     pads, out = op._geometry((c, *size))
     # The case must be one the rule sends through Winograd, both ways.
@@ -86,7 +88,16 @@ def test_winograd_matches_im2col_and_torch(
         assert _rel(got, want) < RTOL
 
 
-def test_the_rule_leaves_other_convolutions_to_im2col() -> None:
+def test_the_rule_is_off_until_a_measurement_justifies_it(monkeypatch: Any) -> None:
+    args = dict(channels=16, filters=16, out=(32, 32), groups=1, pads=((1, 1), (1, 1)))
+    base = dict(kernel=(3, 3), stride=(1, 1), dilation=(1, 1))
+    assert not winograd.applies(**base, **args)  # type: ignore[arg-type]
+    monkeypatch.setattr(winograd, "ENABLED", True)
+    assert winograd.applies(**base, **args)  # type: ignore[arg-type]
+
+
+def test_the_rule_leaves_other_convolutions_to_im2col(monkeypatch: Any) -> None:
+    monkeypatch.setattr(winograd, "ENABLED", True)
     args = dict(channels=16, filters=16, out=(32, 32), groups=1, pads=((1, 1), (1, 1)))
     base = dict(kernel=(3, 3), stride=(1, 1), dilation=(1, 1))
     assert winograd.applies(**base, **args)  # type: ignore[arg-type]
