@@ -55,6 +55,12 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         help="continue the run in DIR (or from the checkpoint file DIR names)",
     )
     t.add_argument(
+        "--init-weights",
+        metavar="W",
+        help="start from the weights in W (an .npz keyed by the spec's names, e.g. from "
+        "`netspec import` or a run's weights.npz) instead of fresh ones",
+    )
+    t.add_argument(
         "--threads",
         type=positive_int,
         metavar="N",
@@ -178,6 +184,7 @@ def run_train(args: argparse.Namespace) -> int:
             lr=args.lr,
             seed=args.seed,
             resume=args.resume,
+            init_weights=args.init_weights,
             engine=args.engine,
             device=args.device,
             progress=bar,
@@ -188,6 +195,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise _write_failed(e, out) from None
     finally:
         bar.close()
+    note_torch_counters(result.ignored)
     if result.classes is not None:
         # Names come from a data file: shown as text, never as markup or escape sequences.
         shown = (printable(n) for n in result.classes)

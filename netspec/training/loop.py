@@ -59,6 +59,7 @@ from netspec.training.plan import (
 )
 from netspec.training.resume import check_resumed_optimizer, check_resumed_split, resumed_seed
 from netspec.training.schedules import learning_rate
+from netspec.training.starting import Start, refuse_with_resume
 from netspec.training.stopping import Stopper, make_stopper
 
 # Epochs shorter than this share one checkpoint write (the last epoch is always saved): a
@@ -132,6 +133,8 @@ class FitResult:
     normalization: tuple[Array, Array] | None = None
     # The class names text labels were mapped from, index by index (None: numeric labels).
     classes: tuple[str, ...] | None = None
+    # The `num_batches_tracked` counters --init-weights held and netspec dropped (for a note).
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def weights_path(self) -> Path:
@@ -355,6 +358,7 @@ def fit(
     lr: float | None = None,
     seed: int | None = None,
     resume_from: Path | None = None,
+    start: Start | None = None,
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
 ) -> FitResult:
@@ -362,9 +366,13 @@ def fit(
 
     A resumed run keeps the seed it was started with (its validation split must not change);
     `seed` may only repeat it. Its optimizer must be the one that wrote the checkpoint.
+    `start` (training.starting: --init-weights) replaces the initial weights of a fresh run.
     """
+    refuse_with_resume(start, resume_from)
     overrides = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed}
     run = _open_run(analysis, spec, out_dir, make_trainer, data, overrides, resume_from)
+    if start is not None:
+        start.load_into(run.trainer)
     # A non-finite loss is caught with a better message than numpy's overflow warnings.
     with np.errstate(over="ignore", invalid="ignore"):
         stopped = _epochs(run, progress, on_epoch)
@@ -379,6 +387,7 @@ def fit(
     if on_epoch is not None and stopped != "interrupted":
         on_epoch(out_dir, run.history, stopper, True)
     best = None if stopper is None else stopper.best_epoch
+    classes, ignored = run.splits.classes, [] if start is None else start.ignored
     return FitResult(
-        params, run.history, out_dir, stopped, best, run.saved_epoch, stats, run.splits.classes
+        params, run.history, out_dir, stopped, best, run.saved_epoch, stats, classes, ignored
     )
