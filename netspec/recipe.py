@@ -244,6 +244,8 @@ class TrainSpec(_Model):
     early_stopping: EarlyStoppingArg | None = None
     metrics: tuple[MetricArg, ...] = ()
     labels: tuple[str, ...] | None = None  # class names, index by index (shown by predict)
+    # Layers or blocks kept as they are (fine-tuning): see netspec/freezing.py.
+    freeze: tuple[str, ...] = ()
     seed: int = 0
     perceptron_rule: bool = False  # train `step` layers by Rosenblatt's rule (see engine docs)
 

@@ -22,6 +22,7 @@ import numpy.typing as npt
 import torch
 
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
+from netspec.freezing import fixed_statistics, frozen_arrays
 from netspec.initializers import init_params
 from netspec.ir import Analysis
 from netspec.losses import LOSSES
@@ -29,7 +30,7 @@ from netspec.memory import eval_chunk
 from netspec.ops.base import Array, Params
 from netspec.recipe import TrainSpec
 from netspec.torch.losses import TORCH_LOSSES, target_tensor
-from netspec.torch.lower import load_params, lower, params_of
+from netspec.torch.lower import freeze, load_params, lower, params_of
 from netspec.torch.optimizers import make_optimizer
 from netspec.training.loop import FitResult
 from netspec.training.loop import fit as run_fit
@@ -106,8 +107,8 @@ class TorchTrainer:
         start = init_params(analysis, init_rng, dtype)
         self.model = lower(analysis, start, device=self.torch_device)
         self.model.train()
-        self.trainable = dict(self.model.named_parameters())
-        self.penalised = penalised_names(analysis)
+        self.trainable = freeze(self.model, frozen_arrays(analysis), fixed_statistics(analysis))
+        self.penalised = [n for n in penalised_names(analysis) if n in self.trainable]
         self.optimizer = make_optimizer(spec.optimizer)
         self.chunk = eval_chunk(analysis, spec.batch, EVAL_BATCH)
         self.rng = rng

@@ -57,7 +57,12 @@ from netspec.training.plan import (
     streams,
     with_overrides,
 )
-from netspec.training.resume import check_resumed_optimizer, check_resumed_split, resumed_seed
+from netspec.training.resume import (
+    check_resumed_freeze,
+    check_resumed_optimizer,
+    check_resumed_split,
+    resumed_seed,
+)
 from netspec.training.schedules import learning_rate
 from netspec.training.starting import Start, refuse_with_resume
 from netspec.training.stopping import Stopper, make_stopper
@@ -190,6 +195,7 @@ def _open_run(
             state, recorded, spec.optimizer.name, spec.optimizer.slots, resume_from
         )
         check_resumed_split(recorded, record, resume_from)
+        check_resumed_freeze(recorded, record, resume_from)
     check_recipe(spec, io_of(analysis))
     init_rng, data_rng, rng = streams(spec.seed)
     splits = load_splits(
