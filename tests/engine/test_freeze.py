@@ -147,3 +147,34 @@ def test_both_engines_train_the_head_alike_under_decay_penalty_and_clipping(
     b = api.train(analysis, tmp_path / "t", engine="torch", device="cpu", curves=False)
     for k in ("fc.weight", "fc.bias"):
         np.testing.assert_allclose(a.params[k], b.params[k], atol=1e-5)
+
+
+def test_clip_norm_measures_the_trainable_gradients_only(tmp_path: Path) -> None:
+    from netspec.engine.executor import Executor
+    from netspec.engine.trainer import NumpyTrainer
+    from netspec.ops.base import Ctx
+
+    text = SPEC.replace("  bn1 = batchnorm\n", "").replace("  stage = unit(4) * 2\n", "")
+    text = text.replace("adamw(lr=0.01, weight_decay=0.1)", "sgd(lr=1.0)").replace("l2 = 0.01", "")
+    path = _spec(tmp_path, 'freeze = ["conv1"]')
+    path.write_text(text.replace("FREEZE", 'freeze = ["conv1"]'), encoding="utf-8")
+    analysis = api.check(api.load(path))
+    spec = analysis.network.train
+    assert spec is not None and spec.clip_norm == 0.5
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, size=16)
+    trainer = NumpyTrainer(analysis, spec, np.random.default_rng(0), np.random.default_rng(0))
+    start = {k: v.copy() for k, v in trainer.params.items()}
+    # Every gradient of the same step, frozen or not, by an executor that freezes nothing.
+    out, tape = Executor(analysis).forward({"image": x}, start, Ctx(train=True))
+    _, dout = trainer.loss_fn(out["fc"], y)
+    grads = Executor(analysis).backward(tape, {"fc": dout}, start)
+    head = float(np.sqrt(sum((grads[k] ** 2).sum() for k in ("fc.weight", "fc.bias"))))
+    assert float(np.sqrt(sum((g**2).sum() for g in grads.values()))) > head > 0.5
+    trainer.loss(x, y)
+    trainer.update(1.0)
+    for k in ("fc.weight", "fc.bias"):
+        step = start[k] - trainer.params[k]
+        np.testing.assert_allclose(step, grads[k] * (0.5 / head), rtol=1e-4, atol=1e-7)
+    assert np.array_equal(trainer.params["conv1.weight"], start["conv1.weight"])
