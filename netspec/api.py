@@ -277,6 +277,7 @@ def train(
     lr: float | None = None,
     seed: int | None = None,
     resume: str | Path | None = None,
+    init_weights: str | Path | None = None,
     engine: Literal["numpy", "torch"] = "numpy",
     device: str | None = None,
     nproc: int = 1,
@@ -289,18 +290,20 @@ def train(
 ) -> FitResult:
     """Train by the network's `train` section (arguments override it); returns a FitResult.
 
-    Writes weights.npz, history.json, checkpoint.npz (and curves.png, with matplotlib and
-    `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/);
-    `resume` names a run folder or its checkpoint.npz; `x`, `y` the data's arrays (an .npz's,
-    or a CSV's label column). `engine="torch"` trains with PyTorch on `device` (auto: the GPU
-    if any; cuda is refused without one), on `nproc` data-parallel processes (or torchrun's),
-    autocast to `precision` (fp32, bf16, fp16), torch.compile'd if `compile`. A run whose
-    memory estimate exceeds `max_memory` bytes ("auto": a share of the memory available;
-    None: no limit), or whose folder cannot be written or lacks room, is refused before it
-    allocates. BLAS runs `threads` threads (default: `thread_choice`'s)."""
+    Writes weights.npz, history.json and checkpoint.npz (and curves.png, with matplotlib and
+    `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/).
+    `resume` names a run folder or its checkpoint.npz; `init_weights` a weights .npz to start
+    from (training.starting); `x`, `y` name the data's arrays (an .npz's, or a CSV's label
+    column). `engine="torch"` trains with PyTorch on `device` (auto: the GPU if any; cuda is
+    refused without one), on `nproc` data-parallel processes (or torchrun's), autocast to
+    `precision` (fp32, bf16, fp16), torch.compile'd if `compile`. Before any allocation, a run
+    whose memory estimate exceeds `max_memory` bytes ("auto": a share of the memory available;
+    None: no limit), or whose folder cannot be written or lacks room, is refused. BLAS runs
+    `threads` threads (default: `thread_choice`'s, never slower than one on a busy machine)."""
     from netspec.engine.trainer import fit as numpy_fit
     from netspec.training.data import override
     from netspec.training.plan import check_engine, check_world, require_recipe
+    from netspec.training.starting import starting_weights
     from netspec.viz.curves import Redraw
 
     check_engine(engine, device, nproc, precision, compile)
@@ -312,6 +315,7 @@ def train(
         fit = partial(torch_fit, device=device or "auto", nproc=nproc, **speed)  # type: ignore
     check_world(spec := require_recipe(analysis), batch, nproc)  # before any folder is made
     out, checkpoint = run_folder(analysis, out_dir, resume)
+    start = starting_weights(init_weights, resume, out, runs.expected_shapes(analysis))
     given = override(spec.data, data, x, y)
     source = spec.data if given is None else given
     memory.check_memory(memory.training(analysis, spec, batch, source), _limit(max_memory))
@@ -327,6 +331,7 @@ def train(
             lr=lr,
             seed=seed,
             resume_from=checkpoint,
+            start=start,
             progress=progress,
             on_epoch=Redraw(CURVES_INTERVAL_S) if curves else None,
         )

@@ -481,7 +481,7 @@ def expand(
     try:
         ex = _Expander(program, trace)
         outputs = ex.network(net)
-        train = train_section(program, net.name, ex.consts)
+        train = train_section(program, net.name, ex.consts, ex.nodes)
     except RecursionError:
         raise _err("the spec nests too deeply to expand", net.span) from None
     return Network(

@@ -27,7 +27,7 @@ def check_output(path: Path, inputs: Iterable[Path], example: str) -> None:
         )
     _refuse_special(path)
     for source in inputs:
-        if _same_file(path, source):
+        if same_file(path, source):
             raise NetspecError.at(
                 f"the output {path} is this command's input {source}: writing it would replace it",
                 hint="choose another output file",
@@ -51,7 +51,7 @@ def _refuse_special(path: Path) -> None:
         )
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     """One file under two names: the same resolved path, or (links) the same inode."""
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))

@@ -14,6 +14,7 @@ import networkx as nx
 from pydantic import ValidationError
 
 from netspec.errors import Diagnostic, NetspecError, Severity, ShapeError, suggest
+from netspec.freezing import frozen_layers, unknown_names
 from netspec.ir import Analysis, LayerInfo, Network, Node
 from netspec.losses import LOSSES
 from netspec.ops.base import Shape, numel
@@ -253,6 +254,34 @@ def _loss_lists(net: Network) -> list[Diagnostic]:
     return diags
 
 
+def _freeze(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnostic]:
+    """`freeze` names layers of this network (an IR JSON's were never checked against its
+    spec) and leaves something to train."""
+    assert net.train is not None
+    if not net.train.freeze:
+        return []
+    last = net.node(net.outputs[-1])
+    bad = unknown_names(net.train.freeze, net.nodes)
+    if bad:
+        return [
+            _error(last, f"freeze: network {net.name} has no layer or block named '{n}'", hint)
+            for n, hint in bad
+        ]
+    frozen = frozen_layers(net)
+    if any(i.param_shapes for i in layers.values()) and all(
+        not info.param_shapes or name in frozen for name, info in layers.items()
+    ):
+        return [
+            _error(
+                last,
+                f"freeze leaves nothing of network {net.name} to train: every layer with "
+                "parameters is frozen",
+                "unfreeze a layer (the head, say) or evaluate the model with `netspec eval`",
+            )
+        ]
+    return []
+
+
 def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnostic]:
     """Network/recipe mismatches the trainer would otherwise discover too late."""
     if net.train is None:
@@ -272,7 +301,7 @@ def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnosti
                     "give one label per output class, in class-index order",
                 )
             )
-    diags += _loss_lists(net)
+    diags += _loss_lists(net) + _freeze(net, layers)
     if net.train.targets == "inputs":
         diags += _inputs_as_targets(net, layers)
     chosen = net.train.output_losses(net.outputs)

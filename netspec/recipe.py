@@ -250,6 +250,8 @@ class TrainSpec(_Model):
     # `inputs`: the (normalised) features are the targets, as an autoencoder learns; the data's
     # labels are then not trained on.
     targets: Literal["labels", "inputs"] = "labels"
+    # Layers or blocks kept as they are (fine-tuning): see netspec/freezing.py.
+    freeze: tuple[str, ...] = ()
     seed: int = 0
     perceptron_rule: bool = False  # train `step` layers by Rosenblatt's rule (see engine docs)
 

@@ -3,10 +3,14 @@ paths made relative to the spec file, as a user expects."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from netspec.errors import NetspecError, Span, suggest
+from netspec import tree as ast
+from netspec.errors import Diagnostic, NetspecError, Severity, Span, suggest
+from netspec.freezing import unknown_names
+from netspec.ir import Node
 from netspec.program import Program
 from netspec.recipe import TrainSpec
 from netspec.validation import build_model
@@ -17,7 +21,10 @@ def _err(message: str, span: Span | None, hint: str | None = None) -> NetspecErr
     return NetspecError.at(message, span, hint)
 
 
-def train_section(program: Program, name: str, consts: dict[str, Any]) -> TrainSpec | None:
+def train_section(
+    program: Program, name: str, consts: dict[str, Any], nodes: Sequence[Node] = ()
+) -> TrainSpec | None:
+    """The network's train section, validated; `freeze` names are checked against `nodes`."""
     tdef = program.trains.get(name)
     if tdef is None:
         return None
@@ -39,7 +46,28 @@ def train_section(program: Program, name: str, consts: dict[str, Any]) -> TrainS
         values[s.key] = value
         spans[s.key] = s.value.span
     spec: TrainSpec = build_model(TrainSpec, values, spans, tdef.span, "train", strict=True)
+    freeze = next((s for s in tdef.settings if s.key == "freeze"), None)
+    if freeze is not None:
+        _check_freeze(spec, freeze.value, nodes, name)
     return spec
+
+
+def _check_freeze(spec: TrainSpec, value: ast.Expr, nodes: Sequence[Node], network: str) -> None:
+    """Each name `freeze` gives is a layer or block of the network: a located error for each
+    that is not, at its own item where the list is written out."""
+    items = value.items if isinstance(value, ast.ListExpr) else ()
+    spans = [i.span for i in items] if len(items) == len(spec.freeze) else []
+    errors = [
+        Diagnostic(
+            Severity.ERROR,
+            f"freeze: network {network} has no layer or block named '{name}'",
+            spans[spec.freeze.index(name)] if spans else value.span,
+            hint or "name a layer (`conv1`), a block instance or a repetition (`layer1`)",
+        )
+        for name, hint in unknown_names(spec.freeze, nodes)
+    ]
+    if errors:
+        raise NetspecError(errors)
 
 
 def _resolve_data(value: Any, base: Path) -> Any:

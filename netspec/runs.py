@@ -260,11 +260,13 @@ class RunRecord:
     # The class names text labels were mapped from, index by index (eval and predict map and
     # name classes by them); None when the labels were numbers.
     classes: tuple[str, ...] | None = None
+    freeze: tuple[str, ...] = ()  # the recipe's frozen layers: a resume keeps them
 
     @classmethod
     def of(cls, spec: TrainSpec, optimizer: str) -> RunRecord:
         """The record of a run made by `spec` (its overrides applied)."""
-        return cls(spec.seed, 0.0 if spec.val_data is not None else spec.validation, optimizer)
+        held_out = 0.0 if spec.val_data is not None else spec.validation
+        return cls(spec.seed, held_out, optimizer, freeze=spec.freeze)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -274,6 +276,8 @@ class RunRecord:
         }
         if self.classes is not None:
             out["classes"] = list(self.classes)
+        if self.freeze:
+            out["freeze"] = list(self.freeze)
         return out
 
     @classmethod
@@ -287,6 +291,7 @@ class RunRecord:
             if isinstance(run, dict)
             else (None, None, None, None)
         )
+        freeze = run.get("freeze", []) if isinstance(run, dict) else []
         if not (
             isinstance(seed, int)
             and not isinstance(seed, bool)
@@ -302,13 +307,16 @@ class RunRecord:
                     and len(set(classes)) == len(classes)
                 )
             )
+            and isinstance(freeze, list)
+            and all(isinstance(n, str) for n in freeze)
         ):
             raise NetspecError.at(
                 f"{path} is not a netspec checkpoint: its run record {json.dumps(run)[:80]} "
-                "lacks a valid seed, validation fraction, optimizer name or class list",
+                "lacks a valid seed, validation fraction, optimizer name, class or freeze list",
                 exit_code=EXIT_RUNTIME,
             )
-        return cls(seed, float(fraction), optimizer, None if classes is None else tuple(classes))
+        names = None if classes is None else tuple(classes)
+        return cls(seed, float(fraction), optimizer, names, tuple(freeze))
 
 
 def recorded_classes(folder: Path) -> tuple[str, ...] | None:

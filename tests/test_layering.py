@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "netspec.runs",
             "netspec.feeds",
             "netspec.initializers",
+            "netspec.freezing",
             "netspec.training",
         ),
     ),

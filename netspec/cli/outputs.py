@@ -40,7 +40,7 @@ def input_paths(args: argparse.Namespace) -> list[Path]:
 
     paths = [
         Path(value)
-        for key in ("file", "model", "data", "resume")
+        for key in ("file", "model", "data", "resume", "init_weights")
         if isinstance(value := getattr(args, key, None), str)
     ]
     outside = getattr(args, "allow_outside_imports", False)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from netspec.errors import Diagnostic, Severity, printable, render
+from netspec.freezing import parameter_counts
 from netspec.ir import Analysis
 
 
@@ -56,7 +57,8 @@ def check_json(analysis: Analysis, diags: list[Diagnostic], batch: int) -> dict[
         "network": analysis.network.name,
         "valid": not any(d.severity is Severity.ERROR for d in diags),
         "total_params": analysis.total_params,
-        "trainable_params": analysis.trainable_params,
+        "trainable_params": parameter_counts(analysis)[0],
+        "frozen_params": parameter_counts(analysis)[1],
         "non_trainable_params": analysis.state_params,
         "param_bytes": analysis.total_params * 4,
         "macs": analysis.macs,
@@ -106,9 +108,15 @@ def print_table(analysis: Analysis, batch: int, failed: bool) -> None:
 
 def _totals(analysis: Analysis, batch: int) -> list[str]:
     state = analysis.state_params
+    trainable, frozen = parameter_counts(analysis)
     return [
-        f"parameters: {analysis.trainable_params:,} trainable"
-        f" ({size(analysis.trainable_params * 4)} as float32)"
+        f"parameters: {trainable:,} trainable"
+        + (
+            f", {frozen:,} frozen by the recipe ({size(analysis.trainable_params * 4)} "
+            "as float32 together)"
+            if frozen
+            else f" ({size(trainable * 4)} as float32)"
+        )
         + (f", {state:,} non-trainable (running statistics, not in that count)" if state else ""),
         f"compute:    {human(analysis.macs)} MACs per sample "
         f"({human(2 * analysis.macs)} FLOPs; 1 MAC = one multiply-accumulate)",

@@ -72,6 +72,12 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         help="continue the run in DIR (or from the checkpoint file DIR names)",
     )
     t.add_argument(
+        "--init-weights",
+        metavar="W",
+        help="start from the weights in W (an .npz keyed by the spec's names, e.g. from "
+        "`netspec import` or a run's weights.npz) instead of fresh ones",
+    )
+    t.add_argument(
         "--threads",
         type=positive_int,
         metavar="N",
@@ -198,6 +204,7 @@ def run_train(args: argparse.Namespace) -> int:
             lr=args.lr,
             seed=args.seed,
             resume=args.resume,
+            init_weights=args.init_weights,
             engine=args.engine,
             device=args.device,
             nproc=args.nproc,
@@ -211,6 +218,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise _write_failed(e, out) from None
     finally:
         bar.close()
+    note_torch_counters(result.ignored)
     if quiet:
         return 130 if result.stopped == "interrupted" else 0
     if result.classes is not None:

@@ -8,7 +8,7 @@ rewrite, asked for by flags on the ops, runs relu after the max pool it feeds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -97,14 +97,21 @@ class _Step:
     needs_grad: bool  # a trainable array at or upstream of this node
     input_grad: bool  # some input needs a gradient: its op's backward must compute it
     is_input: bool
+    fixed: bool = False  # frozen with running statistics: runs as in inference (see freezing)
 
 
 class Executor:
     """Forward and backward over an `Analysis`; parameters are passed in, never stored."""
 
     def __init__(
-        self, analysis: Analysis, dtype: npt.DTypeLike = np.float32, *, reorder: bool = True
+        self,
+        analysis: Analysis,
+        dtype: npt.DTypeLike = np.float32,
+        *,
+        reorder: bool = True,
+        frozen: Collection[str] = (),
     ) -> None:
+        """`frozen` layers (by node name, netspec.freezing) get no gradients of their own."""
         self.dtype = np.dtype(dtype)
         self.outputs = analysis.network.outputs
         nodes = {n.name: n for n in analysis.network.nodes}
@@ -121,16 +128,17 @@ class Executor:
         for node in plan:
             name = node.name
             info = analysis.layers[name]
-            trainable = tuple(info.param_shapes)
+            trainable = () if name in frozen else tuple(info.param_shapes)
             needs[name] = bool(trainable) or any(needs[i] for i in node.inputs)
             self.steps.append(
                 _Step(
                     node=node,
-                    locals=(*trainable, *info.state_shapes),
+                    locals=(*info.param_shapes, *info.state_shapes),
                     trainable=trainable,
                     needs_grad=needs[name],
                     input_grad=any(needs[i] for i in node.inputs),
                     is_input=not node.inputs and node.op.arity == 0,
+                    fixed=name in frozen and bool(info.state_shapes),
                 )
             )
         # Index of the last step that reads each tensor, so forward can drop it afterwards.
@@ -164,6 +172,8 @@ class Executor:
                 continue
             xs = [values[i] for i in step.node.inputs]
             step_ctx = ctx if step.input_grad else first_layer_ctx
+            if step.fixed and ctx.train:
+                step_ctx = replace(step_ctx, train=False)
             y, cache = step.node.op.forward(xs, self._slice(step, params), step_ctx)
             values[name] = y
             if step.needs_grad and record:

@@ -19,6 +19,7 @@ from netspec.engine.optimizers import make_optimizer
 from netspec.engine.penalties import add_penalty, clip
 from netspec.engine.perceptron import perceptron_step, require_perceptron
 from netspec.errors import EXIT_SPEC, NetspecError
+from netspec.freezing import frozen_arrays, frozen_layers
 from netspec.initializers import init_params
 from netspec.ir import Analysis
 from netspec.losses import LOSSES
@@ -71,12 +72,13 @@ class NumpyTrainer:
         self.spec = spec
         self.io = io_of(analysis)
         self.loss_fn = LOSSES[spec.loss]
-        self.executor = Executor(analysis, dtype)
+        frozen = frozen_arrays(analysis)  # they take no step (netspec/freezing.py)
+        self.executor = Executor(analysis, dtype, frozen=frozen_layers(analysis.network))
         self.chunk = eval_chunk(analysis, spec.batch, EVAL_BATCH)
         self.optimizer = make_optimizer(spec.optimizer)
         self.params: Params = init_params(analysis, init_rng, dtype)
-        self.names = trainable_names(analysis)
-        self.penalised = penalised_names(analysis)
+        self.names = [n for n in trainable_names(analysis) if n not in frozen]
+        self.penalised = [n for n in penalised_names(analysis) if n not in frozen]
         self.perceptron = require_perceptron(analysis) if spec.perceptron_rule else None
         self.ctx = Ctx(train=True, rng=rng)  # the loop's stream: dropout draws follow shuffling
         # Each output's loss and weight (one output: the recipe's loss, weight 1).
@@ -128,7 +130,7 @@ class NumpyTrainer:
 
     def restore(self, params: Params, optimizer_state: dict[str, Array]) -> None:
         self.params = params
-        self.optimizer.load_state_dict(optimizer_state)
+        self.optimizer.load_state_dict(optimizer_state, {n: params[n] for n in self.names})
 
 
 def fit(analysis: Analysis, spec: TrainSpec, out_dir: Path, **options: Any) -> FitResult:

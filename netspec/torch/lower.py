@@ -13,7 +13,7 @@ DistributedDataParallel, torch.compile, torch.jit.trace and torch.onnx all take 
 from __future__ import annotations
 
 import keyword
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,8 @@ class NodeModule(torch.nn.Module):
         self.op: Op = node.op
         self.node_name = node.name
         self.locals: tuple[str, ...] = (*info.param_shapes, *info.state_shapes)
+        # A frozen layer with running statistics runs as in inference (netspec/freezing.py).
+        self.fixed_statistics = False
         for local, shape in info.param_shapes.items():
             owner, leaf = self._owner(local)
             value = self._start(local, shape, arrays, device, trainable=True)
@@ -91,10 +93,26 @@ class NodeModule(torch.nn.Module):
         return p
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return self.op.torch_forward(torch, xs, self.arrays(), self.training)
+        train = self.training and not self.fixed_statistics
+        return self.op.torch_forward(torch, xs, self.arrays(), train)
 
     def extra_repr(self) -> str:
         return call_form(self.op)
+
+
+def freeze(
+    model: torch.nn.Module, arrays: Collection[str], fixed: Collection[str]
+) -> dict[str, torch.nn.Parameter]:
+    """A recipe's frozen layers (netspec/freezing.py) on a lowered module: the parameters in
+    `arrays` need no gradient, and the layers in `fixed` keep their running statistics as
+    they are. Returns the parameters left to train, by global name."""
+    for module in model.modules():
+        if isinstance(module, NodeModule) and module.node_name in fixed:
+            module.fixed_statistics = True
+    params = dict(model.named_parameters())
+    for name in arrays:
+        params[name].requires_grad_(False)
+    return {name: p for name, p in params.items() if name not in arrays}
 
 
 def call_form(op: Op) -> str:

@@ -22,6 +22,7 @@ import numpy.typing as npt
 import torch
 
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
+from netspec.freezing import fixed_statistics, frozen_arrays
 from netspec.initializers import init_params
 from netspec.ir import Analysis
 from netspec.losses import LOSSES
@@ -29,7 +30,7 @@ from netspec.memory import eval_chunk
 from netspec.ops.base import Array, Params
 from netspec.recipe import TrainSpec
 from netspec.torch.losses import TORCH_LOSSES, target_tensor
-from netspec.torch.lower import load_params, lower, params_of
+from netspec.torch.lower import freeze, load_params, lower, params_of
 from netspec.torch.optimizers import make_optimizer
 from netspec.torch.speed import (
     Mixed,
@@ -120,11 +121,11 @@ class TorchTrainer:
         # torch.compile); the weights are always the lowered module's own.
         self.compile = compile
         self.net: torch.nn.Module = compiled(self.model) if compile else self.model
-        self.trainable = dict(self.model.named_parameters())
+        self.trainable = freeze(self.model, frozen_arrays(analysis), fixed_statistics(analysis))
         self.mixed = Mixed(precision, self.torch_device, self.dtype, list(self.trainable.values()))
         if precision != "fp32":
             self.device += f", {precision} autocast"
-        self.penalised = penalised_names(analysis)
+        self.penalised = [n for n in penalised_names(analysis) if n in self.trainable]
         self.optimizer = make_optimizer(spec.optimizer)
         self.chunk = eval_chunk(analysis, spec.batch, EVAL_BATCH)
         self.rng = rng

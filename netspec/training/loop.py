@@ -57,8 +57,14 @@ from netspec.training.plan import (
     streams,
     with_overrides,
 )
-from netspec.training.resume import check_resumed_optimizer, check_resumed_split, resumed_seed
+from netspec.training.resume import (
+    check_resumed_freeze,
+    check_resumed_optimizer,
+    check_resumed_split,
+    resumed_seed,
+)
 from netspec.training.schedules import learning_rate
+from netspec.training.starting import Start, refuse_with_resume
 from netspec.training.stopping import Stopper, make_stopper
 
 # Epochs shorter than this share one checkpoint write (the last epoch is always saved): a
@@ -135,6 +141,8 @@ class FitResult:
     normalization: tuple[Array, Array] | None = None
     # The class names text labels were mapped from, index by index (None: numeric labels).
     classes: tuple[str, ...] | None = None
+    # The `num_batches_tracked` counters --init-weights held and netspec dropped (for a note).
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def weights_path(self) -> Path:
@@ -193,6 +201,7 @@ def _open_run(
             state, recorded, spec.optimizer.name, spec.optimizer.slots, resume_from
         )
         check_resumed_split(recorded, record, resume_from)
+        check_resumed_freeze(recorded, record, resume_from)
     check_recipe(spec, io_of(analysis))
     init_rng, data_rng, rng = streams(spec.seed)
     splits = load_splits(
@@ -376,6 +385,7 @@ def fit(
     lr: float | None = None,
     seed: int | None = None,
     resume_from: Path | None = None,
+    start: Start | None = None,
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
     writes: bool = True,
@@ -385,9 +395,13 @@ def fit(
 
     A resumed run keeps the seed it was started with (its validation split must not change);
     `seed` may only repeat it. Its optimizer must be the one that wrote the checkpoint.
+    `start` (training.starting: --init-weights) replaces the initial weights of a fresh run.
     """
+    refuse_with_resume(start, resume_from)
     overrides = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed}
     run = _open_run(analysis, spec, out_dir, make_trainer, data, overrides, resume_from, writes)
+    if start is not None:
+        start.load_into(run.trainer)
     # A non-finite loss is caught with a better message than numpy's overflow warnings.
     with np.errstate(over="ignore", invalid="ignore"):
         stopped = _epochs(run, progress, on_epoch)
@@ -403,6 +417,7 @@ def fit(
     if writes and on_epoch is not None and stopped != "interrupted":
         on_epoch(out_dir, run.history, stopper, True)
     best = None if stopper is None else stopper.best_epoch
+    classes, ignored = run.splits.classes, [] if start is None else start.ignored
     return FitResult(
-        params, run.history, out_dir, stopped, best, run.saved_epoch, stats, run.splits.classes
+        params, run.history, out_dir, stopped, best, run.saved_epoch, stats, classes, ignored
     )

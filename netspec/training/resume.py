@@ -43,6 +43,24 @@ def check_resumed_split(recorded: RunRecord | None, run: RunRecord, path: Path) 
     )
 
 
+def check_resumed_freeze(recorded: RunRecord | None, run: RunRecord, path: Path) -> None:
+    """Refuse a resume whose recipe freezes other layers: the checkpoint's optimizer holds no
+    state for the layers it froze, and its epochs trained the others alone."""
+    was = () if recorded is None else recorded.freeze
+    if set(was) == set(run.freeze):
+        return
+    shown = {
+        k: f"freeze = [{', '.join(map(repr, v))}]" if v else "no freeze"
+        for k, v in (("was", was), ("now", run.freeze))
+    }
+    raise NetspecError.at(
+        f"the run in {path} was trained with {shown['was']}; the recipe now says {shown['now']}",
+        hint=f"resume with the recipe's freeze as it was, or start a new run from its weights: "
+        f"--init-weights {path.parent / 'weights.npz'} --out NEW_FOLDER",
+        exit_code=EXIT_RUNTIME,
+    )
+
+
 def check_resumed_optimizer(
     state: Checkpoint,
     run: RunRecord | None,
