@@ -25,8 +25,8 @@ from netspec.ir import Analysis, Network, read_ir
 from netspec.threads import choose_here, limited
 
 if TYPE_CHECKING:
+    from netspec.training.contracts import FitResult, Progress
     from netspec.training.evaluate import Evaluation
-    from netspec.training.loop import FitResult, Progress
     from netspec.viz.diagram import Diagram
 
 # --max-memory: a number of bytes, None for no limit, "auto" for a share of what is available.

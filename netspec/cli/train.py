@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
 
-    from netspec.training.loop import FitResult
+    from netspec.training.contracts import FitResult
 
 
 def _train_arguments(t: argparse.ArgumentParser) -> None:

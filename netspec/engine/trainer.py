@@ -1,4 +1,4 @@
-"""The NumPy engine's side of a training run (training.loop.Trainer), and its inference.
+"""The NumPy engine's side of a training run (training.contracts.Trainer), and its inference.
 
 One step is the executor's forward pass, the recipe's loss, the backward pass, the l1/l2
 penalty, gradient clipping and the optimizer's update, all on arrays that this object owns
@@ -26,9 +26,9 @@ from netspec.losses import LOSSES
 from netspec.memory import eval_chunk
 from netspec.ops.base import Array, Ctx, Params
 from netspec.recipe import DataSpec, TrainSpec
+from netspec.training.contracts import FitResult
 from netspec.training.evaluate import Evaluation
 from netspec.training.evaluate import evaluate as score_weights
-from netspec.training.loop import FitResult
 from netspec.training.loop import fit as run_fit
 from netspec.training.named import Named, concat
 from netspec.training.plan import Io, io_of, penalised_names

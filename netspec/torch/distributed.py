@@ -36,7 +36,7 @@ from netspec.recipe import TrainSpec
 from netspec.torch.lower import NodeModule
 from netspec.torch.speed import compiled
 from netspec.torch.trainer import TorchTrainer, resolve_device
-from netspec.training.loop import FitResult, Progress
+from netspec.training.contracts import FitResult, Progress
 from netspec.training.loop import fit as run_fit
 from netspec.training.plan import Launched
 

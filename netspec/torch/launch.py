@@ -27,7 +27,7 @@ from netspec.arrays import load_arrays
 from netspec.errors import EXIT_RUNTIME, EXIT_USAGE, NetspecError
 from netspec.torch.distributed import Job, run_rank
 from netspec.torch.trainer import resolve_device
-from netspec.training.loop import FitResult, Progress
+from netspec.training.contracts import FitResult, Progress
 from netspec.training.plan import Launched
 
 POLL_S = 0.05

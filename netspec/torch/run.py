@@ -14,7 +14,7 @@ from netspec.recipe import TrainSpec
 from netspec.torch import trainer
 from netspec.torch.speed import autocast_dtype
 from netspec.torch.trainer import resolve_device
-from netspec.training.loop import FitResult
+from netspec.training.contracts import FitResult
 from netspec.training.plan import check_world, launched
 
 

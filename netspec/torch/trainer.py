@@ -1,4 +1,4 @@
-"""The torch engine's side of a training run (training.loop.Trainer): the lowered network
+"""The torch engine's side of a training run (training.contracts.Trainer): the lowered network
 (netspec.torch.lower), the recipe's loss, autograd, the l1/l2 penalty, gradient clipping and the
 optimizer's update, on a CPU or a CUDA device.
 
@@ -40,7 +40,7 @@ from netspec.torch.speed import (
     compiled,
     resident,
 )
-from netspec.training.loop import FitResult
+from netspec.training.contracts import FitResult
 from netspec.training.loop import fit as run_fit
 from netspec.training.plan import io_of, penalised_names
 

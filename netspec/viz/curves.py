@@ -247,7 +247,7 @@ def after_epoch(
 
 
 class Redraw:
-    """The training loop's hook (training.loop.EpochHook): redraws curves.png, and always when the
+    """The training loop's hook (training.contracts.EpochHook): redraws curves.png, and always when the
     run ends. A drawing costs 0.2-3 s (matplotlib's import, then each layout and PNG), which a
     run of short epochs must not pay per epoch: the next one waits `interval` seconds from the
     end of the last (from the run's start for the first, so a run shorter than that draws once,
