@@ -22,9 +22,9 @@ from netspec.ops.io import Input
 from netspec.program import MAX_DEPTH, MAX_NODES, Program, choose_network, load_program
 from netspec.recipes import train_section
 from netspec.validation import build_model
-from netspec.values import Symbol, evaluate, freeze, plain, show, symbols
+from netspec.values import Symbol, Unknown, evaluate, freeze, plain, show, symbols, unknown
 
-__all__ = ["CallTrace", "Program", "expand", "iter_calls", "load_program"]
+__all__ = ["CallTrace", "Program", "check_block", "expand", "iter_calls", "load_program"]
 
 PARAM_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
@@ -185,6 +185,8 @@ class _Expander:
         if call.repeat is None:
             return 1
         count = evaluate(call.repeat, scope.env)
+        if isinstance(count, Unknown):  # a block checked on its own: one instance shows all
+            return 1
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise _err(
                 f"a repetition count must be an integer >= 1, got {show(count)}", call.repeat.span
@@ -213,6 +215,8 @@ class _Expander:
                 "declare `input x: [...]` first, or write `x -> ...`",
             )
         op = self.op(cls, values, spans, call.span, f"{call.name} '{name}'", name)
+        if op is None:  # attributes of unknown value: checked as far as they go, no node
+            return name
         return self.add(
             Node(name=name, op=op, inputs=tuple(inputs), span=call.span, scope=scope.path)
         )
@@ -286,12 +290,16 @@ class _Expander:
         span: Span,
         what: str,
         layer: str,
-    ) -> Op:
+    ) -> Op | None:
         """A validated op; identical attribute sets share one frozen instance.
 
         A deep network repeats a few layer shapes thousands of times (ResNet-1202: 1,200
         convolutions of 6 kinds), so validating each only once halves expansion time.
+        None when some attribute's value is Unknown (a block checked on its own).
         """
+        if any(unknown(v) for v in values.values()):
+            _check_known(cls, values, spans, span, what, layer)
+            return None
         try:
             key = (cls, freeze(plain(values)))
         except TypeError:  # an unhashable value: validation will say what is wrong with it
@@ -305,18 +313,38 @@ class _Expander:
         self._check_nesting(call)
         env = _bind(call, block, scope.env, self.consts)
         name = scope.prefix + (local if local is not None else scope.auto_name(call.name.lower()))
+        return self._instance(call, block, env, name, current, (*scope.path, name))
+
+    def standalone(self, block: ast.BlockDef) -> None:
+        """Expand a block that no network uses, with its parameters' defaults (Unknown where
+        a parameter has none) and an input of no known shape."""
+        call = ast.Call(block.name, (), None, block.name_span, block.name_span)
+        env = _bind(call, block, {}, self.consts, standalone=True)
+        self._instance(call, block, env, block.name, STANDALONE_INPUT, ())
+
+    def _instance(
+        self,
+        call: ast.Call,
+        block: ast.BlockDef,
+        env: dict[str, Any],
+        name: str,
+        current: str,
+        path: tuple[str, ...],
+    ) -> str:
+        """The block's body expanded under `name`, reading `current`; its output tensor. An
+        error in the body names the instance (`path` empty: the block on its own has none)."""
         inner = _Scope(
             prefix=name + ".",
             env=env,
             tensors={"in": current} if current else {},
-            path=(*scope.path, name),
+            path=path or (name,),
             current=current or None,
         )
         self.block_stack.append(call.name)
         try:
             self.body(block.body, inner, in_block=True)
         except NetspecError as e:
-            raise _instantiated(e, call) from None
+            raise (_instantiated(e, call) if path else e) from None
         finally:
             self.block_stack.pop()
         if inner.output:
@@ -387,10 +415,15 @@ def _given(call: ast.Call, block: ast.BlockDef, env: dict[str, Any]) -> dict[str
 
 
 def _bind(
-    call: ast.Call, block: ast.BlockDef, caller: dict[str, Any], consts: dict[str, Any]
+    call: ast.Call,
+    block: ast.BlockDef,
+    caller: dict[str, Any],
+    consts: dict[str, Any],
+    standalone: bool = False,
 ) -> dict[str, Any]:
     """The block body's names: the constants and every parameter, given or defaulted, each
-    checked against its declared type."""
+    checked against its declared type. `standalone`: a parameter without a default is
+    Unknown (the block is checked on its own)."""
     env = dict(consts)
     given = _given(call, block, caller)
     for p in block.params:
@@ -398,6 +431,8 @@ def _bind(
             value, span = given[p.name]
         elif p.default is not None:
             value, span = evaluate(p.default, env), p.span
+        elif standalone:
+            value, span = Unknown(p.name), p.span
         else:
             raise _err(f"block {call.name} needs a value for '{p.name}'", call.span)
         env[p.name] = value if p.type is None else _typed(call, p, value, span)
@@ -407,6 +442,8 @@ def _bind(
 def _typed(call: ast.Call, p: ast.Param, value: Any, span: Span) -> Any:
     """A parameter's value checked against its declared type (an int fills a float)."""
     assert p.type is not None
+    if isinstance(value, Unknown):
+        return value
     allowed = PARAM_TYPES.get(p.type.id)
     if allowed is None:
         raise _err(
@@ -447,6 +484,52 @@ def expand(
         train=train,
         source=program.main,
         labels=None if train is None else train.labels,
+    )
+
+
+STANDALONE_INPUT = "in"  # what a block checked on its own reads: a tensor of no known shape
+
+
+def check_block(program: Program, name: str) -> None:
+    """Check a block on its own, as no network uses it: its op and block names, attribute
+    names, and every attribute whose value does not depend on a parameter without a default
+    (NetspecError otherwise). Its shapes need an input, so only a network checks them."""
+    try:
+        _Expander(program).standalone(program.blocks[name])
+    except RecursionError:
+        raise _err("the spec nests too deeply to expand", program.blocks[name].span) from None
+
+
+def _check_known(
+    cls: type[Op], values: dict[str, Any], spans: dict[str, Span], span: Span, what: str, layer: str
+) -> None:
+    """Validate the attributes whose values are known, and the names of all: the errors that
+    an unknown value leaves open (a missing or mistyped value, a rule across attributes) would
+    be guesses, and are dropped."""
+    probe = {
+        k: None if unknown(v) else v
+        for k, v in values.items()
+        if not unknown(v) or k not in cls.model_fields  # an unknown name is wrong whatever
+    }
+    located = {spans[k] for k in probe if k in spans}
+    try:
+        build_model(cls, probe, spans, span, what, layer, strict=True)
+    except NetspecError as e:
+        real = [d for d in e.diagnostics if d.span in located or _inside(d.span, located)]
+        if real:
+            raise NetspecError(real, e.exit_code) from None
+
+
+def _inside(span: Span | None, spans: set[Span]) -> bool:
+    """Whether `span` lies within one of `spans` (a misspelt name inside an attribute)."""
+    if span is None:
+        return False
+    return any(
+        s.file == span.file
+        and (s.line, s.column) <= (span.line, span.column)
+        and (span.end_line or span.line, span.end_column or span.column)
+        <= (s.end_line or s.line, s.end_column or s.column)
+        for s in spans
     )
 
 

@@ -31,6 +31,7 @@ class Program:
     trains: dict[str, ast.TrainDef] = field(default_factory=dict)
     consts: dict[str, ast.ConstDef] = field(default_factory=dict)
     main_networks: list[str] = field(default_factory=list)
+    main_blocks: list[str] = field(default_factory=list)  # the blocks the main file defines
     files: list[Path] = field(default_factory=list)  # the spec, then each import once
 
 
@@ -106,6 +107,8 @@ class _Loader:
                     f"block '{item.name}' hides the built-in op of that name", item.name_span
                 )
             table, name = self.program.blocks, item.name
+            if is_main:
+                self.program.main_blocks.append(item.name)
         elif isinstance(item, ast.NetworkDef):
             table, name = self.program.networks, item.name
             if is_main:
@@ -122,6 +125,8 @@ class _Loader:
 
 def _read(path: Path) -> str:
     """A spec file's text: a regular file of bounded size, in UTF-8."""
+    if not path.exists():
+        raise _err(f"no such file: {path}", None)
     if not path.is_file():
         what = "a folder" if path.is_dir() else "not a regular file"
         raise _err(f"cannot read {path}: it is {what}", None)

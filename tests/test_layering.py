@@ -51,6 +51,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "netspec.recipes",
             "netspec.expand",
             "netspec.graph",
+            "netspec.survey",
             "netspec.engine",
             "netspec.onnx",
             "netspec.importer",
@@ -70,6 +71,7 @@ FRONT_END = (
     "netspec.recipes",
     "netspec.expand",
     "netspec.graph",
+    "netspec.survey",
 )
 BACK_ENDS = ("netspec.engine", "netspec.onnx", "netspec.torch", "netspec.viz")
 # The importer is a front end of another kind: it reads ONNX and writes `.net` text, so it

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netspec.errors import Diagnostic, Severity, printable, render
 from netspec.ir import Analysis
+
+if TYPE_CHECKING:
+    from netspec.api import FileCheck
 
 
 def err(text: str) -> None:
@@ -115,3 +118,47 @@ def _totals(analysis: Analysis, batch: int) -> list[str]:
         f"memory:     {size(analysis.activation_bytes * batch)} of activations for batch "
         f"{batch} (forward, float32)",
     ]
+
+
+def _names(kind: str, names: Sequence[str]) -> str:
+    listed = f" ({', '.join(printable(n) for n in names)})" if names else ""
+    return f"{len(names)} {kind}{'' if len(names) == 1 else 's'}{listed}"
+
+
+def print_checked(checked: FileCheck) -> None:
+    """What `check` covered, when a file holds more than one network or any block: the
+    blocks no network uses had their ops and attributes checked, not their shapes."""
+    networks = [n.name for n in checked.networks]
+    if len(networks) == 1 and not checked.blocks:
+        return
+    lines = [f"checked {_names('network', networks)} and {_names('block', checked.blocks)}"]
+    if checked.unused:
+        needs = [
+            f"{printable(b)} has no default for {', '.join(checked.needs[b])}"
+            for b in checked.unused
+            if checked.needs[b]
+        ]
+        lines.append(
+            "  no network uses "
+            + ", ".join(printable(b) for b in checked.unused)
+            + ": their ops and attributes were checked, not their shapes (which need an input"
+            + (f"; {'; '.join(needs)})" if needs else ")")
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def file_json(checked: FileCheck, batch: int) -> dict[str, Any]:
+    """`check --json` of a whole file: the default network's keys as for one network (when
+    it expanded), each network's under `networks`, and every diagnostic of the file."""
+    by_name = {
+        n.name: check_json(n.analysis, n.diagnostics, batch)
+        for n in checked.networks
+        if n.analysis is not None
+    }
+    diags = checked.diagnostics
+    out: dict[str, Any] = dict(by_name.get(checked.default or "", {}))
+    out["valid"] = not any(d.severity is Severity.ERROR for d in diags)
+    out["networks"] = by_name
+    out["blocks"] = {b: {"used": b not in checked.unused} for b in checked.blocks}
+    out["diagnostics"] = [d.to_json() for d in diags]
+    return out
