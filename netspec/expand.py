@@ -8,13 +8,13 @@ instance name: `layer3.2.conv1`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from netspec import synonyms
 from netspec import tree as ast
-from netspec.errors import NetspecError, Span, suggest
+from netspec.errors import Diagnostic, NetspecError, Severity, Span, suggest
 from netspec.ir import Network, Node
 from netspec.ops import OPS
 from netspec.ops.base import Op
@@ -23,6 +23,8 @@ from netspec.program import MAX_DEPTH, MAX_NODES, Program, choose_network, load_
 from netspec.recipes import train_section
 from netspec.validation import build_model
 from netspec.values import Symbol, Unknown, evaluate, freeze, plain, show, symbols, unknown
+
+T = TypeVar("T")
 
 __all__ = ["CallTrace", "Program", "check_block", "expand", "iter_calls", "load_program"]
 
@@ -44,6 +46,20 @@ def _chain(names: list[str]) -> str:
     if len(names) <= 6:
         return " -> ".join(names)
     return f"{' -> '.join(names[:3])} -> ... -> {' -> '.join(names[-2:])}"
+
+
+# What a statement that failed leaves for the ones after it to read: they are still checked
+# (an error in a call says nothing of the next call's name or attributes), the network is not
+# analysed. It names no layer, so nothing reports it as undefined.
+FAILED = "\x00failed"
+
+
+class _AbortError(Exception):
+    """An error that stops the whole expansion (the layer limit), not only its statement."""
+
+    def __init__(self, error: NetspecError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -80,6 +96,7 @@ class _Expander:
         self.nodes: list[Node] = []
         self.names: set[str] = set()
         self.block_stack: list[str] = []
+        self.errors: list[Diagnostic] = []  # every independent error, in the order found
         self.ops: dict[tuple[type[Op], object], Op] = {}
         self.consts = self._consts()
 
@@ -94,10 +111,12 @@ class _Expander:
         if node.name in self.names:
             raise _err(f"layer name '{node.name}' is used twice", node.span)
         if len(self.nodes) >= MAX_NODES:
-            raise _err(
-                f"the network expands to more than {MAX_NODES:,} layers; refusing to build it",
-                node.span,
-                "lower a repetition count",
+            raise _AbortError(
+                _err(
+                    f"the network expands to more than {MAX_NODES:,} layers; refusing to build it",
+                    node.span,
+                    "lower a repetition count",
+                )
             )
         self.names.add(node.name)
         self.nodes.append(node)
@@ -105,29 +124,37 @@ class _Expander:
 
     # statements -------------------------------------------------------------------------------
     def body(self, stmts: tuple[ast.Stmt, ...], scope: _Scope, in_block: bool) -> None:
+        """Every statement, each checked whatever became of the ones before it."""
         for stmt in stmts:
-            match stmt:
-                case ast.InputStmt():
-                    if in_block:
-                        raise _err(
-                            "`input` belongs in a network; a block's input is `in`", stmt.span
-                        )
-                    self.input(stmt, scope)
-                case ast.OutputStmt(names=names):
-                    outs = [self.tensor(n, scope) for n in names]
-                    scope.output = [*(scope.output or []), *outs]
-                case ast.Assign(target=target, chain=chain, target_span=tspan):
-                    if target in scope.tensors:
-                        raise _err(
-                            f"tensor '{target}' is already defined",
-                            tspan,
-                            "choose a new name: tensors are assigned once",
-                        )
-                    out = self.chain(chain, scope, target)
-                    scope.tensors[target] = out
-                    scope.current = out
-                case ast.Chain():
-                    scope.current = self.chain(stmt, scope, None)
+            try:
+                self.statement(stmt, scope, in_block)
+            except NetspecError as e:
+                self.errors += e.diagnostics
+                if isinstance(stmt, ast.InputStmt):  # what reads it is checked, not reported
+                    scope.tensors.setdefault(stmt.name, FAILED)
+                    scope.current = FAILED
+
+    def statement(self, stmt: ast.Stmt, scope: _Scope, in_block: bool) -> None:
+        match stmt:
+            case ast.InputStmt():
+                if in_block:
+                    raise _err("`input` belongs in a network; a block's input is `in`", stmt.span)
+                self.input(stmt, scope)
+            case ast.OutputStmt(names=names):
+                outs = [self.tensor(n, scope) for n in names]
+                scope.output = [*(scope.output or []), *outs]
+            case ast.Assign(target=target, chain=chain, target_span=tspan):
+                if target in scope.tensors:
+                    raise _err(
+                        f"tensor '{target}' is already defined",
+                        tspan,
+                        "choose a new name: tensors are assigned once",
+                    )
+                out = self.chain(chain, scope, target)
+                scope.tensors[target] = out
+                scope.current = out
+            case ast.Chain():
+                scope.current = self.chain(stmt, scope, None)
 
     def input(self, stmt: ast.InputStmt, scope: _Scope) -> None:
         shape = evaluate(stmt.shape, scope.env)
@@ -160,24 +187,50 @@ class _Expander:
         raise _err(f"unknown tensor '{name.id}'", name.span, hint)
 
     def chain(self, chain: ast.Chain, scope: _Scope, target: str | None) -> str:
-        if chain.source is not None:
-            current = self.tensor(chain.source, scope)
-        elif scope.current is not None:
-            current = scope.current
-        else:
-            current = ""  # only a merge with explicit inputs can start here
-        counts = [self.repeat_count(call, scope) for call in chain.calls]
+        """The chain's output tensor. A call that fails is recorded and passes its input on,
+        so the calls after it are still checked; its other repetitions are skipped (each
+        would fail alike)."""
+        current = self._source(chain, scope)
+        counts = [self._count(call, scope) for call in chain.calls]
         single = sum(counts) == 1
         instances = (
             call for call, count in zip(chain.calls, counts, strict=True) for _ in range(count)
         )
+        failed: set[int] = set()
         for i, call in enumerate(instances):
+            if id(call) in failed:
+                continue
             local = None if target is None else target if single else f"{target}.{i}"
-            start = len(self.nodes)
-            current = self.call(call, scope, current, local)
+            start, found = len(self.nodes), len(self.errors)
+            try:
+                current = self.call(call, scope, current, local)
+            except NetspecError as e:
+                self.errors += e.diagnostics
+                current = current or FAILED  # 'has no input' is said once
+            if len(self.errors) > found:
+                failed.add(id(call))
             if self.trace is not None:
                 self.trace.append(CallTrace(call, current, start, len(self.nodes)))
         return current
+
+    def _source(self, chain: ast.Chain, scope: _Scope) -> str:
+        if chain.source is not None:
+            try:
+                return self.tensor(chain.source, scope)
+            except NetspecError as e:
+                self.errors += e.diagnostics
+                return FAILED
+        if scope.current is not None:
+            return scope.current
+        return ""  # only a merge with explicit inputs can start here
+
+    def _count(self, call: ast.Call, scope: _Scope) -> int:
+        """The call's repetition count; 0 (the call skipped) when the count is wrong."""
+        try:
+            return self.repeat_count(call, scope)
+        except NetspecError as e:
+            self.errors += e.diagnostics
+            return 0
 
     def repeat_count(self, call: ast.Call, scope: _Scope) -> int:
         """`call * N`'s N, checked against the layer limit before anything is built: every
@@ -267,7 +320,7 @@ class _Expander:
 
     def _merge_inputs(self, call: ast.Call, inputs: list[str], current: str) -> list[str]:
         """A merge's tensors: those it names, after the previous output when it names one."""
-        if len(inputs) == 1 and inputs[0] == current:
+        if len(inputs) == 1 and inputs[0] == current != FAILED:
             raise _err(
                 f"{call.name}({call.args[0].value.id}) would combine "  # type: ignore[union-attr]
                 f"'{inputs[0]}' with itself: it is also the previous statement's output",
@@ -341,12 +394,13 @@ class _Expander:
             current=current or None,
         )
         self.block_stack.append(call.name)
+        found = len(self.errors)
         try:
             self.body(block.body, inner, in_block=True)
-        except NetspecError as e:
-            raise (_instantiated(e, call) if path else e) from None
         finally:
             self.block_stack.pop()
+        if path and len(self.errors) > found:
+            self.errors[found:] = _instantiated(NetspecError(self.errors[found:]), call).diagnostics
         if inner.output:
             if len(inner.output) > 1:
                 raise _err(
@@ -378,7 +432,7 @@ class _Expander:
     def network(self, net: ast.NetworkDef) -> tuple[str, ...]:
         scope = _Scope(prefix="", env=dict(self.consts), tensors={}, path=())
         self.body(net.body, scope, in_block=False)
-        if not any(n.op.op == "input" for n in self.nodes):
+        if not self.errors and not any(isinstance(s, ast.InputStmt) for s in net.body):
             raise _err(
                 f"network {net.name} has no input",
                 net.name_span,
@@ -386,8 +440,7 @@ class _Expander:
             )
         if scope.output:
             return tuple(scope.output)
-        assert scope.current is not None
-        return (scope.current,)
+        return (scope.current or FAILED,)
 
 
 def _given(call: ast.Call, block: ast.BlockDef, env: dict[str, Any]) -> dict[str, tuple[Any, Span]]:
@@ -462,21 +515,27 @@ def expand(
     program: Program, network: str | None = None, trace: list[CallTrace] | None = None
 ) -> Network:
     """Build the IR of one network of the program; `trace`, when given, receives a CallTrace
-    per call expanded (also when expansion fails part way)."""
+    per call expanded (also when expansion fails part way). Raises NetspecError with every
+    independent error: each statement and call is checked whatever became of those before."""
     net = choose_network(program, network)
-    for t in program.trains.values():
-        if t.network not in program.networks:
-            raise _err(
-                f"train section for unknown network '{t.network}'",
-                t.name_span,
-                suggest(t.network, program.networks),
-            )
+    errors = [
+        Diagnostic(
+            Severity.ERROR,
+            f"train section for unknown network '{t.network}'",
+            t.name_span,
+            suggest(t.network, program.networks),
+        )
+        for t in program.trains.values()
+        if t.network not in program.networks
+    ]
     try:
-        ex = _Expander(program, trace)
-        outputs = ex.network(net)
-        train = train_section(program, net.name, ex.consts)
+        ex = _Expander(program, trace)  # a constant's error stops it: everything reads them
+        outputs = _collect(ex, lambda: ex.network(net))
+        train = _collect(ex, lambda: train_section(program, net.name, ex.consts))
     except RecursionError:
         raise _err("the spec nests too deeply to expand", net.span) from None
+    if errors or ex.errors or outputs is None:
+        raise NetspecError(list(dict.fromkeys(errors + ex.errors)))
     return Network(
         name=net.name,
         nodes=tuple(ex.nodes),
@@ -494,10 +553,24 @@ def check_block(program: Program, name: str) -> None:
     """Check a block on its own, as no network uses it: its op and block names, attribute
     names, and every attribute whose value does not depend on a parameter without a default
     (NetspecError otherwise). Its shapes need an input, so only a network checks them."""
+    ex = _Expander(program)
     try:
-        _Expander(program).standalone(program.blocks[name])
+        _collect(ex, lambda: ex.standalone(program.blocks[name]))
     except RecursionError:
         raise _err("the spec nests too deeply to expand", program.blocks[name].span) from None
+    if ex.errors:
+        raise NetspecError(list(dict.fromkeys(ex.errors)))
+
+
+def _collect(ex: _Expander, run: Callable[[], T]) -> T | None:
+    """`run()`, its errors added to `ex.errors` (None when one stopped it)."""
+    try:
+        return run()
+    except NetspecError as e:
+        ex.errors += e.diagnostics
+    except _AbortError as stop:
+        ex.errors += stop.error.diagnostics
+    return None
 
 
 def _check_known(

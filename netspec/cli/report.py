@@ -27,12 +27,25 @@ def note_torch_counters(ignored: Sequence[str]) -> None:
         )
 
 
+MAX_SHOWN = 20  # errors shown, and warnings: the first ones say what to fix first
+
+
 def report(diags: Sequence[Diagnostic]) -> None:
-    """Every diagnostic, rendered with its source line and caret, then the counts."""
+    """Every diagnostic, rendered with its source line and caret, then the counts; past
+    MAX_SHOWN errors (or warnings) the rest are counted, not shown."""
+    shown = {Severity.ERROR: 0, Severity.WARNING: 0}
     for d in diags:
-        err(render(d))
-    errors = sum(d.severity is Severity.ERROR for d in diags)
-    warnings = len(diags) - errors
+        shown[d.severity] += 1
+        if shown[d.severity] <= MAX_SHOWN:
+            err(render(d))
+    errors, warnings = shown[Severity.ERROR], shown[Severity.WARNING]
+    hidden = [
+        f"{n - MAX_SHOWN} more {word}(s)"
+        for n, word in ((errors, "error"), (warnings, "warning"))
+        if n > MAX_SHOWN
+    ]
+    if hidden:
+        err(f"... and {' and '.join(hidden)}, not shown")
     if errors or warnings:
         err(f"{errors} error(s), {warnings} warning(s)")
 
