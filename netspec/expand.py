@@ -68,6 +68,7 @@ class _Scope:
     env: dict[str, Any]  # constants and block parameters
     tensors: dict[str, str]  # local tensor name -> node name
     path: tuple[str, ...]  # enclosing block instances
+    calls: tuple[Span, ...] = ()  # the calls that made them, outermost first
     current: str | None = None
     output: list[str] | None = None
     counters: dict[str, int] = field(default_factory=dict)
@@ -271,7 +272,14 @@ class _Expander:
         if op is None:  # attributes of unknown value: checked as far as they go, no node
             return name
         return self.add(
-            Node(name=name, op=op, inputs=tuple(inputs), span=call.span, scope=scope.path)
+            Node(
+                name=name,
+                op=op,
+                inputs=tuple(inputs),
+                span=call.span,
+                scope=scope.path,
+                instantiated_at=scope.calls,
+            )
         )
 
     def _op_class(self, call: ast.Call) -> type[Op]:
@@ -366,14 +374,15 @@ class _Expander:
         self._check_nesting(call)
         env = _bind(call, block, scope.env, self.consts)
         name = scope.prefix + (local if local is not None else scope.auto_name(call.name.lower()))
-        return self._instance(call, block, env, name, current, (*scope.path, name))
+        where = ((*scope.path, name), (*scope.calls, call.span))
+        return self._instance(call, block, env, name, current, where)
 
     def standalone(self, block: ast.BlockDef) -> None:
         """Expand a block that no network uses, with its parameters' defaults (Unknown where
         a parameter has none) and an input of no known shape."""
         call = ast.Call(block.name, (), None, block.name_span, block.name_span)
         env = _bind(call, block, {}, self.consts, standalone=True)
-        self._instance(call, block, env, block.name, STANDALONE_INPUT, ())
+        self._instance(call, block, env, block.name, STANDALONE_INPUT, ((), ()))
 
     def _instance(
         self,
@@ -382,16 +391,19 @@ class _Expander:
         env: dict[str, Any],
         name: str,
         current: str,
-        path: tuple[str, ...],
+        where: tuple[tuple[str, ...], tuple[Span, ...]],
     ) -> str:
         """The block's body expanded under `name`, reading `current`; its output tensor. An
-        error in the body names the instance (`path` empty: the block on its own has none)."""
+        error in the body names the instance: `where` holds the enclosing instances' names and
+        calls (none for the block on its own)."""
+        path, calls = where
         inner = _Scope(
             prefix=name + ".",
             env=env,
             tensors={"in": current} if current else {},
             path=path or (name,),
             current=current or None,
+            calls=calls,
         )
         self.block_stack.append(call.name)
         found = len(self.errors)
@@ -617,7 +629,7 @@ def iter_calls(stmts: tuple[ast.Stmt, ...]) -> Iterator[ast.Call]:
 def _instantiated(e: NetspecError, call: ast.Call) -> NetspecError:
     """An error in a block's body also names the call that built it: the body line alone does
     not say which of several instances failed."""
-    where = f"instantiated at {call.span.file}:{call.span.line}"
+    where = f"instantiated at {call.span}"
     diags = [
         replace(d, hint=f"{d.hint} ({where})" if d.hint else where)
         if d.span is not None and d.span != call.span and "instantiated at" not in (d.hint or "")

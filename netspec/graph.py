@@ -65,11 +65,21 @@ def build_graph(net: Network) -> tuple[nx.DiGraph, list[Diagnostic]]:
 
 
 def _error(node: Node, message: str, hint: str | None = None) -> Diagnostic:
-    return Diagnostic(Severity.ERROR, message, node.span, hint, node.name)
+    return Diagnostic(Severity.ERROR, message, node.span, _where(node, hint), node.name)
 
 
 def _warning(node: Node, message: str, hint: str | None = None) -> Diagnostic:
-    return Diagnostic(Severity.WARNING, message, node.span, hint, node.name)
+    return Diagnostic(Severity.WARNING, message, node.span, _where(node, hint), node.name)
+
+
+def _where(node: Node, hint: str | None) -> str | None:
+    """The hint, and which block instance a layer of a block's body is in: the body line
+    alone does not say which of several instances failed (the innermost first)."""
+    if not node.instantiated_at:
+        return hint
+    calls = ", in ".join(str(s) for s in reversed(node.instantiated_at))
+    where = f"instantiated at {calls}"
+    return f"{hint} ({where})" if hint else where
 
 
 def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:

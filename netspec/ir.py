@@ -37,6 +37,9 @@ class Node(_Model):
     scope: tuple[
         str, ...
     ] = ()  # enclosing block instances, outermost first: ('layer3', 'layer3.2')
+    # The calls that made those instances, outermost first: where an error in a block's body
+    # says which instance it is in. Optional: IR written before it has none.
+    instantiated_at: tuple[Span, ...] = ()
 
 
 class Network(_Model):
@@ -137,7 +140,8 @@ def read_ir(path: Path, text: str | None = None) -> Network:
             f"({e.error_count()} problem(s))"
         ) from None
     folder = path.resolve().parent
-    for file in {n.span.file for n in net.nodes if n.span is not None}:
+    spans = [s for n in net.nodes for s in (n.span, *n.instantiated_at) if s is not None]
+    for file in {s.file for s in spans}:
         if not _readable_inside(file, folder):
             SOURCES.forbid(file)
     if net.source is not None and not _readable_inside(net.source, folder):
