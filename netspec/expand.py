@@ -19,7 +19,7 @@ from netspec.ir import Network, Node
 from netspec.ops import OPS
 from netspec.ops.base import Op
 from netspec.ops.io import Input
-from netspec.program import MAX_DEPTH, MAX_NODES, Program, choose_network, load_program
+from netspec.program import MAX_DEPTH, MAX_NODES, Program, bulk, choose_network, load_program
 from netspec.recipes import train_section
 from netspec.validation import build_model
 from netspec.values import Symbol, Unknown, evaluate, freeze, plain, show, symbols, unknown
@@ -98,6 +98,11 @@ class _Expander:
         self.names: set[str] = set()
         self.block_stack: list[str] = []
         self.errors: list[Diagnostic] = []  # every independent error, in the order found
+        # A call's op and a block call's bound parameters, by (call, scope values): the
+        # repetitions of a call (`dense(3) * 100000`, `Basic(64) * 200`) evaluate the same
+        # arguments in the same scope, so each is done once. The objects are kept, so their
+        # ids stay theirs.
+        self.memo: dict[tuple[int, int], tuple[ast.Call, dict[str, Any], Any]] = {}
         self.ops: dict[tuple[type[Op], object], Op] = {}
         self.consts = self._consts()
 
@@ -260,6 +265,32 @@ class _Expander:
             return self.block(call, scope, current, local)
         cls = self._op_class(call)
         name = scope.prefix + (local if local is not None else scope.auto_name(call.name))
+        memo = self.memo.get((id(call), id(scope.env)))
+        if memo is not None and memo[0] is call and memo[1] is scope.env and current:
+            op: Op | None = memo[2]  # a repetition: the same attributes in the same scope
+        else:
+            op = self._call_op(call, cls, scope, current, name)
+        if cls.arity is None:  # a merge: its tensors are looked up in each instance
+            inputs = self._merge_inputs(call, self._arguments(call, cls, scope)[2], current)
+        else:
+            inputs = [current]
+        if op is None:  # attributes of unknown value: checked as far as they go, no node
+            return name
+        node = Node(
+            name=name,
+            op=op,
+            inputs=tuple(inputs),
+            span=call.span,
+            scope=scope.path,
+            instantiated_at=scope.calls,
+        )
+        return self.add(node)
+
+    def _call_op(
+        self, call: ast.Call, cls: type[Op], scope: _Scope, current: str, name: str
+    ) -> Op | None:
+        """The call's op, validated (None: attributes of unknown value), remembered for the
+        call's other repetitions in the same scope."""
         values, spans, named = self._arguments(call, cls, scope)
         inputs = self._merge_inputs(call, named, current) if cls.arity is None else [current]
         if not inputs[0]:
@@ -269,18 +300,9 @@ class _Expander:
                 "declare `input x: [...]` first, or write `x -> ...`",
             )
         op = self.op(cls, values, spans, call.span, f"{call.name} '{name}'", name)
-        if op is None:  # attributes of unknown value: checked as far as they go, no node
-            return name
-        return self.add(
-            Node(
-                name=name,
-                op=op,
-                inputs=tuple(inputs),
-                span=call.span,
-                scope=scope.path,
-                instantiated_at=scope.calls,
-            )
-        )
+        if current:
+            self.memo[(id(call), id(scope.env))] = (call, scope.env, op)
+        return op
 
     def _op_class(self, call: ast.Call) -> type[Op]:
         if call.name in OPS and call.name != "input":
@@ -372,7 +394,12 @@ class _Expander:
     def block(self, call: ast.Call, scope: _Scope, current: str, local: str | None) -> str:
         block = self.program.blocks[call.name]
         self._check_nesting(call)
-        env = _bind(call, block, scope.env, self.consts)
+        memo = self.memo.get((id(call), id(scope.env)))
+        if memo is not None and memo[0] is call and memo[1] is scope.env:
+            env: dict[str, Any] = memo[2]  # the same env object: its body's calls memoise too
+        else:
+            env = _bind(call, block, scope.env, self.consts)
+            self.memo[(id(call), id(scope.env))] = (call, scope.env, env)
         name = scope.prefix + (local if local is not None else scope.auto_name(call.name.lower()))
         where = ((*scope.path, name), (*scope.calls, call.span))
         return self._instance(call, block, env, name, current, where)
@@ -541,9 +568,10 @@ def expand(
         if t.network not in program.networks
     ]
     try:
-        ex = _Expander(program, trace)  # a constant's error stops it: everything reads them
-        outputs = _collect(ex, lambda: ex.network(net))
-        train = _collect(ex, lambda: train_section(program, net.name, ex.consts))
+        with bulk():
+            ex = _Expander(program, trace)  # a constant's error stops it: all read them
+            outputs = _collect(ex, lambda: ex.network(net))
+            train = _collect(ex, lambda: train_section(program, net.name, ex.consts))
     except RecursionError:
         raise _err("the spec nests too deeply to expand", net.span) from None
     if errors or ex.errors or outputs is None:

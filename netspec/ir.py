@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from netspec.errors import MAX_SOURCE_BYTES, SOURCES, NetspecError, Span
+from netspec.errors import MAX_SOURCE_BYTES, SOURCES, Diagnostic, NetspecError, Severity, Span
 from netspec.ops import AnyOp
 from netspec.ops.base import Shape
 from netspec.recipe import TrainSpec
@@ -40,6 +40,14 @@ class Node(_Model):
     # The calls that made those instances, outermost first: where an error in a block's body
     # says which instance it is in. Optional: IR written before it has none.
     instantiated_at: tuple[Span, ...] = ()
+
+    def diagnostic(self, severity: Severity, message: str, hint: str | None = None) -> Diagnostic:
+        """A finding at this layer: its span and name, and in the hint the block instances
+        it is in (innermost first), as the body line alone does not say which one it is."""
+        if self.instantiated_at:
+            calls = ", in ".join(str(s) for s in reversed(self.instantiated_at))
+            hint = f"{hint} (instantiated at {calls})" if hint else f"instantiated at {calls}"
+        return Diagnostic(severity, message, self.span, hint, self.name)
 
 
 class Network(_Model):

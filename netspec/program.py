@@ -6,7 +6,9 @@ live here too: the file size, the layers a network may expand to and how deep bl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import gc
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,20 @@ from netspec.ops import OPS
 MAX_NODES = 200_000  # a spec that expands past this is refused, not ground through
 MAX_DEPTH = 50  # block nesting
 MAX_SPEC_BYTES = 16 * 2**20  # a spec file; ResNet-1202 takes 2 KB
+
+
+@contextmanager
+def bulk() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a network is built or analysed: the
+    objects made make no reference cycles, and the collections that hundreds of thousands of
+    new objects set off took a third of the time of a 200,000-layer check."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass

@@ -89,7 +89,7 @@ def test_an_error_in_a_block_is_reported_per_instance_line(tmp_path: Path) -> No
     with pytest.raises(NetspecError) as info:
         api.load(write(tmp_path, text))
     hints = [d.hint or "" for d in info.value.diagnostics]
-    assert [h.split(":")[-1] for h in hints] == ["6)", "7)"]
+    assert [h.split(":")[-2] for h in hints] == ["6", "7"]
 
 
 def test_the_layer_limit_stops_expansion_with_one_error(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "netspec.expand",
             "netspec.graph",
             "netspec.survey",
+            "netspec.recipe_checks",
             "netspec.engine",
             "netspec.onnx",
             "netspec.importer",
@@ -72,6 +73,7 @@ FRONT_END = (
     "netspec.expand",
     "netspec.graph",
     "netspec.survey",
+    "netspec.recipe_checks",
 )
 BACK_ENDS = ("netspec.engine", "netspec.onnx", "netspec.torch", "netspec.viz")
 # The importer is a front end of another kind: it reads ONNX and writes `.net` text, so it

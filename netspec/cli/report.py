@@ -97,19 +97,48 @@ def check_json(analysis: Analysis, diags: list[Diagnostic], batch: int) -> dict[
     }
 
 
-def print_table(analysis: Analysis, batch: int, failed: bool) -> None:
+# A table longer than TABLE_LIMIT rows shows its first and last TABLE_ENDS rows and its
+# failing ones (unless --all): 200,000 rows are unreadable, and cost seconds to print.
+TABLE_LIMIT = 1000
+TABLE_ENDS = 50
+
+
+def _table_rows(analysis: Analysis, full: bool) -> list[str | int]:
+    """The names of the layers to show, in order, and the count of each run left out."""
+    names = [n for n in analysis.order if n in analysis.layers]
+    if full or len(names) <= TABLE_LIMIT:
+        return list(names)
+    failing = [i for i, n in enumerate(names) if analysis.layers[n].failed][:MAX_SHOWN]
+    keep = {*range(TABLE_ENDS), *range(len(names) - TABLE_ENDS, len(names)), *failing}
+    out: list[str | int] = []
+    for i, name in enumerate(names):
+        if i in keep:
+            out.append(name)
+        elif out and isinstance(out[-1], int):
+            out[-1] += 1
+        else:
+            out.append(1)
+    return out
+
+
+def print_table(analysis: Analysis, batch: int, failed: bool, full: bool = False) -> None:
     """The layer table as aligned plain text: a rich Table costs seconds for ResNet-1202."""
-    rows = [("layer", "op", "output shape", "params", "MACs")]
-    for name in analysis.order:
-        info = analysis.layers.get(name)
-        if info is None:
+    rows: list[tuple[str, ...] | int] = [("layer", "op", "output shape", "params", "MACs")]
+    for name in _table_rows(analysis, full):
+        if isinstance(name, int):
+            rows.append(name)
             continue
+        info = analysis.layers[name]
         shape = "FAILED" if info.output_shape is None else str(list(info.output_shape))
         params = f"{info.params:,}" + (f" (+{info.state:,})" if info.state else "")
         rows.append((printable(name), info.op, shape, params, f"{info.macs:,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    cells = [r for r in rows if not isinstance(r, int)]
+    widths = [max(len(r[i]) for r in cells) for i in range(5)]
     lines = [f"network {printable(analysis.network.name)}"]  # IR JSON names are any text
     for i, r in enumerate(rows):
+        if isinstance(r, int):
+            lines.append(f"  ... {r:,} more layer(s) (--all shows every one) ...")
+            continue
         lines.append(
             f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
             f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}".rstrip()

@@ -17,6 +17,12 @@ def _check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
     p.add_argument(
+        "--all",
+        action="store_true",
+        dest="full",
+        help="print every row of the layer table (a long one shows its ends and failures)",
+    )
+    p.add_argument(
         "--batch", type=positive_int, default=1, help="batch size for the memory estimate"
     )
 
@@ -42,7 +48,7 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         for n in checked.networks:
             if n.analysis is not None:
-                print_table(n.analysis, args.batch, failed=n.failed)
+                print_table(n.analysis, args.batch, failed=n.failed, full=args.full)
         print_checked(checked)
     report(diags)
     errors = any(d.severity is Severity.ERROR for d in diags)
@@ -55,7 +61,7 @@ def _check_one(args: argparse.Namespace, analysis: Analysis, diags: list[Diagnos
     if args.json:
         print(json.dumps(check_json(analysis, diags, args.batch), indent=1))
     else:
-        print_table(analysis, args.batch, failed=bool(errors))
+        print_table(analysis, args.batch, failed=bool(errors), full=args.full)
     report(diags)
     return EXIT_SPEC if errors or (args.strict and diags) else 0
 
