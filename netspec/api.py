@@ -22,6 +22,8 @@ from netspec.errors import EXIT_USAGE, Diagnostic, NetspecError
 from netspec.expand import expand, load_program
 from netspec.graph import analyse, require
 from netspec.ir import Analysis, Network, read_ir
+from netspec.survey import FileCheck as FileCheck  # the type `check_file` returns
+from netspec.survey import check_program
 from netspec.threads import choose_here, limited
 
 if TYPE_CHECKING:
@@ -53,8 +55,6 @@ def load(
                 hint="drop --network, or compile the network you want from its spec",
             )
         return net
-    if text is None and not path.exists():
-        raise NetspecError.at(f"no such file: {path}", exit_code=1)
     program = load_program(path, text, allow_outside=allow_outside_imports)
     return expand(program, network)
 
@@ -71,6 +71,12 @@ def source_files(path: str | Path, *, allow_outside_imports: bool = False) -> li
 def analyse_network(net: Network) -> tuple[Analysis, list[Diagnostic]]:
     """Shapes and counts plus every diagnostic, without raising (for partial tables)."""
     return analyse(net)
+
+
+def check_file(path: str | Path, *, allow_outside_imports: bool = False) -> FileCheck:
+    """Every network and block of a `.net` file checked, as `netspec check` does; raises only
+    when the file cannot be read or parsed, or defines nothing to check."""
+    return check_program(load_program(Path(path), allow_outside=allow_outside_imports))
 
 
 def check(net: Network) -> Analysis:

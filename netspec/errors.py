@@ -176,6 +176,8 @@ def _shown(ch: str, at: int) -> str:
 def printable(text: str) -> str:
     """`text` from a file (a label, a name, a key), safe to print: control and invisible
     characters escaped, so an ONNX model or a data file cannot drive the terminal."""
+    if text.isprintable():  # nothing to escape (it rejects every category _shown escapes)
+        return text
     return "".join(_shown(ch, 0) if ch != "\t" else "\\t" for ch in text)
 
 

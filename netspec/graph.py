@@ -9,88 +9,131 @@ table can be printed up to the failure.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 from pydantic import ValidationError
 
 from netspec.errors import Diagnostic, NetspecError, Severity, ShapeError, suggest
-from netspec.freezing import frozen_layers, unknown_names
 from netspec.ir import Analysis, LayerInfo, Network, Node
-from netspec.losses import LOSSES
-from netspec.ops.base import Shape, numel
+from netspec.ops.base import Op, Shape, numel
+from netspec.program import bulk
+from netspec.recipe_checks import recipe_checks
 
 BYTES_PER_FLOAT = 4
 
 
-def build_graph(net: Network) -> tuple[nx.DiGraph, list[Diagnostic]]:
-    """The network as a DAG of node names; names, inputs and cycles are validated here."""
+@dataclass(frozen=True)
+class Graph:
+    """The network as a DAG: nodes by name, how many layers read each tensor, and a
+    topological order (empty when the graph is invalid)."""
+
+    nodes: dict[str, Node]
+    readers: Counter[str]
+    order: list[str]
+
+
+def build_graph(net: Network) -> tuple[Graph, list[Diagnostic]]:
+    """The network as a DAG of node names; names, inputs and cycles are validated here.
+
+    Plain dicts, linear in the layers: what expand emits is in topological order already,
+    and a NetworkX graph of 200,000 layers took seconds to build. NetworkX sorts (and finds
+    the cycle of) hand-written IR JSON, which may list nodes in any order.
+    """
     diags: list[Diagnostic] = []
-    g: nx.DiGraph = nx.DiGraph()
-    counts = Counter(n.name for n in net.nodes)
+    nodes: dict[str, Node] = {n.name: n for n in net.nodes}
+    if len(nodes) < len(net.nodes):
+        counts = Counter(n.name for n in net.nodes)
+        diags += [
+            _error(node, f"layer name '{node.name}' is used {counts[node.name]} times")
+            for node in net.nodes
+            if counts[node.name] > 1
+        ]
+    readers: Counter[str] = Counter()
+    seen: set[str] = set()
+    in_order = True  # every input defined before it is read: what expand emits
     for node in net.nodes:
-        if counts[node.name] > 1:
-            diags.append(
-                _error(node, f"layer name '{node.name}' is used {counts[node.name]} times")
-            )
-        g.add_node(node.name, node=node)
-    for node in net.nodes:
-        want = node.op.arity
-        got = len(node.inputs)
-        if want is None and got < 2:
-            diags.append(_error(node, f"{node.op.op} needs two or more inputs, got {got}"))
-        elif want is not None and not want <= got <= want + node.op.extra_inputs:
-            most = want + node.op.extra_inputs
-            takes = f"{want} input(s)" if most == want else f"{want} to {most} inputs"
-            diags.append(_error(node, f"{node.op.op} takes {takes}, got {got}"))
+        if node.op.arity != len(node.inputs):
+            diags += _arity(node)
         for src in node.inputs:
-            if src not in g:
+            if src not in seen:
+                in_order = False
+            if src not in nodes:
                 diags.append(
                     _error(
                         node,
                         f"'{node.name}' reads the undefined tensor '{src}'",
-                        suggest(src, g.nodes),
+                        suggest(src, nodes),
                     )
                 )
             else:
-                g.add_edge(src, node.name)
+                readers[src] += 1
+        seen.add(node.name)
     for out in net.outputs:
-        if out not in g:
+        if out not in nodes:
             diags.append(
                 Diagnostic(
-                    Severity.ERROR, f"output '{out}' is not defined", None, suggest(out, g.nodes)
+                    Severity.ERROR, f"output '{out}' is not defined", None, suggest(out, nodes)
                 )
             )
+    order = [n.name for n in net.nodes] if in_order else None
+    if order is None:
+        order, cycle = _sorted(net, nodes)
+        if cycle:
+            first = nodes[cycle[0]]
+            diags.append(_error(first, "the graph has a cycle: " + " -> ".join([*cycle, cycle[0]])))
+    return Graph(nodes, readers, order or []), diags
+
+
+def _arity(node: Node) -> list[Diagnostic]:
+    want = node.op.arity
+    got = len(node.inputs)
+    if want is None and got < 2:
+        return [_error(node, f"{node.op.op} needs two or more inputs, got {got}")]
+    if want is not None and not want <= got <= want + node.op.extra_inputs:
+        most = want + node.op.extra_inputs
+        takes = f"{want} input(s)" if most == want else f"{want} to {most} inputs"
+        return [_error(node, f"{node.op.op} takes {takes}, got {got}")]
+    return []
+
+
+def _sorted(net: Network, nodes: dict[str, Node]) -> tuple[list[str], list[str]]:
+    """A topological order of nodes listed in any order (ties broken by source order), or
+    the cycle that prevents one."""
+    g: nx.DiGraph = nx.DiGraph()
+    g.add_nodes_from(nodes)
+    g.add_edges_from((src, n.name) for n in net.nodes for src in n.inputs if src in nodes)
     if not nx.is_directed_acyclic_graph(g):
-        cycle = [u for u, _ in nx.find_cycle(g)]
-        first = g.nodes[cycle[0]]["node"]
-        diags.append(_error(first, "the graph has a cycle: " + " -> ".join([*cycle, cycle[0]])))
-    return g, diags
+        return [], [u for u, _ in nx.find_cycle(g)]
+    return list(nx.lexicographical_topological_sort(g, key=_position(net))), []
 
 
 def _error(node: Node, message: str, hint: str | None = None) -> Diagnostic:
-    return Diagnostic(Severity.ERROR, message, node.span, hint, node.name)
+    return node.diagnostic(Severity.ERROR, message, hint)
 
 
 def _warning(node: Node, message: str, hint: str | None = None) -> Diagnostic:
-    return Diagnostic(Severity.WARNING, message, node.span, hint, node.name)
+    return node.diagnostic(Severity.WARNING, message, hint)
 
 
 def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
     """Shapes, parameter counts, MACs and memory per layer, with every diagnostic found."""
+    with bulk():
+        return _analyse(net)
+
+
+def _analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
     g, diags = build_graph(net)
     if any(d.severity is Severity.ERROR for d in diags):
-        order: list[str] = [n.name for n in net.nodes]
-        return _summarise(net, order, {}), diags
-    in_source_order = _source_order_if_topological(net)
-    if in_source_order is not None:
-        order = in_source_order
-    else:  # hand-written IR JSON may list nodes in any order
-        order = list(nx.lexicographical_topological_sort(g, key=_position(net)))
+        return _summarise(net, [n.name for n in net.nodes], {}), diags
+    order = g.order
     int_tensors = {n.name for n in net.inputs if getattr(n.op, "dtype", "") == "int64"}
     layers: dict[str, LayerInfo] = {}
     origins: dict[str, str] = {}  # a [T, F] tensor -> the layer that made it [T, F]
+    known: dict[tuple[int, tuple[Shape, ...]], Any] = {}
     for name in order:
-        node: Node = g.nodes[name]["node"]
+        node = g.nodes[name]
         ins = [layers[s].output_shape if s in layers else None for s in node.inputs]
         if any(s is None for s in ins):
             continue  # an upstream layer failed; its error is already reported
@@ -101,11 +144,7 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
             layers[name] = _failed(node, in_shapes)
             continue
         try:
-            out = node.op.infer_shape(in_shapes)
-            params = node.op.param_shapes(in_shapes)
-            state = node.op.state_shapes(in_shapes)
-            macs = node.op.macs(in_shapes, out)
-            warns = node.op.warnings(in_shapes)
+            out, warns, row = _rules(node.op, in_shapes, known)
         except (ShapeError, ValidationError, ValueError) as e:
             hint = e.hint if isinstance(e, ShapeError) else None
             shapes = ", ".join(str(list(s)) for s in in_shapes)
@@ -124,25 +163,44 @@ def analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
             continue
         diags.extend(_warning(node, f"{node.op.op} '{name}': {w}") for w in warns)
         diags.extend(_layout(node, g, in_shapes, origins))
-        layers[name] = LayerInfo(
-            name=name,
-            op=node.op.op,
-            input_shapes=tuple(in_shapes),
-            output_shape=out,
-            params=sum(numel(s) for s in params.values()),
-            state=sum(numel(s) for s in state.values()),
-            macs=macs,
-            activation_bytes=numel(out) * BYTES_PER_FLOAT,
-            param_shapes=params,
-            state_shapes=state,
-        )
+        layers[name] = LayerInfo(name=name, input_shapes=tuple(in_shapes), **row)
     diags.extend(_unused(net, g))
-    diags.extend(_recipe_checks(net, layers))
+    diags.extend(recipe_checks(net, layers))
     return _summarise(net, order, layers), diags
 
 
+def _rules(
+    op: Op, in_shapes: list[Shape], known: dict[tuple[int, tuple[Shape, ...]], Any]
+) -> tuple[Shape, list[str], dict[str, Any]]:
+    """The op's output shape and warnings for these inputs, and the rest of its table row:
+    parameter and state shapes and counts, MACs, activation bytes.
+
+    An op's rules are functions of its attributes and input shapes alone, and expand shares
+    one op object between identical layers: a chain of 200,000 of them computes them once.
+    """
+    key = (id(op), tuple(in_shapes))
+    found = known.get(key)
+    if found is not None and found[0] is op:
+        return found[1]
+    out = op.infer_shape(in_shapes)
+    params, state = op.param_shapes(in_shapes), op.state_shapes(in_shapes)
+    row = {
+        "op": op.op,
+        "output_shape": out,
+        "params": sum(numel(s) for s in params.values()),
+        "state": sum(numel(s) for s in state.values()),
+        "macs": op.macs(in_shapes, out),
+        "activation_bytes": numel(out) * BYTES_PER_FLOAT,
+        "param_shapes": params,
+        "state_shapes": state,
+    }
+    rules = (out, op.warnings(in_shapes), row)
+    known[key] = (op, rules)  # the op is kept, so its id stays its own
+    return rules
+
+
 def _layout(
-    node: Node, g: nx.DiGraph, in_shapes: list[Shape], origins: dict[str, str]
+    node: Node, g: Graph, in_shapes: list[Shape], origins: dict[str, str]
 ) -> list[Diagnostic]:
     """Track [T, F] tensors and warn where one reaches an op that reads [C, L]: conv1d would
     take the time steps for channels, a pool or batchnorm would reduce the wrong axis."""
@@ -155,7 +213,7 @@ def _layout(
     out: list[Diagnostic] = []
     for src, shape in zip(node.inputs, in_shapes, strict=True):
         if src in origins and len(shape) == 2:
-            maker: Node = g.nodes[origins[src]]["node"]
+            maker = g.nodes[origins[src]]
             via = "" if maker.name == src else f" (from {maker.op.op} '{maker.name}')"
             t, f = shape
             out.append(
@@ -204,186 +262,13 @@ def _check_dtype(node: Node, int_tensors: set[str]) -> Diagnostic | None:
     return None
 
 
-def _source_order_if_topological(net: Network) -> list[str] | None:
-    """The nodes' own order when every input is defined before use (what expand emits).
-
-    A linear check; the general sort costs a tenth of a second on ResNet-1202.
-    """
-    seen: set[str] = set()
-    for node in net.nodes:
-        if not seen.issuperset(node.inputs):
-            return None
-        seen.add(node.name)
-    return [n.name for n in net.nodes]
-
-
-def _unused(net: Network, g: nx.DiGraph) -> list[Diagnostic]:
+def _unused(net: Network, g: Graph) -> list[Diagnostic]:
     outputs = set(net.outputs)
     return [
         _warning(n, f"the output of '{n.name}' is never used")
         for n in net.nodes
-        if g.out_degree(n.name) == 0 and n.name not in outputs
+        if not g.readers[n.name] and n.name not in outputs
     ]
-
-
-def _loss_lists(net: Network) -> list[Diagnostic]:
-    """`losses` and `loss_weights` give one entry per output, in `output` order."""
-    assert net.train is not None
-    last = net.node(net.outputs[-1])
-    diags = []
-    for key in ("losses", "loss_weights"):
-        given = getattr(net.train, key)
-        if given is not None and len(given) != len(net.outputs):
-            diags.append(
-                _error(
-                    last,
-                    f"train gives {len(given)} {key} but network {net.name} has "
-                    f"{len(net.outputs)} output(s): {', '.join(net.outputs)}",
-                    f"give one per output, in the order of `output`: {key} = [...]",
-                )
-            )
-    weights = net.train.loss_weights
-    if len(net.outputs) == 1 and weights is not None and weights != (1.0,):
-        diags.append(
-            _error(
-                last,
-                f"loss_weights weigh the losses of several outputs; network {net.name} has one",
-                "drop loss_weights (to scale the steps, change the learning rate)",
-            )
-        )
-    return diags
-
-
-def _freeze(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnostic]:
-    """`freeze` names layers of this network (an IR JSON's were never checked against its
-    spec) and leaves something to train."""
-    assert net.train is not None
-    if not net.train.freeze:
-        return []
-    last = net.node(net.outputs[-1])
-    bad = unknown_names(net.train.freeze, net.nodes)
-    if bad:
-        return [
-            _error(last, f"freeze: network {net.name} has no layer or block named '{n}'", hint)
-            for n, hint in bad
-        ]
-    frozen = frozen_layers(net)
-    if any(i.param_shapes for i in layers.values()) and all(
-        not info.param_shapes or name in frozen for name, info in layers.items()
-    ):
-        return [
-            _error(
-                last,
-                f"freeze leaves nothing of network {net.name} to train: every layer with "
-                "parameters is frozen",
-                "unfreeze a layer (the head, say) or evaluate the model with `netspec eval`",
-            )
-        ]
-    return []
-
-
-def _recipe_checks(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnostic]:
-    """Network/recipe mismatches the trainer would otherwise discover too late."""
-    if net.train is None:
-        return []
-    diags = []
-    labels = net.train.labels
-    if labels is not None and len(net.outputs) == 1:
-        last = net.node(net.outputs[0])
-        info = layers.get(last.name)
-        # Checked only where the output's shape is known; `analyse` reports the rest.
-        classes = None if info is None or info.output_shape is None else info.output_shape[-1]
-        if classes is not None and classes != len(labels):
-            diags.append(
-                _error(
-                    last,
-                    f"train names {len(labels)} labels but '{last.name}' has {classes} outputs",
-                    "give one label per output class, in class-index order",
-                )
-            )
-    diags += _loss_lists(net) + _freeze(net, layers)
-    if net.train.targets == "inputs":
-        diags += _inputs_as_targets(net, layers)
-    chosen = net.train.output_losses(net.outputs)
-    for out in net.outputs:
-        loss = LOSSES[chosen[out][0]]
-        node = net.node(out)
-        info = layers.get(out)
-        shape = None if info is None else info.output_shape
-        ranks = (1, 2) if loss.per_position else (1,)
-        if shape is not None and loss.scores_per_class and len(shape) not in ranks:
-            per = " or [T, K] (K per position)" if loss.per_position else ""
-            diags.append(
-                _error(
-                    node,
-                    f"{loss.name} needs one score per class, a [K] output{per}; '{out}' gives "
-                    f"{list(shape)}",
-                    "end with `flatten` and a `dense(K)` for K classes",
-                )
-            )
-        elif shape and shape[-1] == 1 and loss.scores_per_class and loss.activation == "softmax":
-            diags.append(
-                _error(
-                    node,
-                    f"{loss.name} over the one output unit of '{out}' is always 0 (the "
-                    "softmax of one logit is 1): nothing would train",
-                    "for two classes use binary_cross_entropy on dense(1), or dense(2) with "
-                    f"{loss.name}",
-                )
-            )
-        if loss.activation is not None and node.op.op == loss.activation:
-            diags.append(_fused_twice(node, loss.name, loss.activation))
-    return diags
-
-
-def _inputs_as_targets(net: Network, layers: dict[str, LayerInfo]) -> list[Diagnostic]:
-    """`targets = inputs`: one float input, reconstructed by one output of its shape."""
-    assert net.train is not None
-    out = net.node(net.outputs[-1])
-    loss = LOSSES[net.train.loss]
-    if len(net.inputs) != 1 or len(net.outputs) != 1:
-        why = f"{len(net.inputs)} inputs and {len(net.outputs)} outputs"
-        return [_error(out, f"targets = inputs needs one input and one output; {why}")]
-    if loss.task == "classification":
-        return [
-            _error(
-                out,
-                f"targets = inputs trains the output to give back the input, but {loss.name} "
-                "scores classes",
-                "use loss = mse (or binary_cross_entropy on inputs in [0, 1])",
-            )
-        ]
-    inp = net.inputs[0]
-    if str(getattr(inp.op, "dtype", "float32")).startswith("int"):
-        return [_error(inp, f"targets = inputs needs a float input; '{inp.name}' holds ids")]
-    shapes = [layers[n].output_shape if n in layers else None for n in (inp.name, out.name)]
-    if None not in shapes and shapes[0] != shapes[1]:
-        return [
-            _error(
-                out,
-                f"targets = inputs needs the output '{out.name}' shaped like the input "
-                f"'{inp.name}': {list(shapes[1] or ())} is not {list(shapes[0] or ())}",
-                "end the decoder with the input's shape",
-            )
-        ]
-    return []
-
-
-def _fused_twice(node: Node, loss: str, activation: str) -> Diagnostic:
-    """A network that ends with the activation its loss already fuses in."""
-    if activation == "softmax":
-        return _error(
-            node,
-            f"{loss} is applied after an explicit softmax ('{node.name}'): it would apply "
-            "softmax twice",
-            f"remove the final softmax: {loss} fuses it (numerically stable), and export adds "
-            "it back unless --logits",
-        )
-    return _error(
-        node,
-        f"{loss} is applied after an explicit {activation} ('{node.name}')",
-        f"remove the final {activation}: the loss fuses it",
-    )
 
 
 def _summarise(net: Network, order: list[str], layers: dict[str, LayerInfo]) -> Analysis:

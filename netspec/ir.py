@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from netspec.errors import MAX_SOURCE_BYTES, SOURCES, NetspecError, Span
+from netspec.errors import MAX_SOURCE_BYTES, SOURCES, Diagnostic, NetspecError, Severity, Span
 from netspec.ops import AnyOp
 from netspec.ops.base import Shape
 from netspec.recipe import TrainSpec
@@ -37,6 +37,17 @@ class Node(_Model):
     scope: tuple[
         str, ...
     ] = ()  # enclosing block instances, outermost first: ('layer3', 'layer3.2')
+    # The calls that made those instances, outermost first: where an error in a block's body
+    # says which instance it is in. Optional: IR written before it has none.
+    instantiated_at: tuple[Span, ...] = ()
+
+    def diagnostic(self, severity: Severity, message: str, hint: str | None = None) -> Diagnostic:
+        """A finding at this layer: its span and name, and in the hint the block instances
+        it is in (innermost first), as the body line alone does not say which one it is."""
+        if self.instantiated_at:
+            calls = ", in ".join(str(s) for s in reversed(self.instantiated_at))
+            hint = f"{hint} (instantiated at {calls})" if hint else f"instantiated at {calls}"
+        return Diagnostic(severity, message, self.span, hint, self.name)
 
 
 class Network(_Model):
@@ -137,7 +148,8 @@ def read_ir(path: Path, text: str | None = None) -> Network:
             f"({e.error_count()} problem(s))"
         ) from None
     folder = path.resolve().parent
-    for file in {n.span.file for n in net.nodes if n.span is not None}:
+    spans = [s for n in net.nodes for s in (n.span, *n.instantiated_at) if s is not None]
+    for file in {s.file for s in spans}:
         if not _readable_inside(file, folder):
             SOURCES.forbid(file)
     if net.source is not None and not _readable_inside(net.source, folder):

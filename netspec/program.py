@@ -6,7 +6,9 @@ live here too: the file size, the layers a network may expand to and how deep bl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import gc
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,20 @@ MAX_DEPTH = 50  # block nesting
 MAX_SPEC_BYTES = 16 * 2**20  # a spec file; ResNet-1202 takes 2 KB
 
 
+@contextmanager
+def bulk() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a network is built or analysed: the
+    objects made make no reference cycles, and the collections that hundreds of thousands of
+    new objects set off took a third of the time of a 200,000-layer check."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @dataclass
 class Program:
     """Every definition reachable from the main file, by name."""
@@ -31,6 +47,7 @@ class Program:
     trains: dict[str, ast.TrainDef] = field(default_factory=dict)
     consts: dict[str, ast.ConstDef] = field(default_factory=dict)
     main_networks: list[str] = field(default_factory=list)
+    main_blocks: list[str] = field(default_factory=list)  # the blocks the main file defines
     files: list[Path] = field(default_factory=list)  # the spec, then each import once
 
 
@@ -106,6 +123,8 @@ class _Loader:
                     f"block '{item.name}' hides the built-in op of that name", item.name_span
                 )
             table, name = self.program.blocks, item.name
+            if is_main:
+                self.program.main_blocks.append(item.name)
         elif isinstance(item, ast.NetworkDef):
             table, name = self.program.networks, item.name
             if is_main:
@@ -122,6 +141,8 @@ class _Loader:
 
 def _read(path: Path) -> str:
     """A spec file's text: a regular file of bounded size, in UTF-8."""
+    if not path.exists():
+        raise _err(f"no such file: {path}", None)
     if not path.is_file():
         what = "a folder" if path.is_dir() else "not a regular file"
         raise _err(f"cannot read {path}: it is {what}", None)

@@ -25,6 +25,26 @@ class Symbol:
     known: tuple[str, ...] = field(default=(), compare=False)
 
 
+@dataclass(frozen=True)
+class Unknown:
+    """The value of a block parameter that has no default, when the block is checked on its
+    own: whatever is computed from it is unknown too, and an attribute holding it is left
+    unvalidated (its type and bounds need the value)."""
+
+    name: str
+
+
+def unknown(v: Any) -> bool:
+    """Whether a value holds an Unknown anywhere (in a list or a call's arguments too)."""
+    if isinstance(v, Unknown):
+        return True
+    if isinstance(v, list | tuple):
+        return any(unknown(i) for i in v)
+    if isinstance(v, dict):
+        return any(unknown(i) for i in v.values())
+    return False
+
+
 def _err(message: str, span: Span | None, hint: str | None = None) -> NetspecError:
     return NetspecError.at(message, span, hint)
 
@@ -40,11 +60,15 @@ def evaluate(e: ast.Expr, env: dict[str, Any]) -> Any:
             return [evaluate(i, env) for i in items]
         case ast.Neg(operand=operand, span=span):
             v = evaluate(operand, env)
+            if isinstance(v, Unknown):
+                return v
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise _err(f"cannot negate {show(v)}", span)
             return -v
         case ast.BinOp(op=op, left=left, right=right, span=span):
             a, b = evaluate(left, env), evaluate(right, env)
+            if isinstance(a, Unknown) or isinstance(b, Unknown):
+                return a if isinstance(a, Unknown) else b
             for v, side in ((a, left), (b, right)):
                 if isinstance(v, bool) or not isinstance(v, int | float):
                     hint = suggest(v.name, env) if isinstance(v, Symbol) else None

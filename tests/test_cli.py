@@ -121,7 +121,7 @@ def test_a_bug_in_netspec_is_one_line_naming_it_and_debug_shows_the_traceback(
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(api, "analyse_network", broken)
+    monkeypatch.setattr(api, "check_file", broken)
     spec = write(tmp_path, LENET)
     assert main(["check", spec]) == 3
     err = capsys.readouterr().err

@@ -52,6 +52,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "netspec.recipes",
             "netspec.expand",
             "netspec.graph",
+            "netspec.survey",
+            "netspec.recipe_checks",
             "netspec.engine",
             "netspec.onnx",
             "netspec.importer",
@@ -71,6 +73,8 @@ FRONT_END = (
     "netspec.recipes",
     "netspec.expand",
     "netspec.graph",
+    "netspec.survey",
+    "netspec.recipe_checks",
 )
 BACK_ENDS = ("netspec.engine", "netspec.onnx", "netspec.torch", "netspec.viz")
 # The importer is a front end of another kind: it reads ONNX and writes `.net` text, so it

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netspec.errors import Diagnostic, Severity, printable, render
 from netspec.freezing import parameter_counts
 from netspec.ir import Analysis
+
+if TYPE_CHECKING:
+    from netspec.api import FileCheck
 
 
 def err(text: str) -> None:
@@ -25,12 +28,25 @@ def note_torch_counters(ignored: Sequence[str]) -> None:
         )
 
 
+MAX_SHOWN = 20  # errors shown, and warnings: the first ones say what to fix first
+
+
 def report(diags: Sequence[Diagnostic]) -> None:
-    """Every diagnostic, rendered with its source line and caret, then the counts."""
+    """Every diagnostic, rendered with its source line and caret, then the counts; past
+    MAX_SHOWN errors (or warnings) the rest are counted, not shown."""
+    shown = {Severity.ERROR: 0, Severity.WARNING: 0}
     for d in diags:
-        err(render(d))
-    errors = sum(d.severity is Severity.ERROR for d in diags)
-    warnings = len(diags) - errors
+        shown[d.severity] += 1
+        if shown[d.severity] <= MAX_SHOWN:
+            err(render(d))
+    errors, warnings = shown[Severity.ERROR], shown[Severity.WARNING]
+    hidden = [
+        f"{n - MAX_SHOWN} more {word}(s)"
+        for n, word in ((errors, "error"), (warnings, "warning"))
+        if n > MAX_SHOWN
+    ]
+    if hidden:
+        err(f"... and {' and '.join(hidden)}, not shown")
     if errors or warnings:
         err(f"{errors} error(s), {warnings} warning(s)")
 
@@ -83,19 +99,48 @@ def check_json(analysis: Analysis, diags: list[Diagnostic], batch: int) -> dict[
     }
 
 
-def print_table(analysis: Analysis, batch: int, failed: bool) -> None:
+# A table longer than TABLE_LIMIT rows shows its first and last TABLE_ENDS rows and its
+# failing ones (unless --all): 200,000 rows are unreadable, and cost seconds to print.
+TABLE_LIMIT = 1000
+TABLE_ENDS = 50
+
+
+def _table_rows(analysis: Analysis, full: bool) -> list[str | int]:
+    """The names of the layers to show, in order, and the count of each run left out."""
+    names = [n for n in analysis.order if n in analysis.layers]
+    if full or len(names) <= TABLE_LIMIT:
+        return list(names)
+    failing = [i for i, n in enumerate(names) if analysis.layers[n].failed][:MAX_SHOWN]
+    keep = {*range(TABLE_ENDS), *range(len(names) - TABLE_ENDS, len(names)), *failing}
+    out: list[str | int] = []
+    for i, name in enumerate(names):
+        if i in keep:
+            out.append(name)
+        elif out and isinstance(out[-1], int):
+            out[-1] += 1
+        else:
+            out.append(1)
+    return out
+
+
+def print_table(analysis: Analysis, batch: int, failed: bool, full: bool = False) -> None:
     """The layer table as aligned plain text: a rich Table costs seconds for ResNet-1202."""
-    rows = [("layer", "op", "output shape", "params", "MACs")]
-    for name in analysis.order:
-        info = analysis.layers.get(name)
-        if info is None:
+    rows: list[tuple[str, ...] | int] = [("layer", "op", "output shape", "params", "MACs")]
+    for name in _table_rows(analysis, full):
+        if isinstance(name, int):
+            rows.append(name)
             continue
+        info = analysis.layers[name]
         shape = "FAILED" if info.output_shape is None else str(list(info.output_shape))
         params = f"{info.params:,}" + (f" (+{info.state:,})" if info.state else "")
         rows.append((printable(name), info.op, shape, params, f"{info.macs:,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    cells = [r for r in rows if not isinstance(r, int)]
+    widths = [max(len(r[i]) for r in cells) for i in range(5)]
     lines = [f"network {printable(analysis.network.name)}"]  # IR JSON names are any text
     for i, r in enumerate(rows):
+        if isinstance(r, int):
+            lines.append(f"  ... {r:,} more layer(s) (--all shows every one) ...")
+            continue
         lines.append(
             f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
             f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}".rstrip()
@@ -123,3 +168,47 @@ def _totals(analysis: Analysis, batch: int) -> list[str]:
         f"memory:     {size(analysis.activation_bytes * batch)} of activations for batch "
         f"{batch} (forward, float32)",
     ]
+
+
+def _names(kind: str, names: Sequence[str]) -> str:
+    listed = f" ({', '.join(printable(n) for n in names)})" if names else ""
+    return f"{len(names)} {kind}{'' if len(names) == 1 else 's'}{listed}"
+
+
+def print_checked(checked: FileCheck) -> None:
+    """What `check` covered, when a file holds more than one network or any block: the
+    blocks no network uses had their ops and attributes checked, not their shapes."""
+    networks = [n.name for n in checked.networks]
+    if len(networks) == 1 and not checked.blocks:
+        return
+    lines = [f"checked {_names('network', networks)} and {_names('block', checked.blocks)}"]
+    if checked.unused:
+        needs = [
+            f"{printable(b)} has no default for {', '.join(checked.needs[b])}"
+            for b in checked.unused
+            if checked.needs[b]
+        ]
+        lines.append(
+            "  no network uses "
+            + ", ".join(printable(b) for b in checked.unused)
+            + ": their ops and attributes were checked, not their shapes (which need an input"
+            + (f"; {'; '.join(needs)})" if needs else ")")
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def file_json(checked: FileCheck, batch: int) -> dict[str, Any]:
+    """`check --json` of a whole file: the default network's keys as for one network (when
+    it expanded), each network's under `networks`, and every diagnostic of the file."""
+    by_name = {
+        n.name: check_json(n.analysis, n.diagnostics, batch)
+        for n in checked.networks
+        if n.analysis is not None
+    }
+    diags = checked.diagnostics
+    out: dict[str, Any] = dict(by_name.get(checked.default or "", {}))
+    out["valid"] = not any(d.severity is Severity.ERROR for d in diags)
+    out["networks"] = by_name
+    out["blocks"] = {b: {"used": b not in checked.unused} for b in checked.blocks}
+    out["diagnostics"] = [d.to_json() for d in diags]
+    return out

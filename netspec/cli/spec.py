@@ -7,14 +7,21 @@ import json
 from pathlib import Path
 
 from netspec.cli.args import Command, positive_int, spec_arguments
-from netspec.cli.report import check_json, err, print_table, report
-from netspec.errors import EXIT_SPEC, NetspecError, Severity
+from netspec.cli.report import check_json, err, file_json, print_checked, print_table, report
+from netspec.errors import EXIT_SPEC, Diagnostic, NetspecError, Severity
+from netspec.ir import Analysis
 
 
 def _check_arguments(p: argparse.ArgumentParser) -> None:
     spec_arguments(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        dest="full",
+        help="print every row of the layer table (a long one shows its ends and failures)",
+    )
     p.add_argument(
         "--batch", type=positive_int, default=1, help="batch size for the memory estimate"
     )
@@ -24,18 +31,37 @@ def run_check(args: argparse.Namespace) -> int:
     from netspec import api
 
     try:
-        net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
-        analysis, diags = api.analyse_network(net)
+        if Path(args.file).suffix == ".json" or args.network is not None:
+            net = api.load(
+                args.file, args.network, allow_outside_imports=args.allow_outside_imports
+            )
+            return _check_one(args, *api.analyse_network(net))
+        checked = api.check_file(args.file, allow_outside_imports=args.allow_outside_imports)
     except NetspecError as e:
         if args.json:  # a parse or expansion error is still an answer a program can read
             diagnostics = [d.to_json() for d in e.diagnostics]
             print(json.dumps({"valid": False, "diagnostics": diagnostics}, indent=1))
         raise
+    diags = checked.diagnostics
+    if args.json:
+        print(json.dumps(file_json(checked, args.batch), indent=1))
+    else:
+        for n in checked.networks:
+            if n.analysis is not None:
+                print_table(n.analysis, args.batch, failed=n.failed, full=args.full)
+        print_checked(checked)
+    report(diags)
+    errors = any(d.severity is Severity.ERROR for d in diags)
+    return EXIT_SPEC if errors or (args.strict and diags) else 0
+
+
+def _check_one(args: argparse.Namespace, analysis: Analysis, diags: list[Diagnostic]) -> int:
+    """`check` of one network: an IR JSON, or the spec's network --network names."""
     errors = [d for d in diags if d.severity is Severity.ERROR]
     if args.json:
         print(json.dumps(check_json(analysis, diags, args.batch), indent=1))
     else:
-        print_table(analysis, args.batch, failed=bool(errors))
+        print_table(analysis, args.batch, failed=bool(errors), full=args.full)
     report(diags)
     return EXIT_SPEC if errors or (args.strict and diags) else 0
 

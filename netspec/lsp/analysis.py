@@ -27,6 +27,7 @@ from netspec.graph import analyse
 from netspec.ir import Analysis, LayerInfo, Network
 from netspec.ops.base import Shape
 from netspec.program import Program, load_program
+from netspec.survey import check_unused_blocks
 from netspec.values import evaluate
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ def _analyse(doc: Document, texts: Mapping[Path, str] | None, allow_outside: boo
         _add(doc, diags, texts, program.networks[name].name_span)
         for t in trace:
             doc.instances.setdefault(t.call.span, []).append(Instance(net, analysis, t))
+    _add(doc, check_unused_blocks(program)[1], texts)  # as `check` does
 
 
 def _add(

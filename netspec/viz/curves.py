@@ -247,13 +247,13 @@ def after_epoch(
 
 
 class Redraw:
-    """The training loop's hook (training.contracts.EpochHook): redraws curves.png, and always when the
-    run ends. A drawing costs 0.2-3 s (matplotlib's import, then each layout and PNG), which a
-    run of short epochs must not pay per epoch: the next one waits `interval` seconds from the
-    end of the last (from the run's start for the first, so a run shorter than that draws once,
-    at its end), and longer where drawing would otherwise take more than `share` of the time.
-    Before the first drawing its cost is guessed at `first_cost` (matplotlib's import and one
-    drawing measured 0.5 s quiet, 6 s loaded), so a 20-second run draws only at its end."""
+    """The training loop's hook (training.contracts.EpochHook): redraws curves.png, and always
+    when the run ends. A drawing costs 0.2-3 s (matplotlib's import, then each layout and PNG),
+    which a run of short epochs must not pay per epoch: the next one waits `interval` seconds
+    from the end of the last (from the run's start for the first, so a run shorter than that
+    draws once, at its end), and longer where drawing would otherwise take more than `share` of
+    the time. Before the first drawing its cost is guessed at `first_cost` (matplotlib's import
+    and one drawing measured 0.5 s quiet, 6 s loaded), so a 20-second run draws only at its end."""
 
     def __init__(self, interval: float, share: float = 0.05, first_cost: float = 1.0) -> None:
         self.interval = interval

@@ -1,0 +1,75 @@
+"""Large specs (issue 14, item 22): a chain just under the 200,000-layer limit is checked in
+seconds, one past it is refused before anything is built, and the table of a long network
+shows its ends and its failures rather than 200,000 rows."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from netspec import api
+from netspec.cli import main
+from netspec.cli.report import TABLE_ENDS
+from netspec.errors import EXIT_SPEC, NetspecError
+
+
+def chain(tmp_path: Path, layers: int, middle: str = "") -> Path:
+    path = tmp_path / "big.net"
+    half = (layers - 1) // 2
+    body = (
+        f"  dense(3) * {layers}\n"
+        if not middle
+        else (f"  dense(3) * {half}\n  {middle}\n  dense(3) * {layers - half - 1}\n")
+    )
+    path.write_text(f"network Big {{\n  input x: [8]\n{body}}}\n", encoding="utf-8")
+    return path
+
+
+def cpu_seconds(path: Path) -> float:
+    """CPU time of load, expand and analyse: a loaded machine inflates it less than wall."""
+    start = time.process_time()
+    api.check(api.load(path))
+    return time.process_time() - start
+
+
+@pytest.mark.slow
+def test_a_chain_just_under_the_layer_limit_is_checked_in_seconds(tmp_path: Path) -> None:
+    # It took 23 s of CPU (a NetworkX graph, every layer's rules, the garbage collector's
+    # passes over 200,000 new objects), 66 s wall on a loaded machine and 900 MB.
+    assert cpu_seconds(chain(tmp_path, 199_990)) < 12.0
+
+
+def test_a_chain_past_the_limit_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    start = time.process_time()
+    with pytest.raises(NetspecError, match="past 200,000 layers"):
+        api.load(chain(tmp_path, 250_000))
+    assert time.process_time() - start < 1.0
+
+
+def test_a_long_table_shows_its_ends_and_all_shows_every_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = chain(tmp_path, 3000)
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if " dense " in line]
+    assert len(rows) == 2 * TABLE_ENDS - 1  # and the input row
+    assert f"  ... {3001 - 2 * TABLE_ENDS:,} more layer(s) (--all shows every one) ..." in out
+    assert "parameters: 36,015 trainable" in out  # the totals count every layer
+    assert main(["check", str(path), "--all"]) == 0
+    assert len([line for line in capsys.readouterr().out.splitlines() if " dense " in line]) == 3000
+
+
+def test_a_failing_layer_in_the_middle_of_a_long_table_is_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = chain(tmp_path, 3000, middle="reshape([2, 2])")
+    assert main(["check", str(path)]) == EXIT_SPEC
+    out = capsys.readouterr().out
+    failing = [line for line in out.splitlines() if "FAILED" in line]
+    assert len(failing) == 1 and "reshape" in failing[0]
+    # The layers before it are elided; those after it were not checked, so not listed.
+    assert out.count("more layer(s)") == 1
+    assert out.index("more layer(s)") < out.index("FAILED")
