@@ -258,19 +258,6 @@ def save_outputs(path: str | Path, outputs: Mapping[str, Any]) -> None:
 # ---- training -----------------------------------------------------------------------------------
 
 
-def run_folder(
-    analysis: Analysis, out_dir: str | Path | None, resume: str | Path | None
-) -> tuple[Path, Path | None]:
-    """The folder a run writes (`out_dir`, else the resumed run's, else runs/<network>/) and
-    the checkpoint `resume` names (a run folder or its checkpoint.npz), found before anything
-    is created."""
-    default = Path("runs") / analysis.network.name
-    checkpoint = None if resume is None else runs.resume_checkpoint(Path(resume), default)
-    if out_dir is not None:
-        return Path(out_dir), checkpoint
-    return (checkpoint.parent if checkpoint is not None else default), checkpoint
-
-
 def train(
     analysis: Analysis,
     out_dir: str | Path | None = None,
@@ -320,7 +307,7 @@ def train(
         speed = {"precision": precision, "compile": compile}
         fit = partial(torch_fit, device=device or "auto", nproc=nproc, **speed)  # type: ignore
     check_world(spec := require_recipe(analysis), batch, nproc)  # before any folder is made
-    out, checkpoint = run_folder(analysis, out_dir, resume)
+    out, checkpoint = runs.run_folder(analysis.network.name, out_dir, resume)
     start = starting_weights(init_weights, resume, out, runs.expected_shapes(analysis))
     given = override(spec.data, data, x, y)
     source = spec.data if given is None else given

@@ -357,3 +357,16 @@ def history_json(history: list[dict[str, Any]]) -> str:
 
 def write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(out_dir / HISTORY, history_json(history))
+
+
+def run_folder(
+    network: str, out_dir: str | Path | None, resume: str | Path | None
+) -> tuple[Path, Path | None]:
+    """The folder a run writes (`out_dir`, else the resumed run's, else runs/<network>/) and
+    the checkpoint `resume` names (a run folder or its checkpoint.npz), found before anything
+    is created."""
+    default = Path("runs") / network
+    checkpoint = None if resume is None else resume_checkpoint(Path(resume), default)
+    if out_dir is not None:
+        return Path(out_dir), checkpoint
+    return (checkpoint.parent if checkpoint is not None else default), checkpoint

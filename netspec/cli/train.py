@@ -181,12 +181,13 @@ class _Bar:
 def run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from netspec import api
+    from netspec import api, runs
     from netspec.training.plan import launched
 
     net = api.load(args.file, args.network, allow_outside_imports=args.allow_outside_imports)
     analysis = api.check(net)
-    out, _ = api.run_folder(analysis, args.out, args.resume)  # for the message on a full disk
+    # the folder, for the message on a full disk
+    out, _ = runs.run_folder(analysis.network.name, args.out, args.resume)
     place = launched()
     quiet = place is not None and place.rank != 0  # under torchrun, only rank 0 prints
     console = Console(stderr=True, soft_wrap=True, quiet=quiet)
