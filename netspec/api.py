@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     from netspec.training.evaluate import Evaluation
     from netspec.viz.diagram import Diagram
 
-# --max-memory: a number of bytes, None for no limit, "auto" for a share of what is available.
-MemoryLimit = int | None | Literal["auto"]
+MemoryLimit = memory.MemoryLimit  # bytes, None for no limit, "auto" for a share of what is free
 Labels = tuple[str, ...] | None
 thread_choice = choose_here  # the BLAS thread count a run uses, and why (netspec.threads)
 CURVES_INTERVAL_S = 5.0  # curves.png is redrawn at most this often, and once at the end
@@ -100,10 +99,6 @@ def torch_code(analysis: Analysis) -> str:
 def schema() -> dict[str, Any]:
     """The IR's JSON Schema."""
     return Network.model_json_schema()
-
-
-def _limit(max_memory: MemoryLimit) -> int | None:
-    return memory.default_limit() if max_memory == "auto" else max_memory
 
 
 # ---- trained weights --------------------------------------------------------------------------
@@ -223,7 +218,7 @@ def predict(
         if network is not None:
             raise NetspecError.at(f"{path} holds one network: drop --network", exit_code=EXIT_USAGE)
         est = estimate_memory(load_model(path), batch, path.name)
-        memory.check_memory(est, _limit(max_memory))
+        memory.check_memory(est, memory.limit_bytes(max_memory))
         return run_onnx(path, inputs, provider, batch_size)  # type: ignore[arg-type]
     if provider == "cuda":
         raise NetspecError.at(
@@ -234,7 +229,7 @@ def predict(
         raise NetspecError.at(f"predicting with {path} needs weights", exit_code=EXIT_USAGE)
     if analysis is None:
         analysis = check(load(path, network, allow_outside_imports=allow_outside_imports))
-    memory.check_memory(memory.running(analysis, batch, rows), _limit(max_memory))
+    memory.check_memory(memory.running(analysis, batch, rows), memory.limit_bytes(max_memory))
     from netspec.engine.inference import predict_outputs
 
     outputs = predict_outputs(analysis, inputs, params, batch_size, logits, normalization)
@@ -281,18 +276,17 @@ def train(
     curves: bool = True,
     threads: int | None = None,
 ) -> FitResult:
-    """Train by the network's `train` section (arguments override it); returns a FitResult.
-
-    Writes weights.npz, history.json and checkpoint.npz (and curves.png, with matplotlib and
+    """Train by the network's `train` section (arguments override it); returns a FitResult:
+    writes weights.npz, history.json and checkpoint.npz (and curves.png, with matplotlib and
     `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/).
     `resume` names a run folder or its checkpoint.npz; `init_weights` a weights .npz to start
-    from (training.starting); `x`, `y` name the data's arrays (an .npz's, or a CSV's label
-    column). `engine="torch"` trains with PyTorch on `device` (auto: the GPU if any; cuda is
-    refused without one), on `nproc` data-parallel processes (or torchrun's), autocast to
-    `precision` (fp32, bf16, fp16), torch.compile'd if `compile`. Before any allocation, a run
-    whose memory estimate exceeds `max_memory` bytes ("auto": a share of the memory available;
-    None: no limit), or whose folder cannot be written or lacks room, is refused. BLAS runs
-    `threads` threads (default: `thread_choice`'s, never slower than one on a busy machine)."""
+    from (training.starting); `x`, `y` name the data's arrays. `engine="torch"` trains with
+    PyTorch on `device` (auto: the GPU if any; cuda is refused without one), on `nproc`
+    data-parallel processes (or torchrun's), autocast to `precision` (fp32, bf16, fp16),
+    torch.compile'd if `compile`. A run whose memory estimate exceeds `max_memory` bytes
+    ("auto": a share of what is available; None: no limit), or whose folder cannot be written
+    or lacks room, is refused before it allocates. BLAS runs `threads` threads (default:
+    `thread_choice`'s, never slower than one on a busy machine)."""
     from netspec.engine.trainer import fit as numpy_fit
     from netspec.training.data import override
     from netspec.training.plan import check_engine, check_world, require_recipe
@@ -311,7 +305,9 @@ def train(
     start = starting_weights(init_weights, resume, out, runs.expected_shapes(analysis))
     given = override(spec.data, data, x, y)
     source = spec.data if given is None else given
-    memory.check_memory(memory.training(analysis, spec, batch, source), _limit(max_memory))
+    memory.check_memory(
+        memory.training(analysis, spec, batch, source), memory.limit_bytes(max_memory)
+    )
     memory.check_output_dir(out, memory.checkpoint_bytes(analysis, len(spec.optimizer.slots)))
     with limited(thread_choice(threads).count):  # numpy's BLAS is loaded by now
         return fit(

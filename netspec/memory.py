@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from netspec.errors import EXIT_RUNTIME, NetspecError
 
@@ -229,6 +229,15 @@ def default_limit() -> int | None:
     """The default `--max-memory`: a safe share of the memory available now."""
     available = available_memory()
     return None if available is None else int(available * DEFAULT_SHARE)
+
+
+# --max-memory: a number of bytes, None for no limit, "auto" for a share of what is available.
+MemoryLimit = int | None | Literal["auto"]
+
+
+def limit_bytes(max_memory: MemoryLimit) -> int | None:
+    """A `--max-memory` as the bytes it allows (None: no limit)."""
+    return default_limit() if max_memory == "auto" else max_memory
 
 
 # ---- the output folder ------------------------------------------------------------------------
