@@ -5,7 +5,9 @@
 
 The 1/sqrt(D/H) of the scores is folded into q's projection there and is taken back out here.
 A pre-pass (`fuse`) finds each Softmax at the centre of one, takes every node of the pattern and
-leaves the layer at its last node; torch's own attention exports are not recognised.
+leaves the layer at its last node. Keys and values projected from another tensor than the
+queries are a cross-attention, `attention(x, memory)`. torch's own attention exports are not
+recognised.
 """
 
 from __future__ import annotations
@@ -125,8 +127,10 @@ def _attention(m: Match, softmax: onnx.NodeProto) -> Layer | None:
     if any(p is None for p in parts):
         return None
     q, k, v = (p for p in parts if p is not None)
-    x, shape = q[0], q[3]
-    if any(p[0] != x or p[3] != shape for p in (k, v)) or len(shape) != 4:
+    x, shape, memory = q[0], q[3], k[0]  # memory is x itself unless it is a cross-attention
+    if v[0] != memory or k[3] != v[3] or len(shape) != 4 or len(k[3]) != 4:
+        return None
+    if k[3][2:] != shape[2:] or (memory == x and k[3] != shape) or (memory != x and causal):
         return None
     heads, d = shape[2], shape[2] * shape[3]
     with_bias = [p[2] is not None for p in (q, k, v)]
@@ -148,4 +152,4 @@ def _attention(m: Match, softmax: onnx.NodeProto) -> Layer | None:
     last = tail_nodes[-1]
     for n in [*centre_nodes, *tail_nodes[:-1], *q[4], *k[4], *v[4]]:
         m.take(n)
-    return Layer("attention", attrs, [x], out, last, params)
+    return Layer("attention", attrs, [x] if memory == x else [x, memory], out, last, params)

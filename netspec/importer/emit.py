@@ -69,13 +69,15 @@ def value(v: Any) -> str:
 
 
 def call(layer: Layer, inputs: list[str]) -> str:
-    """`op(positional..., key=value...)`; a merge lists its tensors first."""
+    """`op(positional..., key=value...)`; a merge lists its tensors first, and an op that
+    takes extra tensors (attention's memory) names them after its first."""
     return _call(layer.op, layer.attrs, inputs)
 
 
 def _call(op: str, given: dict[str, Any], inputs: list[str]) -> str:
     positional = OPS[op].positional
-    args = list(inputs) if OPS[op].arity is None else []
+    arity = OPS[op].arity
+    args = list(inputs) if arity is None else list(inputs[arity:])
     attrs = dict(given)
     for key in positional:
         if key not in attrs:

@@ -20,7 +20,7 @@ temporaries of an interrupted atomic write are removed, so no file is left half-
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from netspec.recipe import TrainSpec
 from netspec.torch.lower import NodeModule
 from netspec.torch.speed import compiled
 from netspec.torch.trainer import TorchTrainer, resolve_device
+from netspec.training import loop
 from netspec.training.contracts import FitResult, Progress
 from netspec.training.loop import fit as run_fit
 from netspec.training.plan import Launched
@@ -57,6 +58,9 @@ class Job:
     trainer: dict[str, Any]  # TorchTrainer's keyword arguments (device, dtype, ...)
     options: dict[str, Any]  # training.loop.fit's (epochs, data, resume_from, ...)
     sync_batchnorm: bool | None = None  # None: on CUDA only
+    # The launching process's checkpoint interval, which a spawned worker's fresh import of
+    # training.loop would otherwise reset (rank 0 saves on the same schedule as one process).
+    checkpoint_interval_s: float = field(default_factory=lambda: loop.CHECKPOINT_INTERVAL_S)
 
 
 class DistributedTrainer(TorchTrainer):

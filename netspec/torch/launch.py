@@ -75,6 +75,9 @@ def _worker(rank: int, world: int, port: int, queue: Any, job: Job) -> None:
     )
     import torch.distributed as dist
 
+    from netspec.training import loop
+
+    loop.CHECKPOINT_INTERVAL_S = job.checkpoint_interval_s  # this process is the worker's own
     device = resolve_device(job.trainer.get("device", "auto"))
     if device.type == "cpu":  # the cores shared out, not N times all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))

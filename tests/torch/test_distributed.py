@@ -122,6 +122,7 @@ def test_a_worker_that_fails_stops_the_others_names_its_rank_and_leaves_whole_fi
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook: str, message: str
 ) -> None:
     a = spec(tmp_path, MLP, RECIPE, (4,), 3)
+    monkeypatch.setattr("netspec.training.loop.CHECKPOINT_INTERVAL_S", 0.0)  # every epoch saves
     monkeypatch.setenv(FAIL_ENV, hook)  # step 5: in the second epoch, after the first save
     out = tmp_path / "two"
     with pytest.raises(NetspecError, match=message) as e:
