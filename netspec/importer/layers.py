@@ -62,6 +62,14 @@ class Match:
     def const(self, name: str) -> Array | None:
         return self.model.consts.get(name) if name else None
 
+    def bias(self, node: onnx.NodeProto, k: int = 2) -> Array | None:
+        """Input k as a bias; None when absent or when it is all zeros that folding computed
+        rather than the file stored (torch's dynamo exporter, unoptimised, writes a conv
+        without bias as Expand(CastLike(0)) to its channels): no parameter, the same output."""
+        b = self.const(node.input[k]) if len(node.input) > k else None
+        computed = len(node.input) > k and node.input[k] not in self.model.stored
+        return None if b is None or (computed and not np.any(b)) else b
+
     def shape(self, name: str) -> tuple[int, ...] | None:
         if name in self.model.inputs:
             return tuple(self.model.inputs[name][0])

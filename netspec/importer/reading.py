@@ -38,6 +38,8 @@ class Model:
     outputs: list[str]
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per sample, no batch
     opset: int = 13
+    # What the file stores (initializers, Constant nodes), not what folding computed.
+    stored: set[str] = field(default_factory=set)
 
 
 def read(path: Path) -> Model:
@@ -58,9 +60,21 @@ def read(path: Path) -> Model:
             continue  # old exporters list initializers among the inputs too
         inputs[v.name] = _input_info(v)
     nodes = order(list(g.node), set(inputs) | inits)
-    shapes = _shapes(model)
-    kept = fold(nodes, consts, shapes, opset, {o.name for o in g.output})
-    return Model(kept, consts, inputs, [o.name for o in g.output], shapes, opset)
+    shapes, types = _shapes(model)
+    kept = fold(nodes, consts, shapes, opset, {o.name for o in g.output}, types)
+    return Model(
+        kept, consts, inputs, [o.name for o in g.output], shapes, opset, _stored(nodes, inits)
+    )
+
+
+def _stored(nodes: list[onnx.NodeProto], inits: set[str]) -> set[str]:
+    """The initializers, Constant nodes' values and Identities of either (the TorchScript
+    exporter shares equal initializers so): what the file stores rather than computes."""
+    stored = set(inits)
+    for n in nodes:
+        if n.op_type == "Constant" or (n.op_type == "Identity" and n.input[0] in stored):
+            stored.update(n.output)
+    return stored
 
 
 def _init_names(model: onnx.ModelProto) -> set[str]:
@@ -164,17 +178,20 @@ def order(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodePro
     return out
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+def _shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+    """Per-sample static shapes and element types (TensorProto codes) shape inference found."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shapes are a help to matching, not a requirement
-        return {}
-    shapes = {}
+        return {}, {}
+    shapes, types = {}, {}
     for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        if v.type.tensor_type.elem_type:
+            types[v.name] = v.type.tensor_type.elem_type
         dims = v.type.tensor_type.shape.dim
         if v.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims[1:]):
             shapes[v.name] = tuple(d.dim_value for d in dims[1:])
-    return shapes
+    return shapes, types
 
 
 def fold(
@@ -183,13 +200,27 @@ def fold(
     shapes: dict[str, tuple[int, ...]],
     opset: int,
     keep: set[str],
+    types: dict[str, int] | None = None,
 ) -> list[onnx.NodeProto]:
-    """Evaluate every node whose inputs are all constants (Shape of a tensor of known shape
-    counts as one) into `consts`; the nodes left are the network."""
+    """Evaluate every node whose inputs are all constants (Shape of a tensor of known shape,
+    and CastLike to one of known type, count as such) into `consts`; the nodes left are the
+    network. torch's dynamo exporter writes CastLike(constant, x) for every literal it uses."""
     kept = []
+    types = types or {}
     for n in nodes:
         if n.op_type == "Shape" and n.input[0] not in consts and n.input[0] in shapes:
             consts[n.output[0]] = _folded_shape(n, shapes[n.input[0]])
+            continue
+        like = n.input[1] if n.op_type == "CastLike" and len(n.input) == 2 else ""
+        if (
+            like
+            and n.input[0] in consts
+            and like not in consts
+            and like in types
+            and n.output[0] not in keep
+        ):
+            dtype = helper.tensor_dtype_to_np_dtype(types[like])
+            consts[n.output[0]] = np.asarray(consts[n.input[0]]).astype(dtype)
             continue
         foldable = n.op_type not in _NEVER_FOLD and not (set(n.output) & keep)
         evaluable = n.op_type == "Constant" or bool(n.input)

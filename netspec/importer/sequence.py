@@ -1,6 +1,7 @@
 """Recovering the sequence and normalisation ops: LayerNormalization over the last axis,
-ReduceMean over one axis (`mean`), an Add of a constant position table (`sinusoidal` when it is
-Vaswani's table, else learned `positional` rows), Transpose of per-sample axes and Slice."""
+ReduceMean over one axis (`mean`; over every spatial axis, windows' global pool), an Add of a
+constant position table (`sinusoidal` when it is Vaswani's table, else learned `positional`
+rows), Transpose of per-sample axes and Slice."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from netspec.importer import windows
 from netspec.importer.layers import (
     Layer,
     Match,
@@ -81,10 +83,11 @@ def _groupnorm(m: Match, norm: onnx.NodeProto) -> Layer | None:
     return Layer("groupnorm", attrs, [grouped.input[0]], shift.output[0], shift, params)
 
 
-def mean(node: onnx.NodeProto, m: Match) -> Layer | None:
+def mean(node: onnx.NodeProto, m: Match) -> Layer | list[Layer] | None:
+    """The mean over one per-sample axis, dropping it; over every spatial axis, a global pool."""
     axes = ints(m, node, 1, "axes")
     if axes is None or len(axes) != 1 or axes[0] == 0 or attrs_of(node).get("keepdims", 1):
-        return None
+        return windows.global_mean(node, m)
     axis = axes[0] - 1 if axes[0] > 0 else axes[0]
     return Layer("mean", {"axis": axis}, [node.input[0]], node.output[0], node)
 

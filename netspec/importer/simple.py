@@ -168,14 +168,21 @@ def flatten(node: onnx.NodeProto, m: Match) -> Layer | None:
 
 
 def reshape(node: onnx.NodeProto, m: Match) -> Layer | None:
+    """A reshape that keeps the batch axis: its target's first dim is 0 (copy) or -1, or the
+    traced batch size itself (torch's dynamo exporter writes view(1, 512) as [1, 512]) when the
+    rest holds exactly one sample."""
     target = m.const(node.input[1])
     shape = m.shape(node.input[0])
     if target is None or shape is None:
         return None
     dims = [int(d) for d in target.reshape(-1)]
-    if not dims or dims[0] not in (0, -1) or (dims[0] == -1 and -1 in dims[1:]):
+    if attrs_of(node).get("allowzero", 0) and 0 in dims:
+        return None  # a literal zero-sized axis, not "copy this one"
+    if not dims or dims[0] < -1 or (dims[0] == -1 and -1 in dims[1:]):
         return None
     per_sample = [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(dims[1:])]
+    if dims[0] > 0 and (-1 in per_sample or math.prod(per_sample) != math.prod(shape)):
+        return None  # the batch size is fixed, and the rest need not be one sample
     if -1 in per_sample:
         known = math.prod(d for d in per_sample if d != -1)
         per_sample[per_sample.index(-1)] = math.prod(shape) // max(known, 1)

@@ -8,7 +8,16 @@ from typing import Any
 import numpy as np
 import onnx
 
-from netspec.importer.layers import Layer, Match, Matcher, attrs_of, compact, f32, used_outputs
+from netspec.importer.layers import (
+    Layer,
+    Match,
+    Matcher,
+    attrs_of,
+    compact,
+    f32,
+    ints,
+    used_outputs,
+)
 from netspec.ops.resize import interpolation
 
 
@@ -94,7 +103,7 @@ def conv(node: onnx.NodeProto, m: Match) -> Layer | None:
     if a.get("group", 1) != 1:
         attrs["groups"] = int(a["group"])
     params = {"weight": w}
-    b = m.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    b = m.bias(node)
     if b is None:
         attrs["bias"] = False
     else:
@@ -126,7 +135,7 @@ def conv_transpose(node: onnx.NodeProto, m: Match) -> Layer | None:
     if groups != 1:
         attrs["groups"] = groups
     params = {"weight": w}
-    b = m.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    b = m.bias(node)
     if b is None:
         attrs["bias"] = False
     else:
@@ -223,6 +232,27 @@ def _global(op: str) -> Matcher:
         return Layer(op, {}, [node.input[0]], node.output[0], node)
 
     return match
+
+
+def global_mean(node: onnx.NodeProto, m: Match) -> Layer | list[Layer] | None:
+    """ReduceMean over every spatial axis is the global average pool (torch's dynamo exporter
+    writes adaptive_avg_pool2d(1) and x.mean((2, 3)) so); without keepdims, a flatten too.
+    sequence.mean reads ReduceMean first: one axis without keepdims is its `mean`."""
+    shape = m.shape(node.input[0])
+    a = attrs_of(node)
+    axes = ints(m, node, 1, "axes")
+    if shape is None or len(shape) < 2 or axes is None:
+        return None
+    rank = len(shape) + 1
+    if sorted(k % rank for k in axes) != list(range(2, rank)):
+        return None
+    if a.get("keepdims", 1):
+        return Layer("global_avgpool", {}, [node.input[0]], node.output[0], node)
+    pooled = f"{node.output[0]}_pooled"
+    return [
+        Layer("global_avgpool", {}, [node.input[0]], pooled, node),
+        Layer("flatten", {}, [pooled], node.output[0], node),
+    ]
 
 
 def pad(node: onnx.NodeProto, m: Match) -> Layer | None:

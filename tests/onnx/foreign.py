@@ -1,7 +1,7 @@
 """Importing models netspec did not write (issue 17, criterion 2): a torch module exported by
-`torch.onnx.export` imports; its parameter count is torch's; netspec's re-export of the imported
-spec with the imported weights and the NumPy engine's forward both agree with the original ONNX
-model on onnxruntime within 1e-4."""
+either of `torch.onnx.export`'s exporters imports; its parameter count is torch's; netspec's
+re-export of the imported spec with the imported weights and the NumPy engine's forward both
+agree with the original ONNX model on onnxruntime within 1e-4."""
 
 from __future__ import annotations
 
@@ -21,15 +21,23 @@ from tests.onnx.test_export import _numpy, _ort
 TOLERANCE = 1e-4
 
 
-def export_torch(module: Any, x: Any, path: Path, fold: bool = False) -> None:
-    """The TorchScript exporter (dynamo=False): the dynamo one needs onnxscript, which is not
-    installed here. In eval mode it folds batch norms into the convs before them; `fold=False`
-    keeps them as BatchNormalization nodes (the module stays in eval mode either way)."""
+def export_torch(module: Any, x: Any, path: Path, fold: bool = False, dynamo: bool = False) -> None:
+    """One of torch.onnx.export's two exporters. In eval mode either folds batch norms into
+    the convs before them; `fold=False` keeps them as BatchNormalization nodes (the module
+    stays in eval mode either way). The TorchScript one (dynamo=False) keeps them with
+    TrainingMode.PRESERVE; the dynamo one with optimize=False, as its optimizer (onnxscript's)
+    also fuses batch norms and drops all-zero biases, stored ones too."""
     import torch
 
-    mode = torch.onnx.TrainingMode.EVAL if fold else torch.onnx.TrainingMode.PRESERVE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation and batch-size notes
+        if dynamo:
+            torch.onnx.export(
+                module.eval(), (x,), str(path), dynamo=True, optimize=fold,
+                external_data=False, verbose=False,
+            )  # fmt: skip
+            return
+        mode = torch.onnx.TrainingMode.EVAL if fold else torch.onnx.TrainingMode.PRESERVE
         torch.onnx.export(
             module.eval(), (x,), str(path), dynamo=False, opset_version=17, training=mode
         )
@@ -40,12 +48,15 @@ def close(got: np.ndarray, want: np.ndarray) -> None:
     np.testing.assert_allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE * scale)
 
 
-def import_torch(module: Any, x: Any, tmp: Path, fold: bool = False) -> tuple[Analysis, str]:
-    """Export, import and check `module`; returns the imported analysis and the spec text,
-    after every agreement the issue asks for (the parameter counts only where the batch norms
-    were kept: folded ones leave a conv bias instead of a scale and shift)."""
+def import_torch(
+    module: Any, x: Any, tmp: Path, fold: bool = False, dynamo: bool = False
+) -> tuple[Analysis, str]:
+    """Export (with the exporter `dynamo` picks), import and check `module`; returns the
+    imported analysis and the spec text, after every agreement the issue asks for (the
+    parameter counts only where the batch norms were kept: folded ones leave a conv bias
+    instead of a scale and shift)."""
     path = tmp / "model.onnx"
-    export_torch(module, x, path, fold)
+    export_torch(module, x, path, fold, dynamo)
     imported = import_model(path)
     analysis = api.check(api.load(tmp / "model.net", text=imported.text))
     if not fold:

@@ -1,10 +1,11 @@
 """Issue 17, criterion 2: torchvision's classifiers (random weights, never downloaded), exported
-by torch.onnx.export, import; their parameter counts are torchvision's, and netspec's re-export
-of the imported spec and the NumPy engine's forward agree with the original within 1e-4.
+by each of torch.onnx.export's exporters (TorchScript, dynamo=False, and dynamo=True), import;
+their parameter counts are torchvision's, and netspec's re-export of the imported spec and the
+NumPy engine's forward agree with the original within 1e-4.
 
-Only the TorchScript exporter is tested: the dynamo one (dynamo=True) needs onnxscript, which is
-not installed. Inputs are as small as each model allows; AlexNet and VGG-16 need 224x224, where
-their adaptive average pool is a 1x1 AveragePool (6x6 -> 6x6, 7x7 -> 7x7)."""
+Inputs are as small as each model allows; AlexNet and VGG-16 need 224x224, where their adaptive
+average pool is a 1x1 AveragePool (6x6 -> 6x6, 7x7 -> 7x7). The dynamo exporter writes the
+others' as ReduceMean over (2, 3) and their flatten as a Reshape to [1, C]."""
 
 from __future__ import annotations
 
@@ -55,9 +56,12 @@ def _build(name: str) -> tuple[Any, torch.Tensor]:
     return model, torch.randn(1, 3, side, side)
 
 
-def _case(name: str) -> Any:
+EXPORTERS = {"torchscript": False, "dynamo": True}
+
+
+def _case(name: str, exporter: str) -> Any:
     marks = [pytest.mark.slow] if MODELS[name][2] else []
-    return pytest.param(name, id=name, marks=marks)
+    return pytest.param(name, EXPORTERS[exporter], id=f"{name}-{exporter}", marks=marks)
 
 
 # What the spec must say for the ops a model needs that netspec had to gain or map: MobileNet's
@@ -69,23 +73,25 @@ SAYS = {
 }
 
 
-@pytest.mark.parametrize("name", [_case(n) for n in MODELS])
+@pytest.mark.parametrize(("name", "dynamo"), [_case(n, e) for n in MODELS for e in EXPORTERS])
 def test_a_torchvision_classifier_imports_with_its_parameters_and_outputs(
-    name: str, tmp_path: Path
+    name: str, dynamo: bool, tmp_path: Path
 ) -> None:
     model, x = _build(name)
-    analysis, text = import_torch(model, x, tmp_path)
+    analysis, text = import_torch(model, x, tmp_path, dynamo=dynamo)
     assert analysis.shape(analysis.order[-1]) == (1000,)
     for phrase in SAYS.get(name, []):
         assert phrase in text
 
 
+@pytest.mark.parametrize("dynamo", list(EXPORTERS.values()), ids=list(EXPORTERS))
 def test_a_resnet_exported_with_its_batch_norms_folded_imports_as_plain_convs(
-    tmp_path: Path,
+    dynamo: bool, tmp_path: Path
 ) -> None:
-    """The exporter's eval mode folds each batch norm into the conv before it: the import has
-    no batchnorm, conv biases instead, and the same outputs."""
+    """The TorchScript exporter's eval mode, and the dynamo one's optimizer (its default),
+    fold each batch norm into the conv before it: the import has no batchnorm, conv biases
+    instead (the dynamo optimizer drops those that are all zeros), and the same outputs."""
     model, x = _build("resnet18")
-    analysis, text = import_torch(model, x, tmp_path, fold=True)
+    analysis, text = import_torch(model, x, tmp_path, fold=True, dynamo=dynamo)
     assert "batchnorm" not in text
     assert analysis.total_params == analysis.trainable_params
