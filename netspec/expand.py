@@ -109,6 +109,7 @@ class _Expander:
         # ids stay theirs.
         self.memo: dict[tuple[int, int], tuple[ast.Call, dict[str, Any], Any]] = {}
         self.ops: dict[tuple[type[Op], object], Op] = {}
+        self.first: dict[int, Node] = {}  # by its op's id: the first node of each op
         self.consts = self._consts()
 
     def _consts(self) -> dict[str, Any]:
@@ -281,14 +282,20 @@ class _Expander:
             inputs = [current]
         if op is None:  # attributes of unknown value: checked as far as they go, no node
             return name
-        node = Node(
-            name=name,
-            op=op,
-            inputs=tuple(inputs),
-            span=call.span,
-            scope=scope.path,
-            instantiated_at=scope.calls,
-        )
+        fields = {
+            "name": name,
+            "inputs": tuple(inputs),
+            "span": call.span,
+            "scope": scope.path,
+            "instantiated_at": scope.calls,
+        }
+        # The op's first node is validated; the op's other layers (a repetition's) are that
+        # node with these fields changed, of the same types, not validated again.
+        first = self.first.get(id(op))
+        if first is not None and first.op is op:
+            return self.add(first.evolve(**fields))
+        node = Node(op=op, **fields)
+        self.first[id(op)] = node
         return self.add(node)
 
     def _call_op(

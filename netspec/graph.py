@@ -1,4 +1,4 @@
-"""IR -> NetworkX DAG -> analysed IR. The only module that imports networkx.
+"""IR -> DAG -> analysed IR. The only module that imports networkx (for IR out of order).
 
 Analyses run in topological order; an op raises a span-less ShapeError, and this stage adds
 the layer's name and span, keeps going past it (downstream layers are skipped, independent
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
-import networkx as nx
 from pydantic import ValidationError
 
 from netspec.errors import Diagnostic, NetspecError, Severity, ShapeError, suggest
@@ -30,7 +28,7 @@ class Graph:
     topological order (empty when the graph is invalid)."""
 
     nodes: dict[str, Node]
-    readers: Counter[str]
+    readers: dict[str, int]  # a tensor no layer reads is absent
     order: list[str]
 
 
@@ -50,7 +48,7 @@ def build_graph(net: Network) -> tuple[Graph, list[Diagnostic]]:
             for node in net.nodes
             if counts[node.name] > 1
         ]
-    readers: Counter[str] = Counter()
+    readers: dict[str, int] = {}
     seen: set[str] = set()
     in_order = True  # every input defined before it is read: what expand emits
     for node in net.nodes:
@@ -68,7 +66,7 @@ def build_graph(net: Network) -> tuple[Graph, list[Diagnostic]]:
                     )
                 )
             else:
-                readers[src] += 1
+                readers[src] = readers.get(src, 0) + 1
         seen.add(node.name)
     for out in net.outputs:
         if out not in nodes:
@@ -100,7 +98,10 @@ def _arity(node: Node) -> list[Diagnostic]:
 
 def _sorted(net: Network, nodes: dict[str, Node]) -> tuple[list[str], list[str]]:
     """A topological order of nodes listed in any order (ties broken by source order), or
-    the cycle that prevents one."""
+    the cycle that prevents one. NetworkX is imported here, not by `check` of a spec, whose
+    IR is in order: it took a third of `netspec check`'s start-up."""
+    import networkx as nx
+
     g: nx.DiGraph = nx.DiGraph()
     g.add_nodes_from(nodes)
     g.add_edges_from((src, n.name) for n in net.nodes for src in n.inputs if src in nodes)
@@ -127,80 +128,102 @@ def _analyse(net: Network) -> tuple[Analysis, list[Diagnostic]]:
     g, diags = build_graph(net)
     if any(d.severity is Severity.ERROR for d in diags):
         return _summarise(net, [n.name for n in net.nodes], {}), diags
-    order = g.order
     int_tensors = {n.name for n in net.inputs if getattr(n.op, "dtype", "") == "int64"}
     layers: dict[str, LayerInfo] = {}
+    shapes: dict[str, Shape] = {}  # the output of each layer whose rules held
     origins: dict[str, str] = {}  # a [T, F] tensor -> the layer that made it [T, F]
-    known: dict[tuple[int, tuple[Shape, ...]], Any] = {}
-    for name in order:
+    known: dict[tuple[int, tuple[Shape, ...]], _Rules] = {}
+    for name in g.order:
         node = g.nodes[name]
-        ins = [layers[s].output_shape if s in layers else None for s in node.inputs]
-        if any(s is None for s in ins):
-            continue  # an upstream layer failed; its error is already reported
-        in_shapes: list[Shape] = [s for s in ins if s is not None]
-        dtype_diag = _check_dtype(node, int_tensors)
-        if dtype_diag is not None:
-            diags.append(dtype_diag)
-            layers[name] = _failed(node, in_shapes)
-            continue
         try:
-            out, warns, row = _rules(node.op, in_shapes, known)
-        except (ShapeError, ValidationError, ValueError) as e:
-            hint = e.hint if isinstance(e, ShapeError) else None
-            shapes = ", ".join(str(list(s)) for s in in_shapes)
-            diags.append(_error(node, f"{node.op.op} '{name}' (input {shapes}): {e}", hint))
-            layers[name] = _failed(node, in_shapes)
-            continue
-        if any(d < 1 for d in out):
+            in_shapes = tuple([shapes[s] for s in node.inputs])
+        except KeyError:
+            continue  # an upstream layer failed (its error is reported) or was skipped
+        if int_tensors or node.op.input_dtype != "float32":
+            dtype_diag = _check_dtype(node, int_tensors)
+            if dtype_diag is not None:
+                diags.append(dtype_diag)
+                layers[name] = _failed(node, in_shapes)
+                continue
+        rules = known.get((id(node.op), in_shapes))
+        if rules is None or rules.op is not node.op:
+            try:
+                rules = _rules(node, in_shapes, known)
+            except (ShapeError, ValidationError, ValueError) as e:
+                hint = e.hint if isinstance(e, ShapeError) else None
+                listed = ", ".join(str(list(s)) for s in in_shapes)
+                diags.append(_error(node, f"{node.op.op} '{name}' (input {listed}): {e}", hint))
+                layers[name] = _failed(node, in_shapes)
+                continue
+        row = rules.row
+        if row is None:
             diags.append(
                 _error(
                     node,
                     f"{node.op.op} '{name}' produces an empty tensor "
-                    f"{list(out)} from {[list(s) for s in in_shapes]}",
+                    f"{list(rules.out)} from {[list(s) for s in in_shapes]}",
                 )
             )
             layers[name] = _failed(node, in_shapes)
             continue
-        diags.extend(_warning(node, f"{node.op.op} '{name}': {w}") for w in warns)
-        diags.extend(_layout(node, g, in_shapes, origins))
-        layers[name] = LayerInfo(name=name, input_shapes=tuple(in_shapes), **row)
+        if rules.warnings:
+            diags.extend(_warning(node, f"{node.op.op} '{name}': {w}") for w in rules.warnings)
+        if origins or rules.layout is not None:
+            diags.extend(_layout(node, g, in_shapes, origins))
+        layers[name] = row if row.name == name else row.evolve(name=name)
+        shapes[name] = rules.out
     diags.extend(_unused(net, g))
     diags.extend(recipe_checks(net, layers))
-    return _summarise(net, order, layers), diags
+    return _summarise(net, g.order, layers), diags
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """An op's rules for one tuple of input shapes: its table row (validated once, then
+    copied with each layer's name; None when the output is empty), output shape, warnings and
+    output layout (its inputs taken as plain, not [T, F])."""
+
+    op: Op
+    row: LayerInfo | None
+    out: Shape
+    warnings: list[str]
+    layout: str | None
 
 
 def _rules(
-    op: Op, in_shapes: list[Shape], known: dict[tuple[int, tuple[Shape, ...]], Any]
-) -> tuple[Shape, list[str], dict[str, Any]]:
-    """The op's output shape and warnings for these inputs, and the rest of its table row:
-    parameter and state shapes and counts, MACs, activation bytes.
-
-    An op's rules are functions of its attributes and input shapes alone, and expand shares
-    one op object between identical layers: a chain of 200,000 of them computes them once.
-    """
-    key = (id(op), tuple(in_shapes))
-    found = known.get(key)
-    if found is not None and found[0] is op:
-        return found[1]
+    node: Node, in_shapes: tuple[Shape, ...], known: dict[tuple[int, tuple[Shape, ...]], _Rules]
+) -> _Rules:
+    """The op's rules for these inputs, remembered: an op's rules are functions of its
+    attributes and input shapes alone, and expand shares one op object between identical
+    layers, so a chain of 200,000 of them computes them (and validates a row) once."""
+    op = node.op
     out = op.infer_shape(in_shapes)
+    if any(d < 1 for d in out):
+        rules = _Rules(op, None, out, [], None)
+        known[(id(op), in_shapes)] = rules
+        return rules
     params, state = op.param_shapes(in_shapes), op.state_shapes(in_shapes)
-    row = {
-        "op": op.op,
-        "output_shape": out,
-        "params": sum(numel(s) for s in params.values()),
-        "state": sum(numel(s) for s in state.values()),
-        "macs": op.macs(in_shapes, out),
-        "activation_bytes": numel(out) * BYTES_PER_FLOAT,
-        "param_shapes": params,
-        "state_shapes": state,
-    }
-    rules = (out, op.warnings(in_shapes), row)
-    known[key] = (op, rules)  # the op is kept, so its id stays its own
+    row = LayerInfo(
+        name=node.name,
+        op=op.op,
+        input_shapes=in_shapes,
+        output_shape=out,
+        params=sum(numel(s) for s in params.values()),
+        state=sum(numel(s) for s in state.values()),
+        macs=op.macs(in_shapes, out),
+        activation_bytes=numel(out) * BYTES_PER_FLOAT,
+        param_shapes=params,
+        state_shapes=state,
+    )
+    assert row.output_shape is not None
+    layout = op.layout(in_shapes, [None] * len(in_shapes))
+    rules = _Rules(op, row, row.output_shape, op.warnings(in_shapes), layout)
+    known[(id(op), in_shapes)] = rules  # the op is kept, so its id stays its own
     return rules
 
 
 def _layout(
-    node: Node, g: Graph, in_shapes: list[Shape], origins: dict[str, str]
+    node: Node, g: Graph, in_shapes: tuple[Shape, ...], origins: dict[str, str]
 ) -> list[Diagnostic]:
     """Track [T, F] tensors and warn where one reaches an op that reads [C, L]: conv1d would
     take the time steps for channels, a pool or batchnorm would reduce the wrong axis."""
@@ -235,12 +258,12 @@ def _position(net: Network) -> object:
     return lambda name: f"{index[name]:09d}"
 
 
-def _failed(node: Node, in_shapes: list[Shape]) -> LayerInfo:
+def _failed(node: Node, in_shapes: tuple[Shape, ...]) -> LayerInfo:
     """The table row of a layer whose rule failed: it has no output shape or counts."""
     return LayerInfo(
         name=node.name,
         op=node.op.op,
-        input_shapes=tuple(in_shapes),
+        input_shapes=in_shapes,
         output_shape=None,
         failed=True,
     )
@@ -267,7 +290,7 @@ def _unused(net: Network, g: Graph) -> list[Diagnostic]:
     return [
         _warning(n, f"the output of '{n.name}' is never used")
         for n in net.nodes
-        if not g.readers[n.name] and n.name not in outputs
+        if n.name not in g.readers and n.name not in outputs
     ]
 
 

@@ -10,7 +10,7 @@ import json
 import stat
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -23,8 +23,39 @@ from netspec.recipe import TrainSpec
 IR_VERSION = 1
 
 
+_set = object.__setattr__  # what pydantic's own model_construct writes a frozen model with
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def evolve(self, **changes: Any) -> Self:
+        """This validated instance with some fields changed, not validated again: for values
+        netspec built itself, of the types those fields hold (the 199,999 repetitions of a
+        layer). Validating a node and a table row per layer was a third of a 200,000-layer
+        check, and `model_copy(update=...)` costs as much as validating.
+
+        The values are taken as they are, unlike validation's coercion (a list stays a list):
+        every caller gives the exact types, which tests/test_trusted.py checks against
+        validated instances. The set of fields given is shared with `self`'s: a frozen model
+        never changes it, and pydantic copies it before any copy changes it. IR read from JSON
+        is always validated (`read_ir`)."""
+        cls = type(self)
+        fields = cls.__pydantic_fields__
+        if not changes.keys() <= fields.keys():
+            raise TypeError(f"{cls.__name__} has no field(s) {sorted(changes.keys() - fields)}")
+        state = self.__dict__
+        if len(state) != len(fields):  # a cached property's value, of the old fields
+            state = {k: v for k, v in state.items() if k in fields}
+        given = self.__pydantic_fields_set__
+        if not changes.keys() <= given:
+            given = given | changes.keys()
+        new = cls.__new__(cls)
+        _set(new, "__dict__", {**state, **changes})
+        _set(new, "__pydantic_fields_set__", given)
+        _set(new, "__pydantic_extra__", None)
+        _set(new, "__pydantic_private__", None)
+        return new
 
 
 class Node(_Model):

@@ -4,6 +4,8 @@ shows its ends and its failures rather than 200,000 rows."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -37,10 +39,49 @@ def test_a_chain_just_under_the_layer_limit_is_checked_without_a_networkx_graph(
     def no_graph(*args: object, **kwargs: object) -> None:
         raise AssertionError("expand's IR is in order: the graph stage needs no NetworkX graph")
 
-    monkeypatch.setattr("netspec.graph.nx.DiGraph", no_graph)
+    monkeypatch.setattr("networkx.DiGraph", no_graph)
     analysis = api.check(api.load(chain(tmp_path, 199_990)))
     assert len(analysis.order) == 199_991  # the input and every dense
     assert analysis.trainable_params == 8 * 3 + 3 + (3 * 3 + 3) * 199_989
+
+
+def test_check_of_a_spec_does_not_import_networkx(tmp_path: Path) -> None:
+    # Only IR JSON out of order needs NetworkX's sort; importing it was a third of start-up.
+    code = (
+        "import sys, netspec.cli as c; code = c.main(['check', sys.argv[1]]);"
+        "print(code, 'networkx' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(chain(tmp_path, 10))],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.splitlines()[-1] == "0 False", done.stderr
+
+
+def test_the_memory_a_chain_takes_is_linear_and_small(tmp_path: Path) -> None:
+    """Traced bytes held by a loaded and checked chain, at three lengths: each further layer
+    costs as much as the one before (linear), and about a kilobyte: a layer's node and table
+    row (a dict of fields each, sharing their values with the op's first layer), its name
+    and inputs. Each was validated into copies of everything, 2.9 KB a layer."""
+    api.check(api.load(chain(tmp_path, 10)))  # one-time costs: imports, caches
+    held = []
+    for layers in (2000, 6000, 10000):
+        path = chain(tmp_path, layers)
+        tracemalloc.start()
+        try:
+            analysis = api.check(api.load(path))
+            held.append(tracemalloc.get_traced_memory()[0])
+        finally:
+            tracemalloc.stop()
+        assert len(analysis.layers) == layers + 1
+        del analysis
+    first, second = (held[1] - held[0]) / 4000, (held[2] - held[1]) / 4000
+    assert abs(second - first) < 0.2 * first, (first, second)
+    assert second < 1200, second
 
 
 def test_a_chain_past_the_limit_is_refused_before_it_is_built(tmp_path: Path) -> None:
