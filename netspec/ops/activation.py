@@ -26,7 +26,7 @@ from netspec.ops.base import (
     Shape,
     expect_rank,
 )
-from netspec.ops.functional import erf, sigmoid, softmax
+from netspec.ops.functional import normal_cdf, sigmoid, softmax
 
 
 def _scalar(io: OnnxIO, hint: str, value: float) -> str:
@@ -475,10 +475,7 @@ class Elu(Elementwise):
 
 def _phi(x: Array) -> Array:
     """The standard normal CDF, 0.5 * (1 + erf(x / sqrt 2)), in x's dtype."""
-    e = erf(x * (1 / math.sqrt(2)))
-    e += 1
-    e *= 0.5
-    return e
+    return normal_cdf(x)
 
 
 class Gelu(Elementwise):

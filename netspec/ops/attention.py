@@ -12,6 +12,12 @@ maps one to one. Per head h of width d = D / heads:
 
 with q = x Wq^T + bq and k, v from memory (x itself for self-attention). A key-padding mask is
 not supported yet.
+
+The NumPy kernel keeps the scores unnormalised, e = exp(s - shift), with r = 1 / sum(e) per row
+(a = r e): the sums come out of the same product as e v (v is given a column of ones), and the
+softmax's backward a * (da - sum(a * da)) takes sum(a * da) = sum(do * o), over the outputs'
+d/H values rather than the S scores, as one more column of that product. Every pass over the
+N*H*T*S scores that is left is a plain, unbroadcast one.
 """
 
 from __future__ import annotations
@@ -36,13 +42,65 @@ from netspec.ops.base import (
     Shape,
     expect_rank,
 )
-from netspec.ops.functional import softmax
 from netspec.ops.normalize import nearest_divisors
 
 
 def causal_mask(t: int) -> Array:
     """(T, T) additive mask: -inf where a position would see a later one."""
     return np.triu(np.full((t, t), -np.inf), k=1)
+
+
+# A row whose exponentials sum below this was shifted by its matrix's max far above its own: its
+# matrix is redone with the row max before anything that matters underflows (1e-20 * 2^-24 is
+# still a normal float32).
+_TINY = 1e-20
+_CHUNK = 1 << 20  # bytes of scores the backward handles at a time: about L2's size
+
+
+def _scores_exp(q: Array, k: Array, causal: bool, exact: bool = False) -> Array:
+    """exp(q k^T [+ causal mask] - shift) per (sample, head): softmax up to a factor per row.
+
+    Any shift per row gives the same softmax. The fast one is each matrix's max, not each row's:
+    it reads the scores as one run of T*S values (a max over 128-long rows costs 5x more), and
+    the subtraction broadcasts over one loop; `exact` shifts by the row max."""
+    s = q @ k.swapaxes(-1, -2)  # (N, H, T, S)
+    if causal:
+        s += causal_mask(s.shape[-1]).astype(s.dtype)
+    s -= s.max(axis=-1 if exact else (-2, -1), keepdims=True)
+    return np.exp(s, out=s)
+
+
+def _weigh(e: Array, mask: Array | None, v1: Array) -> Array:
+    """[(e * mask) v, sum(e)] per row, from v1 = [v, 1]: one product when nothing is dropped."""
+    if mask is None:
+        return e @ v1
+    w = v1.shape[-1] - 1
+    return np.concatenate([(e * mask) @ v1[..., :w], e @ v1[..., w:]], axis=-1)
+
+
+def _through_scores(
+    e: Array, mask: Array | None, g1: Array, v1: Array, q: Array, k: Array, out: tuple[Array, ...]
+) -> None:
+    """dq (before its scale), dk, dv into `out`, from g1 = [r * do, -r * sum(do * o)].
+
+    A few samples at a time: each chunk's score gradient (T*S per head) is made and used while
+    it is in cache, instead of passing 3 times over all N*H*T*S of them."""
+    w = v1.shape[-1] - 1
+    step = max(1, _CHUNK // (e[0].size * e.itemsize))
+    for i in range(0, len(e), step):
+        at = slice(i, i + step)
+        ec, gc = e[at], g1[at]
+        em = ec if mask is None else ec * mask[at]
+        np.matmul(em.swapaxes(-1, -2), gc[..., :w], out=out[2][at])
+        if mask is None:
+            ds = gc @ v1[at].swapaxes(-1, -2)  # r * (do v^T - sum(do * o))
+        else:
+            ds = gc[..., :w] @ v1[at][..., :w].swapaxes(-1, -2)
+            ds *= mask[at]
+            ds += gc[..., w:]
+        ds *= ec  # the (scaled) scores' gradient
+        np.matmul(ds, k[at], out=out[0][at])
+        np.matmul(ds.swapaxes(-1, -2), q[at], out=out[1][at])
 
 
 def _rows(
@@ -125,82 +183,94 @@ class Attention(Op):
         s = inputs[-1][0]  # keys: the memory's positions, or the queries'
         return 2 * t * d * d + 2 * s * d * d + 2 * t * s * d  # projections; q k^T and a v
 
-    def _merge(self, g: Array) -> Array:
-        """(N, H, L, D/H) -> (N, L, D): the heads side by side."""
-        n, h, length, w = g.shape
-        return g.transpose(0, 2, 1, 3).reshape(n, length, h * w)
-
     def _heads(self, a: Array) -> Array:
-        """(N, T, D) -> (N, H, T, D/H)."""
+        """(N, T, D) -> (N, H, T, D/H), a view."""
         n, t, d = a.shape
         return a.reshape(n, t, self.heads, d // self.heads).transpose(0, 2, 1, 3)
+
+    def _project(self, x: Array, memory: Array | None, p: Params) -> tuple[Array, Array, Array]:
+        """q (scaled by 1/sqrt(d/H), folded into its weights: D^2 values, not N*T*D), k, v as
+        (N, H, L, d/H) views of the projections: one product for self-attention."""
+        d = x.shape[-1]
+        scale = 1 / math.sqrt(d // self.heads)
+        w = p["in_proj_weight"].astype(x.dtype, copy=True)
+        w[:d] *= scale
+        b = p["in_proj_bias"].astype(x.dtype, copy=True) if self.bias else None
+        if b is not None:
+            b[:d] *= scale
+        if memory is None:
+            qkv = x @ w.T  # (N, T, 3D)
+            if b is not None:
+                qkv += b
+            return (
+                self._heads(qkv[..., :d]),
+                self._heads(qkv[..., d : 2 * d]),
+                self._heads(qkv[..., 2 * d :]),
+            )
+        q, kv = x @ w[:d].T, memory @ w[d:].T  # (N, T, D), (N, S, 2D)
+        if b is not None:
+            q += b[:d]
+            kv += b[d:]
+        return self._heads(q), self._heads(kv[..., :d]), self._heads(kv[..., d:])
 
     def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
         x = xs[0]  # (N, T, D)
         memory = xs[1] if len(xs) > 1 else None  # (N, S, D)
-        n, t, d = x.shape
-        w_in, w_out = (
-            p[k].astype(x.dtype, copy=False) for k in ("in_proj_weight", "out_proj.weight")
-        )
-        b_in = p["in_proj_bias"].astype(x.dtype, copy=False) if self.bias else None
-        if memory is None:
-            qkv = x @ w_in.T  # (N, T, 3D): the three projections in one product
-            if b_in is not None:
-                qkv += b_in
-            q, k, v = (self._heads(qkv[..., i * d : (i + 1) * d]) for i in range(3))
-        else:
-            q_, kv = x @ w_in[:d].T, memory @ w_in[d:].T  # (N, T, D), (N, S, 2D)
-            if b_in is not None:
-                q_ += b_in[:d]
-                kv += b_in[d:]
-            q, k, v = self._heads(q_), self._heads(kv[..., :d]), self._heads(kv[..., d:])
-        scale = np.asarray(1 / math.sqrt(d // self.heads), dtype=x.dtype)
-        # The scale goes on q (N*H*T*d/H values) rather than on the scores (N*H*T*S).
-        s = (q * scale) @ k.transpose(0, 1, 3, 2)  # (N, H, T, S)
-        if self.causal:
-            s += causal_mask(t).astype(x.dtype)
-        a = softmax(s, axis=-1)
+        d = x.shape[-1]
+        q, k, v = self._project(x, memory, p)
+        w = d // self.heads
+        v1 = np.empty((*v.shape[:-1], w + 1), dtype=x.dtype)  # [v, 1]: a v and sum(a) at once
+        v1[..., :w] = v
+        v1[..., w] = 1
         mask = None
+        e = _scores_exp(q, k, self.causal)  # (N, H, T, S), unnormalised
         if ctx.train and self.dropout > 0:  # torch drops attention weights, not outputs
-            keep = ctx.rng.random(a.shape) >= self.dropout
+            keep = ctx.rng.random(e.shape) >= self.dropout
             mask = keep.astype(x.dtype) / np.asarray(1 - self.dropout, dtype=x.dtype)
-        a_used = a if mask is None else a * mask
-        o = (a_used @ v).transpose(0, 2, 1, 3).reshape(n, t, d)  # heads concatenated
-        y = o @ w_out.T
+        ol = _weigh(e, mask, v1)
+        low = (ol[..., w] < _TINY).any(axis=-1)  # (N, H): a row shifted too far
+        if low.any():
+            at = np.nonzero(low)
+            e[at] = _scores_exp(q[at][:, None], k[at][:, None], self.causal, exact=True)[:, 0]
+            ol[at] = _weigh(e[at], None if mask is None else mask[at], v1[at])
+        r = 1 / ol[..., w:]  # (N, H, T, 1): softmax = r * e
+        o = np.empty_like(x)  # the heads side by side, written in place
+        np.multiply(ol[..., :w], r, out=self._heads(o))
+        y = o @ p["out_proj.weight"].astype(x.dtype, copy=False).T
         if self.bias:
             y += p["out_proj.bias"].astype(x.dtype, copy=False)
-        return y, (x, memory, q, k, v, a, mask, o, scale)
+        return y, (x, memory, q, k, v1, e, r, mask, o)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
-        x, memory, q, k, v, a, mask, o, scale = cache
-        d = x.shape[-1]
-        w_in, w_out = (
-            p[k_].astype(dy.dtype, copy=False) for k_ in ("in_proj_weight", "out_proj.weight")
-        )
+        x, memory, q, k, v1, e, r, mask, o = cache
+        n, t, d = x.shape
+        w = d // self.heads
+        w_in = p["in_proj_weight"].astype(dy.dtype, copy=False)
         grads: Grads = {"out_proj.weight": dy.reshape(-1, d).T @ o.reshape(-1, d)}
-        do = self._heads(dy @ w_out)  # (N, H, T, d/H)
-        a_used = a if mask is None else a * mask
-        dv = a_used.transpose(0, 1, 3, 2) @ do
-        da = do @ v.transpose(0, 1, 3, 2)  # (N, H, T, S)
-        if mask is not None:
-            da *= mask
-        # through the softmax: a * (da - sum(da * a)), in place on da (a fresh array); the
-        # scale goes on dq and dk, as it went on q, where there are fewer values than scores
-        da -= np.sum(da * a, axis=-1, keepdims=True)
-        da *= a
-        dq, dk = da @ k, da.transpose(0, 1, 3, 2) @ q
-        dq *= scale
-        dk *= scale
         if self.bias:
             grads["out_proj.bias"] = dy.sum(axis=(0, 1))
+        do = dy @ p["out_proj.weight"].astype(dy.dtype, copy=False)  # (N, T, D)
+        # softmax's backward a * (da - sum(a * da)): sum(a * da) = sum(do * o) per row (the
+        # outputs' width, not the keys'), folded into the product as a last column of -r * it
+        g1 = np.empty((*q.shape[:-1], w + 1), dtype=dy.dtype)  # (N, H, T, d/H + 1)
+        np.multiply(self._heads(do), r, out=g1[..., :w])
+        g1[..., w:] = self._heads(do * o) @ np.ones((w, 1), dtype=dy.dtype)
+        g1[..., w:] *= -r
+        s_len = k.shape[2]
         if memory is None:
-            dqkv = np.concatenate([self._merge(g) for g in (dq, dk, dv)], axis=-1)  # (N, T, 3D)
+            dqkv = np.empty((n, t, 3 * d), dtype=dy.dtype)
+            dq, dk, dv = (self._heads(dqkv[..., i * d : (i + 1) * d]) for i in range(3))
+        else:
+            dq_, dkv = np.empty_like(x), np.empty((n, s_len, 2 * d), dtype=dy.dtype)
+            dq, dk, dv = self._heads(dq_), self._heads(dkv[..., :d]), self._heads(dkv[..., d:])
+        _through_scores(e, mask, g1, v1, q, k, (dq, dk, dv))
+        scale = 1 / math.sqrt(w)
+        dq *= np.asarray(scale, dtype=dy.dtype)  # q was scaled by it: k's gradient has it in q
+        if memory is None:
             grads["in_proj_weight"] = dqkv.reshape(-1, 3 * d).T @ x.reshape(-1, d)
             if self.bias:
                 grads["in_proj_bias"] = dqkv.sum(axis=(0, 1))
             return [dqkv @ w_in], grads
-        dq_ = self._merge(dq)  # (N, T, D)
-        dkv = np.concatenate([self._merge(dk), self._merge(dv)], axis=-1)  # (N, S, 2D)
         grads["in_proj_weight"] = np.concatenate(
             [
                 dq_.reshape(-1, d).T @ x.reshape(-1, d),

@@ -29,11 +29,11 @@ from netspec.ops.activation import (
     Step,
     Swish,
     Tanh,
-    erf,
 )
 from netspec.ops.base import Array, Ctx, Op, Params
 from netspec.ops.dense import Dense
 from netspec.ops.embedding import Embedding
+from netspec.ops.functional import erf
 from netspec.ops.norm import BatchNorm, Dropout, Lrn
 from netspec.ops.shape import Pad, Reshape
 
@@ -125,6 +125,20 @@ def test_float32_erf_is_the_fast_rational_within_four_float32_ulps_of_math_erf()
     want = [math.erf(float(v)) for v in x]
     np.testing.assert_allclose(got.astype(np.float64), want, rtol=0, atol=5e-7)
     assert np.array_equal(erf(-x), -got)
+
+
+def test_float32_gelu_is_exact_gelu_to_float32_rounding_across_chunks() -> None:
+    # Phi for float32 is the rational erf with its constants folded into the coefficients,
+    # evaluated 64K values at a time: more than 3 chunks here, the last a partial one, and
+    # values beyond erf's clamp at |x / sqrt 2| = 4.
+    x = np.linspace(-12, 12, 200_003, dtype=np.float32).reshape(1, -1)
+    y, (_, cdf) = Gelu().forward([x], {}, Ctx())
+    assert y.dtype == cdf.dtype == np.float32
+    x64 = x.astype(np.float64)
+    want = 0.5 * (1 + erf(x64 / math.sqrt(2)))
+    np.testing.assert_allclose(cdf, want, rtol=0, atol=3e-7)
+    assert np.all(np.abs(y - x64 * want) <= 3e-7 * np.maximum(1, np.abs(x64)))
+    np.testing.assert_array_equal(Gelu().forward([x[:, 7:9]], {}, Ctx())[0], y[:, 7:9])
 
 
 def test_step_is_heaviside_with_a_straight_through_backward() -> None:

@@ -172,6 +172,27 @@ def test_attention_matches_nn_multiheadattention_with_its_state_dict(
     assert sum(g.size for g in grads.values()) == sum(v.numel() for v in module.parameters())
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_rows_far_below_their_matrix_max_stay_exact(causal: bool) -> None:
+    """The scores are shifted by each matrix's max, not each row's: a row thousands below it
+    underflows to 0 even in float64 unless its matrix is redone with the row max (NaN before)."""
+    t, d, heads = 4, 8, 2
+    module = randomise(torch.nn.MultiheadAttention(d, heads, batch_first=True))
+    x = rng.normal(size=(3, t, d))
+    x[:, 1] *= 100.0  # position 1's score against itself is ~1e4, the other rows' ~1e2
+    dy = rng.normal(size=x.shape)
+
+    def call(m: torch.nn.Module, tx: torch.Tensor) -> torch.Tensor:
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(t, dtype=tx.dtype)
+        return m(tx, tx, tx, need_weights=False, attn_mask=mask if causal else None)[0]
+
+    y, (dx,), grads = ours(Attention(heads=heads, causal=causal), [x], params_of(module), dy)
+    ty, (tdx,), tgrads = module_grads(module, [x], dy, call)
+    for got, want in [(y, ty), (dx, tdx), *((grads[k], g) for k, g in tgrads.items())]:
+        # scores of 1e4 carry float64's rounding at 1e-12: the comparison is that much looser
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_cross_attention_matches_nn_multiheadattention_with_query_not_key(bias: bool) -> None:
     t, s, d, heads = 4, 6, 8, 2
