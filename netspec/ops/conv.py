@@ -117,10 +117,11 @@ class ConvNd(Windowed):
 
     def workspace(self, inputs: Sequence[Shape], output: Shape) -> Workspace:
         """The cache is the loaded (padded) input, or on the row path its row matrix (K_last
-        times larger); the window matrix is built per chunk of about CHUNK_BYTES, but never
-        less than one sample's, which can be far larger (a 15x15 kernel over a 96x96 image:
-        25 MB a sample). Backward's input gradient correlates dy the same way, with F channels
-        instead of C; both keep a matrix, its gradient and a GEMM result."""
+        times larger), or the window matrix where that is no larger (strided convs). The
+        window matrix is built per chunk of about CHUNK_BYTES, but never less than one
+        sample's, which can be far larger (a 15x15 kernel over a 96x96 image: 25 MB a sample).
+        Backward's input gradient correlates dy the same way, with F channels instead of C;
+        both keep a matrix, its gradient and a GEMM result."""
         x = inputs[0]
         k = self._kernel()[0]
         c, f, taps = x[0], self.filters, math.prod(k)
@@ -129,6 +130,8 @@ class ConvNd(Windowed):
         loaded = c * (math.prod(grid.shape) + grid.slack) * 4
         if row_path(chunks, c // self.groups):
             loaded = max(loaded, c * k[-1] * grid.span * 4)
+        elif c * taps * grid.columns <= k[-1] * loaded // 4:  # the window matrix, kept as is
+            loaded = c * taps * grid.columns * 4
         columns = max(grid.columns, CHUNK_BYTES // (4 * taps * min(c, f)))
         fixed = 4 * columns * (max(c, f) * taps + 2 * max(c, f))
         io = (numel(x) + numel(output)) * 4
@@ -188,8 +191,9 @@ class ConvNd(Windowed):
         dwt = np.zeros((*weights.shape[:-2], weights.shape[-1], weights.shape[-2]), dy.dtype)
         for (lo, hi, grid), kept in zip(chunks, bufs, strict=True):
             dyc = grid.scatter_output(dy[lo:hi]).reshape(g, f // g, grid.columns)  # (G, F/G, M)
-            # The row path kept its row matrix; else rebuild the window matrix from the buffer.
-            mat = kept if wide else grid.im2col(kept)
+            # Forward kept a (C, K, M) window matrix or (C, K_last, span) row matrix, or else
+            # the (C, L) padded buffer to rebuild the window matrix from.
+            mat = kept if kept.ndim == 3 else grid.im2col(kept)
             dbuf = (row_grads if wide else exact_grads)(grid, mat, weights, dyc, dwt, col2im)
             if dx is not None and dbuf is not None:
                 dx[lo:hi] = grid.unload(dbuf)

@@ -161,6 +161,13 @@ class Grid:
         return cols
 
     @property
+    def kernel_last(self) -> int:
+        """Taps along the last kernel axis (the exact grid's from its tap slices)."""
+        if self.wide:
+            return self.kernel[-1]
+        return len({region[-1].start for region in self.taps})
+
+    @property
     def shifts(self) -> tuple[int, ...]:
         """Wide: each leading-axis tap's offset (C order), one GEMM each over the row matrix."""
         lead = itertools.product(*(range(k) for k in self.kernel[:-1]))
@@ -370,8 +377,11 @@ def correlate(
     Per chunk of the batch: load, then the GEMMs of grid_products, whose valid columns are
     copied into the batch-first output. The bias (F,) is added to the GEMM's result while it
     is contiguous and in cache (a pass over the strided output after the copy cost 3-10% of
-    LeNet's and the CIFAR CNN's conv forward). With keep, returns the loaded buffers (the
-    forward's cache); else each is freed with its chunk.
+    LeNet's and the CIFAR CNN's conv forward). With keep, returns the forward's cache per
+    chunk: the row matrix on the row path, and the window matrix where it is no more than
+    K_last times the loaded buffer (a stride-2 3x3 conv's: 2.25x), for backward's dW GEMMs to
+    read as they are; else the loaded buffer (a stride-1 window matrix is about K times
+    larger). Without keep each is freed with its chunk.
     """
     fg = w.shape[0] // groups
     bg = None if bias is None else bias.reshape(groups, fg, 1)
@@ -386,5 +396,5 @@ def correlate(
                 yi += bg[i]
             out[lo:hi, i * fg : (i + 1) * fg] = np.moveaxis(grid.valid(yi), 0, 1)
         if keep:
-            kept.append(mat if rows else buf)
+            kept.append(mat if rows or mat.size <= grid.kernel_last * buf.size else buf)
     return kept

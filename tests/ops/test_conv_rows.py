@@ -112,3 +112,27 @@ def test_the_rule_keeps_few_channels_on_the_window_matrix() -> None:
     strided = Conv2d(filters=6, kernel=3, stride=2)
     _, chunks = strided._chunks((64, 8, 8), 4, 4)
     assert not im2col.row_path(chunks, 64)  # the exact grid has no row matrix
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "kept_ndim"),
+    [
+        (Conv2d(filters=3, kernel=3, stride=2, padding=1), (4, 8, 8), 3),  # window matrix 2.25x
+        (Conv2d(filters=3, kernel=1, stride=2), (4, 8, 8), 3),  # a quarter of the buffer
+        (Conv2d(filters=3, kernel=5, padding=2), (2, 8, 8), 2),  # stride 1, 10 < 32: buffer
+    ],
+)
+def test_forward_keeps_the_window_matrix_where_it_is_small_and_backward_matches_torch(
+    op: Conv2d, shape: Shape, kept_ndim: int
+) -> None:
+    x, params, dy = _case(op, shape)
+    _, (kept, *_) = op.forward([x], params, Ctx())
+    assert {m.ndim for m in kept} == {kept_ndim}
+    _, dx, *grads = _run(op, x, params, dy)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(params["weight"], requires_grad=True)
+    ty = F.conv2d(tx, tw, torch.tensor(params["bias"]), op.stride, op.padding)
+    (ty * torch.tensor(dy)).sum().backward()
+    assert tx.grad is not None and tw.grad is not None
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grads[1], tw.grad.numpy(), rtol=1e-10, atol=1e-12)
