@@ -38,6 +38,8 @@ GEMM_OPS = ("conv1d", "conv2d", "dense", "lstm", "gru", "rnn")
 CONV_PARTS = (
     (Grid, "load"),
     (Grid, "im2col"),
+    (Grid, "rows"),
+    (Grid, "rows_adjoint"),
     (Grid, "col2im"),
     (Grid, "scatter_output"),
     (winograd, "_input_transform"),

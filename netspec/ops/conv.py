@@ -3,7 +3,9 @@
 Stride-1 3x3 convolutions can run their forward pass and input gradient through Winograd
 F(2x2, 3x3) (winograd.py; `winograd.applies` is the rule, off while it measures slower).
 Otherwise the NumPy path is im2col (im2col.py): per chunk of the batch, a (C*K, M) window
-matrix and one GEMM per group. The backward pass rebuilds that matrix for dW; dx either
+matrix and one GEMM per group, or on stride 1 with enough channels the row path: a (C*K_last,
+M') row matrix and one GEMM per leading kernel tap over shifted views of it, kept from forward
+for the weight gradient. Off the row path backward rebuilds the window matrix for dW; dx either
 scatters window gradients back with one add per tap (col2im) or, for stride 1, is itself a
 correlation of the padded output gradient with the flipped kernel. Window geometry is in window.py.
 """
@@ -32,7 +34,17 @@ from netspec.ops.base import (
     channel_sums,
     numel,
 )
-from netspec.ops.im2col import CHUNK_BYTES, Grid, chunk_grids, correlate
+from netspec.ops.im2col import (
+    CHUNK_BYTES,
+    Grid,
+    chunk_grids,
+    conv_weights,
+    correlate,
+    exact_grads,
+    row_grads,
+    row_path,
+    unlead,
+)
 from netspec.ops.init import Init, InitName
 from netspec.ops.window import (
     PaddingAttr,
@@ -104,15 +116,22 @@ class ConvNd(Windowed):
         return self.init
 
     def workspace(self, inputs: Sequence[Shape], output: Shape) -> Workspace:
-        """The cache is the loaded (padded) input; the window matrix is built per chunk of about
-        CHUNK_BYTES, but never less than one sample's, which can be far larger (a 15x15 kernel
-        over a 96x96 image: 25 MB a sample). Backward's input gradient correlates dy the same
-        way, with F channels instead of C; both keep a matrix, its gradient and a GEMM result."""
+        """The cache is the loaded (padded) input, or on the row path its row matrix (K_last
+        times larger), or the window matrix where that is no larger (strided convs). The
+        window matrix is built per chunk of about CHUNK_BYTES, but never less than one
+        sample's, which can be far larger (a 15x15 kernel over a 96x96 image: 25 MB a sample).
+        Backward's input gradient correlates dy the same way, with F channels instead of C;
+        both keep a matrix, its gradient and a GEMM result."""
         x = inputs[0]
-        c, f, taps = x[0], self.filters, math.prod(self._kernel()[0])
+        k = self._kernel()[0]
+        c, f, taps = x[0], self.filters, math.prod(k)
         _, chunks = self._chunks(x, 1, 4)
         grid = chunks[0][2]
         loaded = c * (math.prod(grid.shape) + grid.slack) * 4
+        if row_path(chunks, c // self.groups):
+            loaded = max(loaded, c * k[-1] * grid.span * 4)
+        elif c * taps * grid.columns <= k[-1] * loaded // 4:  # the window matrix, kept as is
+            loaded = c * taps * grid.columns * 4
         columns = max(grid.columns, CHUNK_BYTES // (4 * taps * min(c, f)))
         fixed = 4 * columns * (max(c, f) * taps + 2 * max(c, f))
         io = (numel(x) + numel(output)) * 4
@@ -139,9 +158,10 @@ class ConvNd(Windowed):
             return y, (x, x.shape, pads, None, ctx.input_grad)
         pads, chunks = self._chunks(x.shape[1:], n, x.itemsize)
         y = np.empty((n, f, *out), dtype=x.dtype)
-        bufs = correlate(x, p["weight"].reshape(g, f // g, -1), chunks, y, keep=True, bias=bias)
-        # Keep the padded input rather than the window matrix: the matrix is K times larger,
-        # and rebuilding it in backward costs one cache-resident copy.
+        # The cache per chunk: the row matrix on the row path, whose dW GEMMs read it as it is
+        # (K_last times the padded input: 3x for 3x3), else the padded input, which backward
+        # copies into a window matrix again (that one would be K times larger).
+        bufs = correlate(x, p["weight"], g, chunks, y, keep=True, bias=bias)
         return y, (bufs, x.shape, pads, chunks, ctx.input_grad)
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
@@ -151,37 +171,36 @@ class ConvNd(Windowed):
         if chunks is None:  # the Winograd forward kept x: dW stays im2col, from x's buffers
             x = bufs
             pads, chunks = self._chunks(xshape[1:], n, x.itemsize)
-            bufs = [grid.load(x[lo:hi]) for lo, hi, grid in chunks]
+            rows = row_path(chunks, w.shape[1])  # what correlate would have kept
+            loaded = [(grid, grid.load(x[lo:hi])) for lo, hi, grid in chunks]
+            bufs = [grid.rows(buf) if rows else buf for grid, buf in loaded]
         g, f = self.groups, self.filters
-        fg = f // g
-        wg = w.reshape(g, fg, -1)  # (G, F/G, C/G*K)
-        dwt = np.zeros((g, wg.shape[2], fg), dtype=dy.dtype)  # dW^T, summed over chunks
         wino_pads = [(2 - lo, 2 - hi) for lo, hi in pads]
         wino_dx = input_grad and self._winograd(self.filters, c, wino_pads, xshape[2:])
         back_pads = self._correlation_pads(c, pads) if input_grad and not wino_dx else None
         # The first layer skips dx (nothing upstream wants it); else col2im builds it per chunk.
-        dx = np.empty(xshape, dtype=dy.dtype) if input_grad and back_pads is None else None
+        col2im = input_grad and back_pads is None and not wino_dx
+        dx = np.empty(xshape, dtype=dy.dtype) if col2im else None
         if wino_dx:
             # dx as the correlation of dy padded by 2 - P with the flipped, transposed kernel.
             wt = np.ascontiguousarray(np.flip(w, axis=(2, 3)).swapaxes(0, 1))
             dx = winograd.correlate(dy, wt, tuple(wino_pads))
-        for (lo, hi, grid), buf in zip(chunks, bufs, strict=True):
-            m = grid.columns
-            dyc = grid.scatter_output(dy[lo:hi]).reshape(g, fg, m)  # (G, F/G, M)
-            cols = grid.im2col(buf).reshape(g, -1, m)  # (G, C/G*K, M)
-            for i in range(g):
-                # dW^T += cols dy^T: OpenBLAS runs the long M reduction far faster with the
-                # tall operand first than as dy cols^T.
-                dwt[i] += cols[i] @ dyc[i].T
-            if dx is None or wino_dx:
-                continue
-            dcols = np.empty_like(cols)  # (G, C/G*K, M) = (C, K, M)
-            for i in range(g):
-                np.matmul(wg[i].T, dyc[i], out=dcols[i])
-            dx[lo:hi] = grid.unload(grid.col2im(dcols.reshape(c, -1, m)))
+        wide = row_path(chunks, w.shape[1])
+        weights = conv_weights(w, g, wide)
+        # dW^T (per leading tap on the wide grid), summed over chunks.
+        dwt = np.zeros((*weights.shape[:-2], weights.shape[-1], weights.shape[-2]), dy.dtype)
+        for (lo, hi, grid), kept in zip(chunks, bufs, strict=True):
+            dyc = grid.scatter_output(dy[lo:hi]).reshape(g, f // g, grid.columns)  # (G, F/G, M)
+            # Forward kept a (C, K, M) window matrix or (C, K_last, span) row matrix, or else
+            # the (C, L) padded buffer to rebuild the window matrix from.
+            mat = kept if kept.ndim == 3 else grid.im2col(kept)
+            dbuf = (row_grads if wide else exact_grads)(grid, mat, weights, dyc, dwt, col2im)
+            if dx is not None and dbuf is not None:
+                dx[lo:hi] = grid.unload(dbuf)
         if back_pads is not None:
             dx = self.input_grad_by_correlation(dy, w, xshape[1:], back_pads)
-        grads = {"weight": np.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(w.shape)}
+        dw = dwt.swapaxes(-1, -2)
+        grads = {"weight": unlead(dw, w.shape) if wide else dw.reshape(w.shape)}
         if self.bias:
             grads["bias"] = channel_sums(dy.reshape(n, f, math.prod(dy.shape[2:])))
         return [dx], grads
@@ -221,7 +240,7 @@ class ConvNd(Windowed):
         row_bytes = f * math.prod(k) * dy.itemsize
         chunks = chunk_grids(k, (1,) * len(k), d, sizes, pads, tuple(xshape[1:]), n, row_bytes)
         dx = np.empty((n, *xshape), dtype=dy.dtype)
-        correlate(dy, np.ascontiguousarray(wt).reshape(g, cg, -1), chunks, dx, keep=False)
+        correlate(dy, wt.reshape(c, fg, *k), g, chunks, dx, keep=False)
         return dx
 
     def to_onnx(self, io: OnnxIO) -> list[OnnxNode] | None:

@@ -2,9 +2,11 @@
 
 Per chunk of the batch, the input is copied into a zero-padded channels-major buffer, one slice
 per kernel tap is copied into a (C*K, M) window matrix, and one 2-D GEMM per group does the
-rest. `Grid` is the layout of one chunk, `chunk_grids` cuts a batch into chunks, `correlate` is
-the whole forward pass (and, for stride 1, the input gradient as a correlation). The op
-classes, their shape rules and their backward pass are in conv.py.
+rest. On stride-1 grids with enough channels (row_path) only the last kernel axis's taps are
+copied (Grid.rows) and each leading tap is a GEMM over a shifted view of that row matrix.
+`Grid` is the layout of one chunk, `chunk_grids` cuts a batch into chunks, `correlate` is the
+whole forward pass (and, for stride 1, the input gradient as a correlation). The op classes,
+their shape rules and their backward pass are in conv.py.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from netspec.ops.window import Pads, tap_regions
 # With the samples side by side, bigger chunks also share more padding: 4 MiB is 4-7% faster
 # than 2 MiB on LeNet's and the CIFAR CNN's convs, and no slower on ResNet-20's.
 CHUNK_BYTES = 1 << 22
+# The row path's GEMMs reduce over C/G * K_last only: below this they run too far from peak.
+ROW_PATH_MIN = 32
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,52 @@ class Grid:
             cols[:, k] = xc[(slice(None), slice(None), *region)].reshape(c, m)
         return cols
 
+    @property
+    def kernel_last(self) -> int:
+        """Taps along the last kernel axis (the exact grid's from its tap slices)."""
+        if self.wide:
+            return self.kernel[-1]
+        return len({region[-1].start for region in self.taps})
+
+    @property
+    def shifts(self) -> tuple[int, ...]:
+        """Wide: each leading-axis tap's offset (C order), one GEMM each over the row matrix."""
+        lead = itertools.product(*(range(k) for k in self.kernel[:-1]))
+        return tuple(sum(t * s for t, s in zip(o, self.tap_steps, strict=False)) for o in lead)
+
+    @property
+    def span(self) -> int:
+        """Wide: columns of the row matrix (M plus the largest shift)."""
+        return self.columns + max(self.shifts)
+
+    def rows(self, buf: Array) -> Array:
+        """Wide: the buffer -> the (C, K_last, M + max shift) row matrix.
+
+        Only the last kernel axis's taps are copied; tap (t, j) of the window matrix is then the
+        row matrix's (C*K_last, M) view at column offset shifts[t], which BLAS reads in place
+        (a 2-D view with a row stride). K / K_last times less copying than im2col (3x3: 3x,
+        5x5: 5x), for one GEMM per leading tap instead of one.
+        """
+        c, kw, span = buf.shape[0], self.kernel[-1], self.span
+        size = buf.itemsize
+        rows = np.empty((c, kw, span), dtype=buf.dtype)
+        rows[...] = as_strided(
+            buf,
+            shape=(c, kw, span),
+            strides=(buf.strides[0], self.tap_steps[-1] * size, size),
+            writeable=False,
+        )
+        return rows
+
+    def rows_adjoint(self, drows: Array) -> Array:
+        """The adjoint of `rows`: (C, K_last, span) gradients summed into a buffer."""
+        c, _, span = drows.shape
+        dbuf = np.zeros((c, math.prod(self.shape) + self.slack), dtype=drows.dtype)
+        step = self.tap_steps[-1]
+        for j in range(self.kernel[-1]):
+            dbuf[:, j * step : j * step + span] += drows[:, j]
+        return dbuf
+
     def col2im(self, dcols: Array) -> Array:
         """The adjoint of im2col: (C, K, M) window gradients summed into a buffer (unload it).
 
@@ -215,33 +265,136 @@ def chunk_grids(
     ]
 
 
+def lead_weights(w: Array, groups: int) -> Array:
+    """(F, C/G, *K) -> (S, G, F/G, C/G*K_last), S = prod(K[:-1]): the row path's weights, one
+    matrix per leading tap (Grid.shifts' order) whose columns match the row matrix's rows."""
+    f, cg, *k = w.shape
+    lead = tuple(range(3, 2 + len(k)))
+    w5 = np.moveaxis(w.reshape(groups, f // groups, cg, *k), lead, tuple(range(len(lead))))
+    return np.ascontiguousarray(w5).reshape(-1, groups, f // groups, cg * k[-1])
+
+
+def unlead(wl: Array, shape: tuple[int, ...]) -> Array:
+    """The inverse of lead_weights: (S, G, F/G, C/G*K_last) -> (F, C/G, *K)."""
+    _, g, fg, _ = wl.shape
+    k = shape[2:]
+    w5 = wl.reshape(*k[:-1], g, fg, shape[1], k[-1])
+    lead = tuple(range(len(k) - 1))
+    return np.moveaxis(w5, lead, tuple(range(3, 2 + len(k)))).reshape(shape)
+
+
+def row_path(chunks: Sequence[tuple[int, int, Grid]], channels: int) -> bool:
+    """Whether to take the row matrix (wide grids with channels * K_last >= ROW_PATH_MIN)."""
+    if not chunks or not chunks[0][2].wide:
+        return False
+    return channels * chunks[0][2].kernel[-1] >= ROW_PATH_MIN
+
+
+def conv_weights(w: Array, groups: int, rows: bool) -> Array:
+    """w (F, C/G, *K) as grid_products and the backward take it: lead_weights on the row path."""
+    return lead_weights(w, groups) if rows else w.reshape(groups, w.shape[0] // groups, -1)
+
+
+def windows_of(grid: Grid, buf: Array, rows: bool) -> Array:
+    """A chunk's loaded buffer -> its row matrix (row path) or window matrix."""
+    return grid.rows(buf) if rows else grid.im2col(buf)
+
+
+def grid_products(grid: Grid, mat: Array, w: Array) -> list[Array]:
+    """Per group, the (F/G, M) products of the weights with the chunk's windows.
+
+    mat and w: windows_of's row matrix (C, K_last, span) and lead_weights' (S, G, F/G,
+    C/G*K_last) on the row path, else the window matrix (C, K, M) and (G, F/G, C/G*K). The row
+    path sums S shifted GEMMs (an add of the small (F/G, M) result per shift is far cheaper
+    than copying the K-times larger window matrix).
+    """
+    m = grid.columns
+    if w.ndim == 3:
+        cols = mat.reshape(w.shape[0], w.shape[2], m)
+        return [w[i] @ cols[i] for i in range(w.shape[0])]
+    s, g, _, rows_g = w.shape
+    rows = mat.reshape(g, rows_g, grid.span)
+    out = []
+    for i in range(g):
+        yi = w[0, i] @ rows[i, :, :m]
+        for t in range(1, s):
+            off = grid.shifts[t]
+            yi += w[t, i] @ rows[i, :, off : off + m]
+        out.append(yi)
+    return out
+
+
+def exact_grads(
+    grid: Grid, mat: Array, wg: Array, dyc: Array, dwt: Array, col2im: bool
+) -> Array | None:
+    """One chunk's backward from its window matrix (C, K, M): dW^T (G, C/G*K, F/G) += cols
+    dy^T, and with col2im the input gradient's buffer from (W^T dy) (None without)."""
+    g, m = wg.shape[0], grid.columns
+    cols = mat.reshape(g, -1, m)  # (G, C/G*K, M)
+    for i in range(g):
+        # OpenBLAS runs the long M reduction far faster with the tall operand first than as
+        # dy cols^T.
+        dwt[i] += cols[i] @ dyc[i].T
+    if not col2im:
+        return None
+    dcols = np.empty_like(cols)  # (G, C/G*K, M) = (C, K, M)
+    for i in range(g):
+        np.matmul(wg[i].T, dyc[i], out=dcols[i])
+    return grid.col2im(dcols.reshape(mat.shape[0], -1, m))
+
+
+def row_grads(
+    grid: Grid, mat: Array, wl: Array, dyc: Array, dwt: Array, col2im: bool
+) -> Array | None:
+    """exact_grads from the row matrix (C, K_last, span): dW^T (S, G, C/G*K_last, F/G) gets one
+    GEMM per leading tap, and the row matrix's gradient sums W_t^T dy at each tap's shift."""
+    g = wl.shape[1]
+    m, span = grid.columns, grid.span
+    rows = mat.reshape(g, -1, span)  # (G, C/G*K_last, span)
+    for t, off in enumerate(grid.shifts):
+        for i in range(g):
+            dwt[t, i] += rows[i, :, off : off + m] @ dyc[i].T
+    if not col2im:
+        return None
+    drows = np.zeros_like(rows)
+    for t, off in enumerate(grid.shifts):
+        for i in range(g):
+            drows[i, :, off : off + m] += wl[t, i].T @ dyc[i]
+    return grid.rows_adjoint(drows.reshape(mat.shape[0], -1, span))
+
+
 def correlate(
     x: Array,
-    wg: Array,
+    w: Array,
+    groups: int,
     chunks: Sequence[tuple[int, int, Grid]],
     out: Array,
     keep: bool,
     bias: Array | None = None,
 ) -> list[Array]:
-    """out (N, G*F/G, *O) = x's windows (N, C, *S) times weights wg (G, F/G, C/G*K) + bias.
+    """out (N, F, *O) = x's windows (N, C, *S) correlated with weights w (F, C/G, *K) + bias.
 
-    Per chunk of the batch: load, im2col, then one (F/G, C/G*K) @ (C/G*K, M) GEMM per group,
-    whose valid columns are copied into the batch-first output. The bias (G*F/G,) is added to
-    the GEMM's result while it is contiguous and in cache (a pass over the strided output
-    after the copy cost 3-10% of LeNet's and the CIFAR CNN's conv forward). With keep, returns
-    the loaded buffers (the forward's cache); else each is freed with its chunk.
+    Per chunk of the batch: load, then the GEMMs of grid_products, whose valid columns are
+    copied into the batch-first output. The bias (F,) is added to the GEMM's result while it
+    is contiguous and in cache (a pass over the strided output after the copy cost 3-10% of
+    LeNet's and the CIFAR CNN's conv forward). With keep, returns the forward's cache per
+    chunk: the row matrix on the row path, and the window matrix where it is no more than
+    K_last times the loaded buffer (a stride-2 3x3 conv's: 2.25x), for backward's dW GEMMs to
+    read as they are; else the loaded buffer (a stride-1 window matrix is about K times
+    larger). Without keep each is freed with its chunk.
     """
-    g, fg, rows = wg.shape
-    bg = None if bias is None else bias.reshape(g, fg, 1)
-    bufs = []
+    fg = w.shape[0] // groups
+    bg = None if bias is None else bias.reshape(groups, fg, 1)
+    rows = row_path(chunks, w.shape[1])
+    weights = conv_weights(w, groups, rows)
+    kept = []
     for lo, hi, grid in chunks:
         buf = grid.load(x[lo:hi])
-        cols = grid.im2col(buf).reshape(g, rows, grid.columns)
-        for i in range(g):
-            yi = wg[i] @ cols[i]  # (F/G, M)
+        mat = windows_of(grid, buf, rows)
+        for i, yi in enumerate(grid_products(grid, mat, weights)):
             if bg is not None:
                 yi += bg[i]
             out[lo:hi, i * fg : (i + 1) * fg] = np.moveaxis(grid.valid(yi), 0, 1)
         if keep:
-            bufs.append(buf)
-    return bufs
+            kept.append(mat if rows or mat.size <= grid.kernel_last * buf.size else buf)
+    return kept
