@@ -387,7 +387,7 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 def _show(rec: dict[str, Any]) -> None:
     spread = (
         f"[{rec['ratio_min']:.2f}..{rec['ratio_max']:.2f}]"
-        if rec["section"] in ("training", "inference", "torch")
+        if rec["section"] in ("training", "inference", "torch", "train_wall")
         else ""
     )
     extra = ""
@@ -404,7 +404,11 @@ def _show(rec: dict[str, Any]) -> None:
     elif rec["section"] == "memory":
         extra = f"peak +{rec['peak_extra_mib']:.1f} MiB vs budget {rec['budget_mib']:.1f} MiB"
     elif rec["section"] == "train_wall":
-        extra = f"wall vs sum of step times; epochs {rec['epochs'] or 'as the spec says'}"
+        extra = (
+            f"wall vs steps (loss+update+predict), median of 3; epochs "
+            f"{rec['epochs'] or 'as the spec says'}; per epoch {rec['overhead_us_per_epoch']:.0f} "
+            f"us overhead vs {rec['steps_us_per_epoch']:.0f} us steps"
+        )
     elif rec["section"] == "check":
         extra = f"min {rec['ratio_min'] * 1e3:.0f} max {rec['ratio_max'] * 1e3:.0f} ms"
     met = {True: "yes", False: "NO", None: ""}[rec["met"]]

@@ -273,25 +273,25 @@ def train(
     compile: bool = False,
     progress: Progress | None = None,
     max_memory: MemoryLimit = "auto",
-    curves: bool = True,
+    curves: Literal["auto", "always", "never"] | bool = "auto",
     threads: int | None = None,
 ) -> FitResult:
     """Train by the network's `train` section (arguments override it); returns a FitResult:
-    writes weights.npz, history.json and checkpoint.npz (and curves.png, with matplotlib and
-    `curves`) into `out_dir` (default: the resumed run's folder, else runs/<network>/).
-    `resume` names a run folder or its checkpoint.npz; `init_weights` a weights .npz to start
-    from (training.starting); `x`, `y` name the data's arrays. `engine="torch"` trains with
-    PyTorch on `device` (auto: the GPU if any; cuda is refused without one), on `nproc`
-    data-parallel processes (or torchrun's), autocast to `precision` (fp32, bf16, fp16),
-    torch.compile'd if `compile`. A run whose memory estimate exceeds `max_memory` bytes
-    ("auto": a share of what is available; None: no limit), or whose folder cannot be written
-    or lacks room, is refused before it allocates. BLAS runs `threads` threads (default:
-    `thread_choice`'s, never slower than one on a busy machine)."""
+    weights.npz, history.json, checkpoint.npz into `out_dir` (default: the resumed run's folder,
+    else runs/<network>/); curves.png (matplotlib) drawn by a detached process after the run
+    (`curves` "auto"), in the run ("always") or not. `resume` names a run folder or its
+    checkpoint.npz; `init_weights` a weights .npz to start from (training.starting); `x`, `y`
+    name the data's arrays. `engine="torch"` trains with PyTorch on `device` (auto: the GPU if
+    any; cuda is refused without one), on `nproc` data-parallel processes (or torchrun's),
+    autocast to `precision` (fp32, bf16, fp16), torch.compile'd if `compile`. A run whose
+    memory estimate exceeds `max_memory` bytes ("auto": a share of what is available; None: no
+    limit), or whose folder cannot be written or lacks room, is refused before it allocates.
+    BLAS runs `threads` threads (default: `thread_choice`'s, never slower than one when busy)."""
     from netspec.engine.trainer import fit as numpy_fit
     from netspec.training.data import override
     from netspec.training.plan import check_engine, check_world, require_recipe
     from netspec.training.starting import starting_weights
-    from netspec.viz.curves import Redraw
+    from netspec.viz.curves import epoch_hook
 
     check_engine(engine, device, nproc, precision, compile)
     fit = numpy_fit
@@ -322,7 +322,7 @@ def train(
             resume_from=checkpoint,
             start=start,
             progress=progress,
-            on_epoch=Redraw(CURVES_INTERVAL_S) if curves else None,
+            on_epoch=epoch_hook(curves, CURVES_INTERVAL_S),
         )
 
 

@@ -26,14 +26,14 @@ from netspec.ops.base import Array
 _NUMERIC = "biufc"  # numpy dtype kinds: bool, signed, unsigned, float, complex
 
 
-def save_arrays(path: Path, arrays: Mapping[str, Array]) -> None:
-    """An .npz of plain arrays, compressed, replacing `path` atomically."""
+def save_arrays(path: Path, arrays: Mapping[str, Array], *, durable: bool = True) -> None:
+    """An .npz of plain arrays, compressed, replacing `path` atomically (fsynced if `durable`)."""
 
     def write(f: IO[bytes]) -> None:
         # numpy's stubs type **kwds as its own keyword flags; the arrays are what it saves.
         np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
 
-    atomic_write(path, write)
+    atomic_write(path, write, durable=durable)
 
 
 def _refuse(message: str) -> NetspecError:

@@ -59,7 +59,10 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], *, durable: bool = True) -> None:
+    """Write `path` through a temporary beside it and a rename: readers see the old file or
+    the new one, never a part. `durable` fsyncs before the rename (5-15 ms a file on this
+    disk), for a file that must survive a power cut, not merely a crash of the writer."""
     if path.is_dir():
         raise NetspecError.at(
             f"cannot write {path}: it is a folder",
@@ -78,7 +81,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)  # its OSErrors (a full disk) stay OSErrors: train reports them its way
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         try:
             os.replace(tmp, path)
         except OSError as e:
@@ -104,8 +108,8 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
     def write(f: IO[bytes]) -> None:
         f.write(text.encode("utf-8"))
 
-    atomic_write(path, write)
+    atomic_write(path, write, durable=durable)

@@ -77,6 +77,7 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         help="start from the weights in W (an .npz keyed by the spec's names, e.g. from "
         "`netspec import` or a run's weights.npz) instead of fresh ones",
     )
+    _curves_argument(t)
     t.add_argument(
         "--threads",
         type=positive_int,
@@ -84,6 +85,16 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         help="BLAS threads (default: the cores the load average leaves idle, at least 1)",
     )
     max_memory(t, "run")
+
+
+def _curves_argument(t: argparse.ArgumentParser) -> None:
+    t.add_argument(
+        "--curves",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="curves.png (with matplotlib): auto draws it in a detached process once the run's "
+        "files are written, always in the run (it waits), never (`netspec plot RUN` later)",
+    )
 
 
 def _name_arguments(p: argparse.ArgumentParser) -> None:
@@ -213,6 +224,7 @@ def run_train(args: argparse.Namespace) -> int:
             compile=args.compile,
             progress=None if quiet else bar,
             max_memory=args.max_memory,
+            curves=args.curves,
             threads=threads.count,
         )
     except OSError as e:  # disk full, a folder removed mid-run: atomic writes kept the old files

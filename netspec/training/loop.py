@@ -15,8 +15,11 @@ Choices a user may want to know:
 - early stopping watches `monitor` after each epoch; with `restore_best` the best epoch's weights
   are restored when the run ends, whether it stopped early or not;
 - checkpoint.npz and history.json are rewritten after each epoch (at most once a second for
-  very short epochs, timed from the end of the last save; always after the last one), so a
-  resume restarts from an epoch boundary;
+  very short epochs, timed from the end of the last save, and so that saving takes at most 1% of
+  the run; always after the last one), so a resume restarts from an epoch boundary;
+- only checkpoint.npz is fsynced (it holds the weights, the best epoch's, the optimizer and the
+  history): weights.npz, history.json and normalization.npz are replaced atomically but may be
+  lost to a power cut, and `--resume` on the checkpoint writes them again;
 - normalization.npz (the training split's statistics) is written with weights.npz when the
   recipe normalises, and a stale one is removed when it does not;
 - a non-finite loss stops the run at once; the last checkpoint written is kept;
@@ -77,9 +80,9 @@ from netspec.training.stopping import Stopper, make_stopper
 # Epochs shorter than this share one checkpoint write (the last epoch is always saved): a
 # 5,000-epoch XOR run would otherwise spend its time in fsync and in rewriting the history.
 CHECKPOINT_INTERVAL_S = 1.0
-# ... and a slow save (a large model, a busy disk: each fsyncs the checkpoint and rewrites the
-# history twice) waits longer, so that saving takes at most this share of the run.
-SAVE_SHARE = 0.05
+# ... and a slow save (a large model, a busy disk: each fsyncs the checkpoint, 5-15 ms here,
+# and rewrites the history) waits longer, so that saving takes at most this share of the run.
+SAVE_SHARE = 0.01
 
 
 @dataclass
@@ -338,7 +341,7 @@ def fit(
     stats = None if norm is None else (np.asarray(norm.shift), np.asarray(norm.scale))
     if writes:
         runs.save_normalization(out_dir, stats)
-        save_arrays(out_dir / runs.WEIGHTS, params)
+        save_arrays(out_dir / runs.WEIGHTS, params, durable=False)  # the checkpoint is
     if writes and on_epoch is not None and stopped != "interrupted":
         on_epoch(out_dir, run.history, stopper, True)
     best = None if stopper is None else stopper.best_epoch

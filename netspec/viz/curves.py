@@ -7,15 +7,22 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from netspec.errors import EXIT_RUNTIME, NetspecError
 from netspec.runs import CHECKPOINT, HISTORY, load_meta
 
 CURVES = "curves.png"
+# How `train` draws curves.png: "auto" in a detached process once its files are written (the
+# run does not wait for matplotlib), "always" in the run itself, "never" (`netspec plot` later).
+CurvesMode = Literal["auto", "always", "never"]
+CURVES_MODES: tuple[CurvesMode, ...] = ("auto", "always", "never")
 _NOT_METRICS = {"epoch", "seconds", "lr", "step"}
 _log = logging.getLogger("netspec")
 
@@ -246,6 +253,14 @@ def after_epoch(
         _log.warning("warning: could not draw %s: %s", out_dir / CURVES, e)
 
 
+def epoch_hook(mode: CurvesMode | bool, interval: float) -> Redraw | None:
+    """The training loop's curves hook for a mode (True: "always", False: "never")."""
+    chosen = {True: "always", False: "never"}.get(mode, mode) if isinstance(mode, bool) else mode
+    if chosen not in CURVES_MODES:
+        raise ValueError(f"curves must be one of {', '.join(CURVES_MODES)}, not {mode!r}")
+    return None if chosen == "never" else Redraw(interval, background=chosen == "auto")
+
+
 class Redraw:
     """The training loop's hook (training.contracts.EpochHook): redraws curves.png, and always
     when the run ends. A drawing costs 0.2-3 s (matplotlib's import, then each layout and PNG),
@@ -253,13 +268,22 @@ class Redraw:
     from the end of the last (from the run's start for the first, so a run shorter than that
     draws once, at its end), and longer where drawing would otherwise take more than `share` of
     the time. Before the first drawing its cost is guessed at `first_cost` (matplotlib's import
-    and one drawing measured 0.5 s quiet, 6 s loaded), so a 20-second run draws only at its end."""
+    and one drawing measured 0.5 s quiet, 6 s loaded), so a 20-second run draws only at its end.
+    With `background`, a detached process draws (Drawer) and the guess stays the cost: its
+    drawing takes a core from the run's however quickly it is started."""
 
-    def __init__(self, interval: float, share: float = 0.05, first_cost: float = 1.0) -> None:
+    def __init__(
+        self,
+        interval: float,
+        share: float = 0.05,
+        first_cost: float = 1.0,
+        background: bool = False,
+    ) -> None:
         self.interval = interval
         self.share = share
         self.last = time.perf_counter()
         self.cost = first_cost  # seconds the last drawing took
+        self.drawer = Drawer() if background else None
 
     def __call__(
         self, out_dir: Path, history: list[dict[str, Any]], stopper: Any, final: bool
@@ -268,8 +292,70 @@ class Redraw:
         wait = max(self.interval, self.cost * (1 - self.share) / self.share)
         if not final and start - self.last < wait:
             return
+        if self.drawer is not None:
+            if self.drawer(out_dir, history, final):
+                self.last = time.perf_counter()
+            return
         best = None if stopper is None else stopper.best_epoch
         monitor = None if stopper is None else stopper.monitor
         after_epoch(out_dir, history, best, monitor, stopper is not None and stopper.stopped)
         self.last = time.perf_counter()
         self.cost = self.last - start
+
+
+_drawers: list[subprocess.Popen[bytes]] = []  # this process's drawing children, for wait_drawn
+
+
+class Drawer:
+    """curves.png drawn by `netspec plot RUN` in a detached process (its own session, so it
+    outlives the run and a Ctrl-C after it), from the history.json and checkpoint.npz that the
+    loop has just written; plot writes atomically. One at a time per run: a drawing still going
+    when the run ends is stopped (and its temporary removed) so that no stale one lands last."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def __call__(self, out_dir: Path, history: list[dict[str, Any]], final: bool) -> bool:
+        """Start a drawing; False when none was (no matplotlib, no epochs, one still going)."""
+        from netspec.viz.raster import have_matplotlib
+
+        if not have_matplotlib() or not history:
+            return False
+        if self.child is not None and self.child.poll() is None:
+            if not final:
+                return False
+            self.child.terminate()
+            self.child.wait()
+            for tmp in out_dir.glob(f".{CURVES}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+        try:
+            self.child = _spawn_plot(out_dir)
+        except OSError as e:
+            _log.warning("warning: could not start drawing %s: %s", out_dir / CURVES, e)
+            return False
+        return True
+
+
+def _spawn_plot(out_dir: Path) -> subprocess.Popen[bytes]:
+    """`python -m netspec plot out_dir`, importing this netspec, detached and silent."""
+    _drawers[:] = [c for c in _drawers if c.poll() is None]  # reap the finished ones
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "netspec", "plot", str(out_dir.resolve())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    _drawers.append(child)
+    return child
+
+
+def wait_drawn(timeout: float | None = None) -> None:
+    """Wait for the drawings this process started (tests; a benchmark between runs)."""
+    for child in _drawers:
+        child.wait(timeout)
+    _drawers.clear()

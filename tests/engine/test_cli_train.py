@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.subprocess_cli import netspec
 
@@ -39,7 +41,8 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_train_then_eval_write_files_atomically_and_print_accuracy(project: Path) -> None:
-    run = netspec("train", "tiny.net", "--out", "out", "--epochs", "2", cwd=project)
+    args = ("train", "tiny.net", "--out", "out", "--epochs", "2", "--curves", "always")
+    run = netspec(*args, cwd=project)
     assert run.returncode == 0, run.stderr
     out = project / "out"
     assert sorted(p.name for p in out.iterdir()) == [
@@ -64,6 +67,21 @@ def test_train_then_eval_write_files_atomically_and_print_accuracy(project: Path
     result = json.loads(js.stdout)
     assert result["samples"] == 16 and 0 <= result["accuracy"] <= 1
     assert np.array(result["confusion"]).sum() == 16
+
+
+def test_by_default_curves_are_drawn_after_train_has_exited(project: Path) -> None:
+    """`--curves auto` leaves the drawing to a detached process: train exits without waiting
+    for matplotlib, and the picture still arrives, whole, under its final name."""
+    run = netspec("train", "tiny.net", "--out", "out", "--epochs", "2", cwd=project)
+    assert run.returncode == 0, run.stderr
+    curves = project / "out" / "curves.png"
+    deadline = time.monotonic() + 120  # a wait for the file, not a timing: a loaded machine
+    while not curves.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert curves.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(curves) as im:
+        im.verify()  # complete: plot wrote a temporary and renamed it
+    assert not [p for p in (project / "out").iterdir() if p.name.endswith(".tmp")]
 
 
 def test_train_resume_continues_to_the_new_epoch_count(project: Path) -> None:

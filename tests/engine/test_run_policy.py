@@ -80,9 +80,80 @@ def test_curves_are_redrawn_every_few_seconds_at_most_and_once_at_the_end(
 
     monkeypatch.setattr(curves, "after_epoch", after_epoch)
     monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # every epoch reaches the hook
-    api.train(_analysis(_spec(tmp_path, epochs=30)), tmp_path / "run")
+    api.train(_analysis(_spec(tmp_path, epochs=30)), tmp_path / "run", curves="always")
     # Thirty epochs of a few milliseconds, far shorter than the interval: one drawing, at the end.
     assert drawn == [30]
+
+
+def test_by_default_the_run_never_draws_and_one_detached_drawing_starts_at_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netspec.viz import curves
+
+    in_run: list[int] = []
+    started: list[tuple[Path, list[str]]] = []
+
+    def spawn(out_dir: Path) -> Any:
+        started.append((out_dir, sorted(p.name for p in out_dir.iterdir())))
+        return _Done()
+
+    monkeypatch.setattr(curves, "after_epoch", lambda out, history, *rest: in_run.append(1))
+    monkeypatch.setattr(curves, "_spawn_plot", spawn)
+    monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # every epoch reaches the hook
+    api.train(_analysis(_spec(tmp_path, epochs=30)), tmp_path / "run")
+    assert in_run == []  # matplotlib never ran in the training process
+    # Once, when the run's files were all written (the drawer reads history and checkpoint).
+    assert started == [(tmp_path / "run", ["checkpoint.npz", "history.json", "weights.npz"])]
+
+
+def test_never_draws_no_curves_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netspec.viz import curves
+
+    calls: list[Any] = []
+    monkeypatch.setattr(curves, "after_epoch", lambda *args: calls.append(args))
+    monkeypatch.setattr(curves, "_spawn_plot", lambda out_dir: calls.append(out_dir))
+    code = main(
+        ["train", str(_spec(tmp_path, 3)), "--out", str(tmp_path / "r"), "--curves", "never"]
+    )
+    assert code == 0 and calls == []
+
+
+def test_the_final_drawing_stops_one_still_going_and_removes_its_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drawing started mid-run and still going at the end would replace the final picture
+    with an older one if it finished last."""
+    import subprocess
+    import sys
+
+    from netspec.viz import curves
+
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stale = tmp_path / f".{curves.CURVES}.abc123.tmp"  # what its atomic write had begun
+    stale.write_bytes(b"half a png")
+    started: list[Any] = [slow]
+    monkeypatch.setattr(curves, "_spawn_plot", lambda out_dir: started.pop(0))
+    drawer = curves.Drawer()
+    history = [{"epoch": 1, "loss": 0.5}]
+    try:
+        assert drawer(tmp_path, history, final=False)
+        assert not drawer(tmp_path, history, final=False)  # one at a time
+        started.append(_Done())
+        assert drawer(tmp_path, history, final=True)
+    finally:
+        slow.kill()
+        slow.wait()
+    assert slow.returncode is not None and slow.returncode != 0  # stopped, not waited for
+    assert not stale.exists() and started == []
+
+
+class _Done:
+    """A drawing process that has already finished."""
+
+    returncode = 0
+
+    def poll(self) -> int:
+        return 0
 
 
 def test_a_slow_drawing_spaces_the_next_so_that_drawing_stays_a_small_share(
@@ -158,7 +229,7 @@ def test_the_checkpoint_throttle_counts_from_the_end_of_a_slow_save(
     monkeypatch.setattr(loop.runs, "save_checkpoint", slow_save)
     monkeypatch.setattr(loop, "_epoch_record", epoch_of_0_4_s)
     api.train(_analysis(_spec(tmp_path, epochs=10)), tmp_path / "run", curves=False)
-    # From the run's start: the first save once a second has passed (epoch 3), then 19 times
+    # From the run's start: the first save once a second has passed (epoch 3), then 99 times
     # the 2 s the save took after it ended, so the last epoch's; timed from before the save,
     # every epoch after the first would save.
     assert saves == [3, 10]
@@ -174,7 +245,7 @@ def test_a_fast_save_comes_a_second_after_the_last(
     def fast_save(path: Path, checkpoint: Any) -> None:
         saves.append(checkpoint.meta["epoch"])
         real_save(path, checkpoint)
-        clock.now += 0.01  # 19 times this is under the interval: the interval rules
+        clock.now += 0.01  # 99 times this is under the interval: the interval rules
 
     real_record = loop._epoch_record
 
@@ -222,3 +293,27 @@ def test_an_interval_of_zero_saves_every_epoch_however_slow_the_save(
     monkeypatch.setattr(loop, "CHECKPOINT_INTERVAL_S", 0.0)  # what the resume tests ask for
     api.train(_analysis(_spec(tmp_path, epochs=5)), tmp_path / "run", curves=False)
     assert saves == [1, 2, 3, 4, 5]
+
+
+def test_only_the_checkpoint_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An fsync costs 5-15 ms here, a short run's whole overhead budget: the checkpoint holds
+    everything the other files do (weights, best weights, history), so only it is made durable."""
+    import os
+
+    from netspec import files
+
+    synced: list[str] = []
+    real_fsync = files.os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name.split(".")[1])
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    spec = _spec(tmp_path, epochs=4).read_text(encoding="utf-8")
+    path = tmp_path / "norm.net"
+    path.write_text(spec.replace('data = "d.npz"', 'data = npz("d.npz", normalize="standard")'))
+    api.train(_analysis(path), tmp_path / "run", curves="never")
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == ["checkpoint.npz", "history.json", "normalization.npz", "weights.npz"]
+    assert synced == ["checkpoint"]  # the run is shorter than the checkpoint interval

@@ -587,6 +587,20 @@ def test_history_json_stays_json_when_a_validation_loss_is_not_finite() -> None:
     assert record == {"epoch": 1, "loss": 0.5, "val_loss": None, "val_mse": None}
 
 
+def test_history_json_holds_the_records_exactly_one_epoch_a_line() -> None:
+    """Encoded by json's C encoder a record at a time (the indented encoder is pure Python):
+    the same values, nested lists (a confusion matrix) included, and an empty run is []."""
+    history = [
+        {"epoch": 1, "loss": 0.25, "val_loss": None, "confusion": [[1, 0], [0, 1]], "tag": "a"},
+        {"epoch": 2, "loss": 1e-300, "val_loss": 0.1, "confusion": [[2, 0], [0, 0]], "tag": "é"},
+    ]
+    text = history_json(history)
+    assert json.loads(text) == history
+    assert text.splitlines()[0] == "[" and text.splitlines()[-1] == "]" and text.endswith("\n")
+    assert [json.loads(line.rstrip(",")) for line in text.splitlines()[1:-1]] == history
+    assert json.loads(history_json([])) == []
+
+
 def test_a_monitored_value_that_is_not_finite_is_never_the_best() -> None:
     stopper = Stopper("val_loss", "min", patience=2, min_delta=0.0)
     params: dict[str, np.ndarray] = {"w": np.zeros(1)}

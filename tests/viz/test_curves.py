@@ -26,6 +26,7 @@ DIGITS = ROOT / "examples" / "digits_cnn.net"
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "digits"
     assert main(["train", str(DIGITS), "--epochs", "2", "--out", str(out)]) == 0
+    curves.wait_drawn(120)  # --curves auto: drawn by `netspec plot` in a detached process
     return out
 
 
@@ -256,7 +257,7 @@ def test_a_plotting_error_never_fails_training(
     monkeypatch.setattr(curves, "save", broken)
     analysis = api.check(api.load(DIGITS))
     with caplog.at_level(logging.WARNING, logger="netspec"):
-        result = api.train(analysis, tmp_path / "run", epochs=1)
+        result = api.train(analysis, tmp_path / "run", epochs=1, curves="always")
     assert len(result.history) == 1
     assert (tmp_path / "run" / "weights.npz").is_file()
     assert not (tmp_path / "run" / curves.CURVES).exists()
