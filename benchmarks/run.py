@@ -531,8 +531,9 @@ def main() -> None:
         f"{'PINNED' if args.pinned_child else 'unpinned'}: {pins}"
     )
     records: list[dict[str, Any]] = []
-    for threads in counts:
-        records += _table(args, threads, sections, peak)
+    if sections & {"training", "torch", "inference"}:  # the per-thread-count tables
+        for threads in counts:
+            records += _table(args, threads, sections, peak)
     if not args.pinned_child:
         if sections & {"check", "memory", "train_wall"}:
             print(HEADER)
