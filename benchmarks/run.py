@@ -507,8 +507,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--threads",
-        help="BLAS, onnxruntime and torch threads, one table each (e.g. 1,2; default: what "
-        "OpenBLAS would use). On a shared machine 1 avoids spin-waiting threads that another "
+        help="BLAS, onnxruntime and torch threads, one table each (e.g. 1,2; default: 1 and "
+        "what OpenBLAS would use). On a shared machine 1 avoids spin-waiting threads that another "
         "process has preempted",
     )
     parser.add_argument(
@@ -519,7 +519,8 @@ def main() -> None:
     if args.memory_child:
         memory_child(args.memory_child[0], int(args.memory_child[1]))
         return
-    counts = thread_counts(sys.argv) or [blas_threads()]
+    # The two tables by default: one thread (the targets) and what OpenBLAS would use.
+    counts = thread_counts(sys.argv) or sorted({1, blas_threads()})
     sections = set(args.sections.split(","))
     if args.pinned_child:
         sections &= {"training"}
