@@ -392,9 +392,12 @@ class Lstm(_Recurrent):
             dhs = dhs[:, ::-1]
         n, t, hd = hs.shape
         f = xh.shape[0] - 1 - hd
-        dhs_t = np.ascontiguousarray(dhs.transpose(1, 2, 0))  # (T, H, N)
+        dhs_t = dhs.transpose(1, 2, 0)  # (T, H, N); seq_grad's is contiguous per step
+        if not dhs_t[0].flags.c_contiguous:
+            dhs_t = np.ascontiguousarray(dhs_t)
         w_hh_t = p["weight_hh"].T
         da = np.empty((4 * hd, t, n), dtype=gates.dtype)  # the gradient on every pre-activation
+        da_gates = da.reshape(4, hd, t, n)
         dh_carry = np.zeros((hd, n), dtype=gates.dtype)  # W_hh^T da_{k+1}
         dc_carry = np.zeros_like(dh_carry)  # dc_{k+1} * f_{k+1}
         dh = np.empty_like(dh_carry)
@@ -403,10 +406,9 @@ class Lstm(_Recurrent):
             np.add(dh_carry, dhs_t[k], out=dh)
             np.multiply(dh, dc_dh[k], out=dc)
             dc += dc_carry
-            d = dz[k]
-            for j in range(3):  # i, f, g: dc times each one's factor
-                np.multiply(dc, d[j * hd : (j + 1) * hd], out=da[j * hd : (j + 1) * hd, k])
-            np.multiply(dh, d[3 * hd :], out=da[3 * hd :, k])
+            d = dz[k].reshape(4, hd, n)
+            np.multiply(dc, d[:3], out=da_gates[:3, :, k])  # i, f, g: dc times their factors
+            np.multiply(dh, d[3], out=da_gates[3, :, k])
             if k:  # nothing flows into the fixed zero initial state
                 np.matmul(w_hh_t, da[:, k], out=dh_carry)
                 np.multiply(dc, gates[k, hd : 2 * hd], out=dc_carry)
@@ -423,6 +425,15 @@ class Lstm(_Recurrent):
             return None, grads
         dx = (da2.T @ p["weight_ih"]).reshape(t, n, -1).transpose(1, 0, 2)  # (N, T, F)
         return (dx[:, ::-1] if reverse else dx), grads
+
+    def seq_grad(self, dy: Array, shape: tuple[int, ...], reverse: bool) -> Array:
+        """As the base's, but an (N, T, H) view of a (T, H, N) array: scan_back's layout."""
+        if self.return_sequences:
+            return dy
+        n, t, h = shape
+        dhs = np.zeros((t, h, n), dtype=dy.dtype)
+        dhs[0 if reverse else -1] = dy.T
+        return dhs.transpose(2, 0, 1)
 
     @classmethod
     def examples(cls) -> list[Example]:
