@@ -326,7 +326,8 @@ class Lstm(_Recurrent):
     # into the weights (exact: powers of two); NumPy's float32 exp is about twice its tanh.
     # BPTT's factors that do not depend on the carried gradients are made by the forward step
     # while its gates are in cache, and one GEMM over all steps gives dW_ih, the bias and dW_hh.
-    # Measured (batch 64, T 32, 32 -> 128, 1 thread, AVX2): see benchmarks/README.md.
+    # Measured (batch 64, T 32, 32 -> 128, 1 thread, AVX2 EPYC): forward ~10.0 -> ~9.7 ms,
+    # backward ~13.0 -> ~9.6 ms; what is left is about 60% GEMM.
 
     def torch_kernel(self, torch: Any) -> Any:
         return torch._VF.lstm
