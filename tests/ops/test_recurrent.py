@@ -107,6 +107,32 @@ def test_recurrent_forward_stays_float32_and_matches_torch(
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("bidir", [False, True], ids=["plain", "bidirectional"])
+@pytest.mark.filterwarnings("error")
+def test_a_saturated_float32_lstm_stays_finite_silent_and_equal_to_torch(bidir: bool) -> None:
+    """The LSTM's gates are 1 / (1 + e^-z): e^-z overflows to inf for z << 0, which must give
+    sigmoid 0 (and tanh -1) without a RuntimeWarning, and gradients that vanish, not NaN."""
+    op, mod = make("lstm", None, True, bidir)
+    with torch.no_grad():
+        for w in mod.parameters():
+            w.mul_(40.0)  # pre-activations of several hundred: e^-z overflows float32
+    p = {k: v.astype(np.float32) for k, v in params_from(mod, bidir).items()}
+    x = np.random.default_rng(3).standard_normal((N, T, F)).astype(np.float32)
+    dy = np.random.default_rng(4).standard_normal((N, T, H * (2 if bidir else 1)))
+    y, cache = op.forward([x], p, Ctx())
+    (dx,), grads = op.backward(dy.astype(np.float32), cache, p)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch_output(mod.float(), xt, True, bidir)
+    (yt * torch.tensor(dy, dtype=torch.float32)).sum().backward()
+    assert xt.grad is not None and dx is not None
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-4, atol=1e-3)
+    for local, g in grads.items():
+        assert np.isfinite(g).all(), local
+        tg = getattr(mod, torch_grad_name(local)).grad.numpy()
+        np.testing.assert_allclose(g, tg, rtol=1e-4, atol=1e-3 * np.abs(tg).max(), err_msg=local)
+
+
 @pytest.mark.parametrize(("kind", "nonlin"), KINDS)
 def test_param_shapes_and_macs_follow_torchs_weights(kind: str, nonlin: str | None) -> None:
     op, mod = make(kind, nonlin, False, True)
