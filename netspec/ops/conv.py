@@ -46,6 +46,7 @@ from netspec.ops.im2col import (
     unlead,
 )
 from netspec.ops.init import Init, InitName
+from netspec.ops.minorgrid import minor_applies, minor_chunks
 from netspec.ops.window import (
     PaddingAttr,
     Pads,
@@ -142,6 +143,8 @@ class ConvNd(Windowed):
         k, s, d = self._kernel()
         pads, out = self._geometry(x)
         row_bytes = x[0] * math.prod(k) * itemsize  # one window-matrix column: C*K floats
+        if minor_applies(k, s, tuple(x[1:]), pads, out, x[0] // self.groups):
+            return pads, minor_chunks(k, d, tuple(x[1:]), pads, out, n, row_bytes)
         return pads, chunk_grids(k, s, d, tuple(x[1:]), pads, out, n, row_bytes)
 
     def _winograd(self, channels: int, filters: int, pads: Pads, out: Sequence[int]) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from netspec.errors import ShapeError
+from netspec.ops import pool2x2
 from netspec.ops.base import (
     Array,
     Ctx,
@@ -193,7 +194,8 @@ class MaxPoolNd(PoolNd):
         k, s, d = self._kernel()
         xp, pads, out = self._padded(x, -np.inf)  # padding never wins a max
         if self._tiles():
-            y, picks = tiled_max(xp, k, out)
+            fast = pool2x2.applies(xp, k, out)
+            y, picks = pool2x2.max2x2(xp) if fast else tiled_max(xp, k, out)
             return y, (picks, xp.shape, x.shape, pads, out)
         # A running max over the taps, each a strided view of the input (N, C, *O): K passes
         # over the output instead of copying every window. `idx` keeps the first maximum only
