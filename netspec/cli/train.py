@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,65 +130,103 @@ def _fmt(record: dict[str, Any]) -> str:
 
 
 class _Bar:
-    """A rich progress bar on stderr: samples/s, ETA and the running loss; one line per epoch."""
+    """A rich progress bar on stderr: samples/s, ETA and the running loss; one line per epoch.
+
+    One bar serves the whole run (reset each epoch), its numbers are updated at most every
+    UPDATE_S and the epoch lines are printed together at most every FLUSH_S: a bar started and
+    stopped per epoch, and a rich print per epoch, cost 7 ms and 0.2 ms an epoch, against
+    XOR's 0.2 ms steps."""
+
+    UPDATE_S = 0.05
+    FLUSH_S = 0.2
+    REFRESH_HZ = 5  # each drawing of the bar is ~0.5 ms of the run's time
 
     def __init__(self, console: Console, live: bool, threads: str = "") -> None:
         self.console = console
         self.live = live
         self.threads = threads  # e.g. "1 thread (load 3.2 on 2 cores)"
-        self.epochs = 0
+        self.epochs = self.samples = 0
         self.bar: RichProgress | None = None
         self.task: TaskID | None = None
         self.t0 = 0.0
+        self.updated = 0.0  # when the bar's numbers were last set
+        self.flushed = 0.0  # when the epoch lines were last printed (0: the first prints at once)
+        self.pending: list[str] = []
 
     def run_start(self, engine: str, device: str) -> None:
         self.console.print(f"training on the {engine} engine, device {device}", highlight=False)
 
     def epoch_start(self, epoch: int, epochs: int, samples: int) -> None:
-        self.epochs = epochs
+        self.epochs, self.samples = epochs, samples
         self.t0 = time.perf_counter()
         if not self.live:
             return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        fields: dict[str, Any] = {
+            "epoch": f"{epoch}/{epochs}",
+            "rate": "-",
+            "eta": "-",
+            "loss": "-",
+        }
+        if self.bar is None or self.task is None:
+            self._start(samples, fields)
+        else:  # not reset(), which draws the bar at once: 1.3 ms, six times an XOR epoch
+            self.bar.update(self.task, total=samples, completed=0, **fields)
+        self.updated = 0.0
+
+    def _start(self, samples: int, fields: dict[str, Any]) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn
 
         self.bar = Progress(
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total}"),
             TextColumn("{task.fields[rate]} samples/s"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),  # the epoch's; rich's own ETA needs reset()
             TextColumn("loss {task.fields[loss]}"),
             TextColumn(self.threads),
             console=self.console,
             transient=True,
+            refresh_per_second=self.REFRESH_HZ,
         )
+        self.task = self.bar.add_task("train", total=samples, **fields)
         self.bar.start()
-        self.task = self.bar.add_task(
-            "train", total=samples, epoch=f"{epoch}/{epochs}", rate="-", loss="-"
-        )
 
     def batch_end(self, samples_done: int, running_loss: float) -> None:
         if self.bar is None or self.task is None:
             return
-        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        now = time.perf_counter()
+        if now - self.updated < self.UPDATE_S:
+            return
+        self.updated = now
+        rate = samples_done / max(now - self.t0, 1e-9)
+        left = timedelta(seconds=math.ceil((self.samples - samples_done) / max(rate, 1e-9)))
         self.bar.update(
             self.task,
             completed=samples_done,
-            rate=f"{samples_done / elapsed:,.0f}",
+            rate=f"{rate:,.0f}",
+            eta=str(left),
             loss=f"{running_loss:.4g}",
         )
 
     def epoch_end(self, record: dict[str, Any]) -> None:
-        self.close()
-        self.console.print(
-            f"epoch {record['epoch']}/{self.epochs}  {_fmt(record)}  ({record['seconds']:.2f} s)",
-            highlight=False,
-        )
+        line = f"epoch {record['epoch']}/{self.epochs}  {_fmt(record)}  ({record['seconds']:.2f} s)"
+        self.pending.append(line)
+        if time.perf_counter() - self.flushed >= self.FLUSH_S:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            # Numbers and metric names only: nothing for rich to parse as markup.
+            self.console.print("\n".join(self.pending), highlight=False, markup=False)
+            self.pending.clear()
+        self.flushed = time.perf_counter()
 
     def close(self) -> None:
+        self._flush()
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+            self.task = None
 
 
 def run_train(args: argparse.Namespace) -> int:
