@@ -92,8 +92,9 @@ def _curves_argument(t: argparse.ArgumentParser) -> None:
         "--curves",
         choices=("auto", "always", "never"),
         default="auto",
-        help="curves.png (with matplotlib): auto draws it in a detached process once the run's "
-        "files are written, always in the run (it waits), never (`netspec plot RUN` later)",
+        help="curves.png (with matplotlib): auto draws it in a detached process from the run's "
+        "files (its output in curves.log), always in the run (it waits), never (`netspec plot "
+        "RUN` later)",
     )
 
 
