@@ -267,12 +267,6 @@ def fit_normalizer(x: Array, mode: str) -> Normalizer | None:
     return Normalizer(shift.astype(x.dtype), scale)
 
 
-def batches(n: int, batch: int, rng: np.random.Generator | None) -> list[Array]:
-    """Index arrays of one epoch; shuffled with `rng` when given. The last batch may be short."""
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    return [order[i : i + batch] for i in range(0, n, batch)]
-
-
 def with_path(spec: DataSpec | None, path: str | Path) -> DataSpec:
     """The recipe's data source read from another file (`--data PATH`).
 

@@ -45,6 +45,7 @@ from netspec.ir import Analysis
 from netspec.losses import LOSSES
 from netspec.ops.base import Array
 from netspec.recipe import DataSpec, TrainSpec
+from netspec.training.batching import Batches
 from netspec.training.contracts import (
     EpochHook,
     FitResult,
@@ -53,7 +54,6 @@ from netspec.training.contracts import (
     Trainer,
     TrainerFactory,
 )
-from netspec.training.data import batches
 from netspec.training.evaluate import score
 from netspec.training.metrics import compute_metrics
 from netspec.training.named import Named, concat, named_scores
@@ -101,7 +101,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     saved_epoch: int | None = None  # the epoch out_dir's checkpoint holds; None: there is none
-    features: Any = None  # see _features
+    batches: Batches | None = None  # see _batches
 
 
 def _open_run(
@@ -172,33 +172,34 @@ def _train_epoch(
     run: _Run, epoch: int, progress: Progress | None
 ) -> tuple[float, Array, Array, float]:
     """One pass over the training set: (mean loss, outputs, their targets, last lr)."""
-    spec, train, xs = run.spec, run.splits.train, _features(run)
-    n = len(train)
-    size, steps = steps_per_epoch(spec, spec.optimizer, n)
-    order = batches(n, size, run.rng if spec.shuffle else None)
-    total, done, outs, lr_now = 0.0, 0, [], spec.optimizer.lr
-    for k, index in enumerate(order):
-        lr_now = learning_rate(spec.schedule, spec.optimizer.lr, epoch + k / steps, spec.epochs)
-        value, out = run.trainer.loss(xs[index], train.y[index])
+    spec, trainer, batches = run.spec, run.trainer, _batches(run)
+    steps, base_lr = len(batches), spec.optimizer.lr
+    pairs, seen = batches.epoch(run.rng if spec.shuffle else None)
+    total, done, outs, lr_now = 0.0, 0, [], base_lr
+    for k, (x, y) in enumerate(pairs):
+        lr_now = learning_rate(spec.schedule, base_lr, epoch + k / steps, spec.epochs)
+        value, out = trainer.loss(x, y)
         if not math.isfinite(value):
             raise _diverged(run.out_dir, value, epoch, k, lr_now)
-        run.trainer.update(lr_now)
-        total += value * len(index)
-        done += len(index)
+        trainer.update(lr_now)
+        size = len(y)
+        total += value * size
+        done += size
         outs.append(out)
         if progress is not None:
             progress.batch_end(done, total / done)
-    seen = train.y[np.concatenate(order)]  # targets in the order the batches ran
-    return total / done, concat(outs), seen, lr_now
+    return total / done, outs[0] if len(outs) == 1 else concat(outs), seen, lr_now
 
 
-def _features(run: _Run) -> Any:
-    """The training features where the trainer holds them once (torch's `resident`: on its
-    device, indexed per batch), else the arrays themselves."""
-    if run.features is None:
-        hold = getattr(run.trainer, "resident", None)
-        run.features = run.splits.train.x if hold is None else hold(run.splits.train.x)
-    return run.features
+def _batches(run: _Run) -> Batches:
+    """The run's batches, over the training features where the trainer holds them once
+    (torch's `resident`: on its device, indexed per batch), else over the arrays themselves."""
+    if run.batches is None:
+        train, hold = run.splits.train, getattr(run.trainer, "resident", None)
+        x = train.x if hold is None else hold(train.x)
+        size, _ = steps_per_epoch(run.spec, run.spec.optimizer, len(train))
+        run.batches = Batches(x, train.y, size)
+    return run.batches
 
 
 def _diverged(out_dir: Path, value: float, epoch: int, step: int, lr: float) -> NetspecError:

@@ -19,6 +19,9 @@ from netspec.errors import EXIT_RUNTIME, NetspecError
 from netspec.runs import CHECKPOINT, HISTORY, load_meta
 
 CURVES = "curves.png"
+# What the detached drawer (`netspec plot RUN`) printed, beside curves.png: its "wrote ..." line,
+# or why the drawing failed (rewritten by each drawing).
+CURVES_LOG = "curves.log"
 # How `train` draws curves.png: "auto" in a detached process once its files are written (the
 # run does not wait for matplotlib), "always" in the run itself, "never" (`netspec plot` later).
 CurvesMode = Literal["auto", "always", "never"]
@@ -309,8 +312,9 @@ _drawers: list[subprocess.Popen[bytes]] = []  # this process's drawing children,
 class Drawer:
     """curves.png drawn by `netspec plot RUN` in a detached process (its own session, so it
     outlives the run and a Ctrl-C after it), from the history.json and checkpoint.npz that the
-    loop has just written; plot writes atomically. One at a time per run: a drawing still going
-    when the run ends is stopped (and its temporary removed) so that no stale one lands last."""
+    loop has just written; plot writes atomically, and what it prints goes to curves.log. One
+    at a time per run: a drawing still going when the run ends is stopped (and its temporary
+    removed) so that no stale one lands last."""
 
     def __init__(self) -> None:
         self.child: subprocess.Popen[bytes] | None = None
@@ -337,19 +341,21 @@ class Drawer:
 
 
 def _spawn_plot(out_dir: Path) -> subprocess.Popen[bytes]:
-    """`python -m netspec plot out_dir`, importing this netspec, detached and silent."""
+    """`python -m netspec plot out_dir`, importing this netspec, detached, its output and errors
+    in out_dir/curves.log (a drawing that fails in the background says why there)."""
     _drawers[:] = [c for c in _drawers if c.poll() is None]  # reap the finished ones
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "netspec", "plot", str(out_dir.resolve())],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )
+    with open(out_dir / CURVES_LOG, "wb") as log:  # the child keeps its own copy of the file
+        child = subprocess.Popen(
+            [sys.executable, "-m", "netspec", "plot", str(out_dir.resolve())],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     _drawers.append(child)
     return child
 

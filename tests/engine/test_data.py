@@ -11,9 +11,9 @@ import pytest
 
 from netspec.errors import EXIT_RUNTIME, NetspecError
 from netspec.recipe import DataSpec
+from netspec.training.batching import Batches
 from netspec.training.data import (
     Dataset,
-    batches,
     fit_normalizer,
     load_data,
     override,
@@ -21,6 +21,7 @@ from netspec.training.data import (
     split,
     with_path,
 )
+from netspec.training.named import Named
 
 RNG = np.random.default_rng(0)
 X = RNG.uniform(0, 16, (12, 64)).astype(np.float32)
@@ -231,11 +232,44 @@ def test_minmax_and_scale255_map_to_the_unit_interval(mode: str, expected: list[
     np.testing.assert_allclose(norm(x).T, expected)
 
 
-def test_batches_cover_every_sample_once_in_a_seeded_order() -> None:
-    parts = batches(10, 4, np.random.default_rng(1))
-    assert [len(p) for p in parts] == [4, 4, 2]
-    assert sorted(np.concatenate(parts)) == list(range(10))
-    np.testing.assert_array_equal(np.concatenate(batches(10, 4, None)), np.arange(10))
+@pytest.mark.parametrize("named", [False, True])
+def test_batches_cover_every_sample_once_in_a_seeded_order(named: bool) -> None:
+    """The epoch's order is rng.permutation's (a run's stream as it always was), its batches
+    consecutive runs of it, the last one short, and the targets returned in that order."""
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    y = np.arange(10, dtype=np.int64) * 7
+    data = (Named({"a": x}), Named({"b": y})) if named else (x, y)
+    batches = Batches(*data, 4)
+    assert len(batches) == 3
+    for rng in (np.random.default_rng(1), None):
+        order = np.random.default_rng(1).permutation(10) if rng is not None else np.arange(10)
+        pairs, seen = batches.epoch(rng)
+        parts = list(pairs)
+        xs = [p[0].arrays["a"] if named else p[0] for p in parts]
+        ys = [p[1].arrays["b"] if named else p[1] for p in parts]
+        assert [len(b) for b in ys] == [4, 4, 2]
+        np.testing.assert_array_equal(np.concatenate(xs), x[order])
+        np.testing.assert_array_equal(np.concatenate(ys), y[order])
+        np.testing.assert_array_equal(seen.arrays["b"] if named else seen, y[order])
+
+
+def test_batches_gather_into_the_same_buffers_every_epoch() -> None:
+    """Plain arrays are gathered once per epoch into two arrays held for the run: a batch is
+    a view of them, and no epoch allocates another copy of the training split."""
+    x = np.random.default_rng(0).normal(size=(9, 3)).astype(np.float32)
+    y = np.arange(9)
+    batches, rng = Batches(x, y, 4), np.random.default_rng(2)
+    buffers = set()
+    for _ in range(3):
+        pairs, seen = batches.epoch(rng)
+        for bx, by in pairs:
+            assert bx.base is not None and by.base is seen  # views of the epoch's arrays
+            buffers.add((id(bx.base), id(seen)))
+        assert sorted(seen) == list(range(9))
+    assert len(buffers) == 1
+    np.testing.assert_array_equal(
+        x, np.random.default_rng(0).normal(size=(9, 3)).astype(np.float32)
+    )
 
 
 def test_data_override_keeps_the_recipe_options(tmp_path: Path) -> None:

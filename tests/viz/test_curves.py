@@ -262,3 +262,20 @@ def test_a_plotting_error_never_fails_training(
     assert (tmp_path / "run" / "weights.npz").is_file()
     assert not (tmp_path / "run" / curves.CURVES).exists()
     assert "could not draw" in caplog.text and "no fonts" in caplog.text
+
+
+def test_the_detached_drawing_says_how_it_went_in_curves_log(digits_run: Path) -> None:
+    """--curves auto's drawer writes curves.log beside curves.png: its line when it drew."""
+    log = (digits_run / curves.CURVES_LOG).read_text(encoding="utf-8")
+    assert f"wrote {digits_run.resolve() / curves.CURVES}" in log
+
+
+def test_a_failed_detached_drawing_is_diagnosable_from_curves_log(tmp_path: Path) -> None:
+    """Its errors went to /dev/null: a missing curves.png said nothing of why."""
+    (tmp_path / ckpt.HISTORY).write_text('[{"epoch": 1, "loss": ', encoding="utf-8")
+    (tmp_path / curves.CURVES_LOG).write_text("an older drawing's line\n", encoding="utf-8")
+    assert curves.Drawer()(tmp_path, [{"epoch": 1, "loss": 0.5}], final=True)
+    curves.wait_drawn(120)
+    log = (tmp_path / curves.CURVES_LOG).read_text(encoding="utf-8")
+    assert "cannot read the training history" in log and "older" not in log
+    assert not (tmp_path / curves.CURVES).exists()
