@@ -36,6 +36,8 @@ LAYERS = (
     (8, 256, 16),
     (4, 256, 32),
     (4, 512, 14),
+    (16, 256, 8),
+    (8, 512, 7),
 )
 
 
@@ -112,7 +114,8 @@ def _row(n: int, c: int, s: int, reps: int) -> str:
 
     def run(on: bool, bwd: bool) -> Callable[[], None]:
         def call() -> None:
-            winograd.ENABLED, winograd.MIN_CHANNELS, winograd.MIN_PIXELS = on, 1, 1
+            winograd.ENABLED, winograd.MIN_CHANNELS = on, 1  # every geometry, for the measurement
+            winograd.MIN_PIXELS, winograd.MAX_PIXELS = 1, 1 << 30
             _step(op, x, p, dy, bwd)
 
         return call

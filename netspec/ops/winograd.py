@@ -17,18 +17,24 @@ from netspec.ops.base import Array
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # (4, 3)
 
-# Off: measured by benchmarks/winograd.py (interleaved, 1 thread; its table is in
-# benchmarks/README.md, "Winograd"). With the tiles-as-rows layout below Winograd runs 1.1-1.6x
-# faster than the first, channels-first version, but still loses or ties im2col + GEMM
-# forward + backward on every geometry measured, ResNet-20's (16-64 channels, 1.0-3.1x) up to
-# 512 channels (0.9-1.35x, within the spread): its transforms are ~25 NumPy passes over a
-# buffer 4x the input at memory speed, which costs what the 2.25x fewer products save. The
-# path stays, tested, for a rule that a future measurement justifies; `ENABLED` is what the
-# tests switch on.
+# Off: measured by benchmarks/winograd.py (interleaved, 1 thread; the table is in
+# benchmarks/README.md, "Round 4"). The tiles-as-rows layout below made Winograd 1.1-1.6x
+# faster than the first, channels-first version, and it now wins forward + backward on
+# 128-256 channels over 14x14-16x16 maps (0.81-0.97x im2col's time), but loses at ResNet-20's
+# 16-64 channels (1.0-2.9x), on 32x32 maps below 256 channels (1.2-1.5x: its input transform
+# runs ~3x slower per float than on 16x16 maps) and on 7x7-8x8 maps (1.1-1.3x: too few tiles for
+# the batched GEMM). That window is narrow, and to win there the batched GEMM needs its
+# MIN_TILES rows at once, a transient of ~16 times the chunk's input that conv's workspace
+# estimate (`--max-memory`) does not count: turning it on for those layers needs the estimate
+# to say so first. The path stays, tested; `ENABLED` is what the tests switch on.
 ENABLED = False
-# Where it came closest (16 and more channels, 32x32 and larger maps).
-MIN_CHANNELS = 16
-MIN_PIXELS = 32 * 32
+# The window where it measured faster: channels and filters, and the output map's pixels.
+MIN_CHANNELS = 128
+MIN_PIXELS = 14 * 14
+MAX_PIXELS = 16 * 16
+# correlate's batch chunks: the transformed input's bytes, and the fewest tiles (GEMM rows).
+CHUNK_BYTES = 1 << 22
+MIN_TILES = 2048
 
 
 def applies(
@@ -50,7 +56,7 @@ def applies(
         and groups == 1
         and all(0 <= v <= 2 for side in pads for v in side)
         and min(channels, filters) >= MIN_CHANNELS
-        and out[0] * out[1] >= MIN_PIXELS
+        and MIN_PIXELS <= out[0] * out[1] <= MAX_PIXELS
     )
 
 
@@ -114,18 +120,27 @@ def correlate(
     x: Array, w: Array, pads: tuple[tuple[int, int], ...], bias: Array | None = None
 ) -> Array:
     """y = x (*) w, stride 1, for (N, C, H, W) x and (F, C, 3, 3) w; pads ((top, bottom), (left,
-    right)). Equal to im2col's correlation up to float rounding."""
-    n, _, h, wd = x.shape
+    right)). Equal to im2col's correlation up to float rounding.
+
+    Per chunk of the batch whose transformed input V is about CHUNK_BYTES, but never fewer than
+    MIN_TILES tiles: the ~25 transform passes then run in cache (a whole 32x32 batch at once
+    was 1.3-1.7x slower), and the batched GEMM keeps enough rows to run near its rate.
+    """
+    n, c, h, wd = x.shape
     (top, bottom), (left, right) = pads
     oh, ow = h + top + bottom - 2, wd + left + right - 2
     th, tw = -(-oh // 2), -(-ow // 2)
-    v = _input_transform(x, pads, th, tw)  # (16, P, C)
-    # The 16 products as one batched GEMM, tiles as rows: (P, C) @ (C, F) runs 4-5x faster
-    # in OpenBLAS than the (F, C) @ (C, P) orientation when C and F are 16-64.
-    m = np.matmul(v, kernel_transform(w))  # (16, P, F)
-    t = _output_transform(m, n, th, tw)[:oh, :ow]  # (OH, OW, N, F)
+    u = kernel_transform(w)  # (16, C, F)
     y = np.empty((n, w.shape[0], oh, ow), dtype=x.dtype)
-    y.transpose(2, 3, 0, 1)[...] = t  # one transposing copy back to channels first
+    step = max(CHUNK_BYTES // (16 * th * tw * c * x.itemsize), -(-MIN_TILES // (th * tw)), 1)
+    for lo in range(0, n, step):
+        xc = x[lo : lo + step]
+        v = _input_transform(xc, pads, th, tw)  # (16, P, C)
+        # The 16 products as one batched GEMM, tiles as rows: (P, C) @ (C, F) runs 4-5x
+        # faster in OpenBLAS than the (F, C) @ (C, P) orientation when C and F are 16-64.
+        m = np.matmul(v, u)  # (16, P, F)
+        t = _output_transform(m, len(xc), th, tw)[:oh, :ow]  # (OH, OW, n, F)
+        y[lo : lo + step].transpose(2, 3, 0, 1)[...] = t  # one copy back to channels first
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
     return y
