@@ -20,7 +20,7 @@ G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])  # (4, 3
 # Off: measured by benchmarks/winograd.py (interleaved, 1 thread; the table is in
 # benchmarks/README.md, "Round 4"). The tiles-as-rows layout below made Winograd 1.1-1.6x
 # faster than the first, channels-first version, and it now wins forward + backward on
-# 128-256 channels over 14x14-16x16 maps (0.81-0.97x im2col's time), but loses at ResNet-20's
+# 128-512 channels over 14x14-16x16 maps (0.81-0.97x im2col's time), but loses at ResNet-20's
 # 16-64 channels (1.0-2.9x), on 32x32 maps below 256 channels (1.2-1.5x: its input transform
 # runs ~3x slower per float than on 16x16 maps) and on 7x7-8x8 maps (1.1-1.3x: too few tiles for
 # the batched GEMM). That window is narrow, and to win there the batched GEMM needs its
