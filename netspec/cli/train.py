@@ -132,10 +132,10 @@ class _Bar:
     """Progress on stderr: one line per epoch and, in a terminal, a bar (samples/s, the epoch's
     ETA, the running loss) redrawn in place on one line.
 
-    The bar is drawn by this object, from the loop's own calls, at most every DRAW_S, and the
-    epoch lines are written together at most every FLUSH_S: rich's Progress (a thread redrawing
-    a table, 1.5 ms a drawing), started per epoch, cost 7 ms an epoch and, kept for the run,
-    still 10% of a run of XOR's 0.2 ms epochs."""
+    The bar is drawn by this object, from the loop's own calls, at most every DRAW_S, and under
+    it the epoch lines are written together at most every FLUSH_S: rich's Progress (a thread
+    redrawing a table, 1.5 ms a drawing), started per epoch, cost 7 ms an epoch and, kept for
+    the run, still 10% of a run of XOR's 0.2 ms epochs."""
 
     DRAW_S = 0.2
     FLUSH_S = 0.2
@@ -174,7 +174,8 @@ class _Bar:
     def epoch_end(self, record: dict[str, Any]) -> None:
         line = f"epoch {record['epoch']}/{self.epochs}  {_fmt(record)}  ({record['seconds']:.2f} s)"
         self.pending.append(line)
-        if time.perf_counter() - self.flushed >= self.FLUSH_S:
+        # Held back only under a live bar, whose redraw is the cost; a log gets each line now.
+        if not self.live or time.perf_counter() - self.flushed >= self.FLUSH_S:
             self._flush()
 
     def _line(self, now: float) -> str:

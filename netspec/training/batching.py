@@ -9,7 +9,9 @@ microseconds of Python and NumPy overhead against steps of 0.1-0.2 ms on the sma
 a buffer per batch saved nothing (the allocator already reuses a freed batch's memory,
 engine/allocator.py).
 
-Memory: the two arrays are one more copy of the training split, held for the run. The
+Memory: the two arrays are one more copy of the training split, held for the run (none when
+the epoch keeps the arrays' order, `shuffle = false`; the targets are gathered per epoch
+instead where they are as large as the features, an autoencoder's). The
 --max-memory estimate (memory.training) counts the data at least twice (as read, and split or
 normalised) and only one copy, the split, outlives loading, so a run stays within what it was
 checked against. Data the engine holds itself (torch's `resident` features on a device) and
@@ -27,6 +29,9 @@ from typing import Any
 import numpy as np
 
 from netspec.ops.base import Array
+
+# Targets up to this many bytes are always held gathered (labels, regression values).
+HELD_TARGETS = 1 << 20
 
 
 class Batches:
@@ -47,14 +52,22 @@ class Batches:
 
     def epoch(self, rng: np.random.Generator | None) -> tuple[Iterator[tuple[Any, Any]], Any]:
         """The epoch's (features, targets) batches, and all its targets in their order."""
-        order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
+        if rng is None:  # the arrays' own order: every batch is a view, nothing is copied
+            return ((self.x[s], self.y[s]) for s in self.slices), self.y
+        order = rng.permutation(self.n)
         if not self.gathered:
             return ((self.x[order[s]], self.y[order[s]]) for s in self.slices), self.y[order]
-        if self.bx is None or self.by is None:
+        if self.bx is None:
             self.bx = np.empty(self.x.shape, self.x.dtype)  # C order: each batch contiguous
-            self.by = np.empty(self.y.shape, self.y.dtype)
+            # Large targets about the features' size (an autoencoder's, `targets = inputs`)
+            # would make a second held copy of the split: those are gathered per epoch.
+            if self.y.nbytes <= max(self.x.nbytes // 4, HELD_TARGETS):
+                self.by = np.empty(self.y.shape, self.y.dtype)
         # mode="clip": numpy buffers `out` under the default "raise"; a permutation is in range.
         np.take(self.x, order, axis=0, out=self.bx, mode="clip")
-        np.take(self.y, order, axis=0, out=self.by, mode="clip")
-        bx, by = self.bx, self.by
+        if self.by is None:
+            by = self.y[order]
+        else:
+            by = np.take(self.y, order, axis=0, out=self.by, mode="clip")
+        bx = self.bx
         return ((bx[s], by[s]) for s in self.slices), by

@@ -272,6 +272,30 @@ def test_batches_gather_into_the_same_buffers_every_epoch() -> None:
     )
 
 
+def test_batches_in_the_arrays_order_are_views_of_them() -> None:
+    """shuffle = false: no epoch copies the training split; every batch is a slice of it."""
+    x = np.arange(24, dtype=np.float32).reshape(8, 3)
+    y = np.arange(8)
+    pairs, seen = Batches(x, y, 3).epoch(None)
+    for bx, by in pairs:
+        assert np.shares_memory(bx, x) and np.shares_memory(by, y)
+    assert seen is y
+
+
+def test_targets_as_large_as_the_features_are_not_held_a_second_time() -> None:
+    """An autoencoder's targets (`targets = inputs`): the features are gathered into the
+    held array, the targets per epoch, so the run holds one extra copy of the split, not two."""
+    x = np.random.default_rng(0).normal(size=(600, 512)).astype(np.float32)  # 1.2 MB
+    batches, rng = Batches(x, x.copy(), 100), np.random.default_rng(3)
+    order = np.random.default_rng(3).permutation(600)
+    pairs, seen = batches.epoch(rng)
+    assert batches.bx is not None and batches.by is None
+    parts = list(pairs)
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), x[order])
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), x[order])
+    np.testing.assert_array_equal(seen, x[order])
+
+
 def test_data_override_keeps_the_recipe_options(tmp_path: Path) -> None:
     base = spec(name="csv", path="a.csv", y="label", normalize="minmax")
     moved = with_path(base, tmp_path / "b.csv")

@@ -69,9 +69,10 @@ def test_the_bar_fits_the_terminal() -> None:
 
 
 def test_lines_are_held_back_at_most_a_flush_interval() -> None:
-    """Fast epochs share a write; the first is written at once, and close writes the rest."""
+    """Under a live bar fast epochs share a write; the first is written at once, and close
+    writes the rest."""
     sink = io.StringIO()
-    bar = _Bar(Console(file=sink, width=200), live=False)
+    bar = _Bar(Console(file=sink, width=200), live=True)
     bar.epoch_start(1, 3, 8)
     bar.epoch_end(_record(1))
     assert "epoch 1/3" in sink.getvalue()
@@ -81,3 +82,14 @@ def test_lines_are_held_back_at_most_a_flush_interval() -> None:
     assert "epoch 2/3" not in sink.getvalue() and bar.pending
     bar.close()
     assert "epoch 2/3" in sink.getvalue()
+
+
+def test_without_a_terminal_every_epoch_line_is_written_at_once() -> None:
+    """A log or CI (no live bar) gets each epoch's line when it ends, not at the next one."""
+    sink = io.StringIO()
+    bar = _Bar(Console(file=sink, width=200), live=False)
+    bar.FLUSH_S = 3600.0
+    for epoch in (1, 2):
+        bar.epoch_start(epoch, 3, 8)
+        bar.epoch_end(_record(epoch))
+        assert f"epoch {epoch}/3" in sink.getvalue() and not bar.pending
