@@ -165,13 +165,18 @@ class Executor:
         values: dict[str, Array] = {}
         tape = Tape()
         first_layer_ctx = replace(ctx, input_grad=False)
+        # A step whose cache no backward reads (inference, or nothing to differentiate).
+        no_back = (replace(ctx, backward=False), replace(first_layer_ctx, backward=False))
         for k, step in enumerate(self.steps):
             name = step.node.name
             if step.is_input:
                 values[name] = self._cast(inputs[name])
                 continue
             xs = [values[i] for i in step.node.inputs]
-            step_ctx = ctx if step.input_grad else first_layer_ctx
+            if record and step.needs_grad:
+                step_ctx = ctx if step.input_grad else first_layer_ctx
+            else:
+                step_ctx = no_back[0] if step.input_grad else no_back[1]
             if step.fixed and ctx.train:
                 step_ctx = replace(step_ctx, train=False)
             y, cache = step.node.op.forward(xs, self._slice(step, params), step_ctx)

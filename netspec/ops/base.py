@@ -47,6 +47,9 @@ class Ctx:
     # False when nothing upstream of the op is trainable (a network's first layer): backward
     # may then return None for its inputs and skip that work, as PyTorch's needs_input_grad.
     input_grad: bool = True
+    # False when no backward pass will read this call's cache (inference, or a step nothing
+    # differentiates through): forward may then skip what only its backward needs.
+    backward: bool = True
 
 
 @dataclass(frozen=True)

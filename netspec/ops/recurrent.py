@@ -113,12 +113,18 @@ class _Recurrent(Op):
 
     # ---- NumPy scan --------------------------------------------------------------------------
     def scan(
-        self, x: Array, p: Params, reverse: bool = False, input_grad: bool = True
+        self,
+        x: Array,
+        p: Params,
+        reverse: bool = False,
+        input_grad: bool = True,
+        backward: bool = True,
     ) -> tuple[Array, Any]:
         """All hidden states (N, T, H) in input time order; reverse reads x from the end.
 
         The cache keeps the hidden states second (Bidirectional and seq_grad read them) and
-        input_grad last: without it scan_back returns None for dx and skips its GEMM.
+        input_grad last: without it scan_back returns None for dx and skips its GEMM. Without
+        `backward` (Ctx.backward: no scan_back will follow) a scan may skip what only BPTT needs.
         """
         if reverse:
             x = x[:, ::-1]
@@ -162,7 +168,7 @@ class _Recurrent(Op):
         return (dx[:, ::-1] if reverse else dx), grads
 
     def forward(self, xs: Sequence[Array], p: Params, ctx: Ctx) -> tuple[Array, Any]:
-        hs, cache = self.scan(xs[0], p, input_grad=ctx.input_grad)
+        hs, cache = self.scan(xs[0], p, input_grad=ctx.input_grad, backward=ctx.backward)
         return (hs if self.return_sequences else hs[:, -1]), cache
 
     def backward(self, dy: Array, cache: Any, p: Params) -> tuple[list[Array | None], Grads]:
@@ -333,7 +339,12 @@ class Lstm(_Recurrent):
         return torch._VF.lstm
 
     def scan(
-        self, x: Array, p: Params, reverse: bool = False, input_grad: bool = True
+        self,
+        x: Array,
+        p: Params,
+        reverse: bool = False,
+        input_grad: bool = True,
+        backward: bool = True,
     ) -> tuple[Array, Any]:
         if reverse:
             x = x[:, ::-1]
@@ -351,8 +362,10 @@ class Lstm(_Recurrent):
         b = (p["bias_ih"] + p["bias_hh"])[:, None]
         w = np.concatenate([p["weight_ih"], b, p["weight_hh"]], axis=1) * sign  # (4H, F+1+H)
         gates = np.empty((t, 4 * hd, n), dtype=dt)
-        dz = np.empty_like(gates)  # d gate / d pre-activation, times the gate's partner
-        dc_dh = np.empty((t, hd, n), dtype=dt)  # o * tanh'(c)
+        # BPTT's factors (empty when no backward will read them: inference skips their work).
+        rows_b = (4 * hd, hd) if backward else (0, 0)
+        dz = np.empty((t, rows_b[0], n), dtype=dt)  # d gate / d pre-activation, times a partner
+        dc_dh = np.empty((t, rows_b[1], n), dtype=dt)  # o * tanh'(c)
         c = np.zeros((hd, n), dtype=dt)
         tc = np.empty_like(c)
         with np.errstate(over="ignore"):  # e^-z overflows to inf for z << 0: sigmoid 0, exact
@@ -363,26 +376,29 @@ class Lstm(_Recurrent):
                 np.exp(a, out=a)
                 a += 1
                 np.reciprocal(a, out=a)  # sigmoid(z_i), sigmoid(z_f), sigmoid(2 z_g), sigmoid(z_o)
-                np.subtract(1, a, out=d)
-                d *= a  # s (1 - s); tanh'(z) = 1 - g^2 = 4 s (1 - s) with g = 2 s - 1
                 i, fg, g, o = (a[j * hd : (j + 1) * hd] for j in range(4))
-                di, df, dg, do = (d[j * hd : (j + 1) * hd] for j in range(4))
+                if backward:
+                    np.subtract(1, a, out=d)
+                    d *= a  # s (1 - s); tanh'(z) = 1 - g^2 = 4 s (1 - s) with g = 2 s - 1
                 g *= 2
                 g -= 1
-                dg *= 4
-                di *= g
-                dg *= i
-                df *= c  # c_{k-1}
+                if backward:
+                    di, df, dg, _ = (d[j * hd : (j + 1) * hd] for j in range(4))
+                    dg *= 4
+                    di *= g
+                    dg *= i
+                    df *= c  # c_{k-1}
                 c *= fg
                 np.multiply(i, g, out=tc)
                 c += tc
                 np.tanh(c, out=tc)
                 np.multiply(o, tc, out=xh[f + 1 :, k + 1])
-                do *= tc
-                e = dc_dh[k]
-                np.multiply(tc, tc, out=e)
-                np.subtract(1, e, out=e)
-                e *= o
+                if backward:
+                    d[3 * hd :] *= tc  # o's factor
+                    e = dc_dh[k]
+                    np.multiply(tc, tc, out=e)
+                    np.subtract(1, e, out=e)
+                    e *= o
         hs = xh[f + 1 :, 1:].transpose(2, 1, 0)  # (N, T, H) in scan order
         out = hs[:, ::-1] if reverse else hs
         return out, (xh, hs, (gates, dz, dc_dh), reverse, input_grad)
@@ -580,7 +596,7 @@ class Bidirectional(Op):
         layer = self.layer
         ys, caches = [], []
         for d, reverse in (("fwd", False), ("bwd", True)):
-            hs, cache = layer.scan(xs[0], _sub(p, d), reverse, ctx.input_grad)
+            hs, cache = layer.scan(xs[0], _sub(p, d), reverse, ctx.input_grad, ctx.backward)
             ys.append(hs if layer.return_sequences else hs[:, 0 if reverse else -1])
             caches.append(cache)
         return np.concatenate(ys, axis=-1), caches

@@ -142,6 +142,35 @@ def test_a_first_recurrent_layer_skips_its_input_gradient(layer: str) -> None:
     assert dxs == [None] and all(g.any() for g in grads.values())
 
 
+@pytest.mark.parametrize("layer", ["lstm(4)", "bidirectional(lstm(4))"])
+def test_inference_tells_ops_no_backward_follows_and_the_outputs_do_not_change(
+    layer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctx.backward is False where no backward reads a cache (inference): the LSTM then skips
+    BPTT's factors, bit for bit the same outputs; a training forward keeps them."""
+    from netspec.ops.recurrent import Lstm
+
+    analysis = analyse(f"  input x: [5, 3]\n  r = {layer}\n  dense(2)")
+    params = init_params(analysis, np.random.default_rng(0))
+    ex = Executor(analysis, np.float32)
+    seen: list[bool] = []
+    scan = Lstm.scan
+
+    def spy(self: Lstm, *args: object, **kwargs: object) -> object:
+        seen.append(bool(kwargs.get("backward", args[4] if len(args) > 4 else True)))
+        return scan(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Lstm, "scan", spy)
+    x = np.random.default_rng(1).standard_normal((2, 5, 3)).astype(np.float32)
+    trained, tape = ex.forward({"x": x}, params, Ctx(train=True))
+    assert seen and all(seen) and tape.caches["r"] is not None
+    seen.clear()
+    inferred, _ = ex.forward({"x": x}, params, Ctx(), record=False)
+    assert seen and not any(seen)
+    (out,) = analysis.network.outputs
+    np.testing.assert_array_equal(trained[out], inferred[out])
+
+
 POOLED = {
     "tiled": "maxpool2d(2)",
     "overlapping_padded": "maxpool2d(3, stride=2, padding=1)",
