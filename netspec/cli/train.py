@@ -203,6 +203,8 @@ class _Bar:
         return "\r" + " " * len(self.last) + "\r"
 
     def _write(self, text: str) -> None:
+        if self.console.quiet:  # as console.print: a quiet console (torchrun's ranks) says nothing
+            return
         file = self.console.file
         file.write(text)
         file.flush()

@@ -143,7 +143,7 @@ class ConvNd(Windowed):
         k, s, d = self._kernel()
         pads, out = self._geometry(x)
         row_bytes = x[0] * math.prod(k) * itemsize  # one window-matrix column: C*K floats
-        if minor_applies(k, s, tuple(x[1:]), pads, out, x[0] // self.groups):
+        if minor_applies(k, s, d, tuple(x[1:]), pads, out, x[0] // self.groups):
             return pads, minor_chunks(k, d, tuple(x[1:]), pads, out, n, row_bytes)
         return pads, chunk_grids(k, s, d, tuple(x[1:]), pads, out, n, row_bytes)
 

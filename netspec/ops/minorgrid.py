@@ -36,20 +36,20 @@ MIN_WASTE = 1.25
 def minor_applies(
     kernel: tuple[int, ...],
     stride: tuple[int, ...],
+    dilation: tuple[int, ...],
     sizes: tuple[int, ...],
     pads: Sequence[tuple[int, int]],
     out: tuple[int, ...],
     channels: int,
 ) -> bool:
     """Stride-1 2-D convs off the row path (channels per group * K_last < ROW_PATH_MIN: that
-    one needs the wide grid) whose wide grid (pitch S_1 + max pad) wastes >= MIN_WASTE."""
+    one needs the wide grid) whose wide grid's sample pitch wastes >= MIN_WASTE columns."""
     if len(kernel) != 2 or any(s != 1 for s in stride) or not all(out):
         return False
     if channels * kernel[-1] >= im2col.ROW_PATH_MIN:
         return False
-    (lo, hi), last = pads[-1], sizes[-1]
-    pitch = max(last + max(lo, hi), out[-1])
-    return pitch >= MIN_WASTE * out[-1]
+    wide = Grid.of(kernel, stride, dilation, sizes, tuple(pads), out, 1)  # cached: its pitch
+    return wide.pitch >= MIN_WASTE * out[-1]
 
 
 @dataclass(frozen=True)

@@ -93,3 +93,15 @@ def test_without_a_terminal_every_epoch_line_is_written_at_once() -> None:
         bar.epoch_start(epoch, 3, 8)
         bar.epoch_end(_record(epoch))
         assert f"epoch {epoch}/3" in sink.getvalue() and not bar.pending
+
+
+def test_a_quiet_console_gets_no_bar_and_no_lines() -> None:
+    """The bar writes to the console's file itself: it must keep a quiet console quiet."""
+    sink = io.StringIO()
+    for live in (True, False):
+        bar = _Bar(Console(file=sink, width=200, quiet=True), live=live)
+        bar.epoch_start(1, 2, 8)
+        bar.batch_end(4, 0.5)
+        bar.epoch_end(_record(1))
+        bar.close()
+    assert sink.getvalue() == ""
